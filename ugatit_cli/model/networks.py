@@ -1,0 +1,215 @@
+"""U-GAT-IT generator and discriminator.
+
+References:
+1) the paper: Kim, Kim, Kang, Lee, "U-GAT-IT: Unsupervised Generative Attentional Networks with Adaptive
+   Layer-Instance Normalization for Image-to-Image Translation", ICLR 2020 (arXiv:1907.10830);
+2) the official PyTorch implementation, znxlwm/UGATIT-pytorch (``networks.py``);
+3) the official TensorFlow implementation, taki0112/UGATIT (``UGATIT.py``, ``ops.py``).
+
+Modules are named like the official PyTorch ones (``DownBlock``, ``gap_fc``, ``UpBlock1_1``, ...), so an
+official ``state_dict`` loads without renaming. Numerics follow the official PyTorch code: AdaLIN and LIN
+use the unbiased variance, and the discriminator's attention weights are the spectral-norm ``weight_orig``.
+This module does no file or network IO.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import UGATITConfig
+
+N_DOWNSAMPLING = 2  # the encoder halves the image twice, the decoder doubles it twice
+
+
+def _instance_layer_norm(x: torch.Tensor, rho: torch.Tensor, eps: float) -> torch.Tensor:
+    """rho * InstanceNorm(x) + (1 - rho) * LayerNorm(x), unbiased variances as in the official PyTorch code."""
+    in_var, in_mean = torch.var_mean(x, dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+    ln_var, ln_mean = torch.var_mean(x, dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    out_in = (x - in_mean) / torch.sqrt(in_var + eps)
+    out_ln = (x - ln_mean) / torch.sqrt(ln_var + eps)
+    return rho * out_in + (1 - rho) * out_ln
+
+
+class AdaLIN(nn.Module):
+    """Adaptive Layer-Instance Normalization: gamma and beta come from the attention MLP, per image."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.rho = nn.Parameter(torch.full((1, num_features, 1, 1), 0.9))
+
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        out = _instance_layer_norm(x, self.rho, self.eps)
+        return out * gamma[:, :, None, None] + beta[:, :, None, None]  # gamma, beta: (B, C)
+
+
+class LIN(nn.Module):
+    """Layer-Instance Normalization with learned gamma and beta, used in the decoder's upsampling blocks."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.rho = nn.Parameter(torch.zeros(1, num_features, 1, 1))
+        self.gamma = nn.Parameter(torch.ones(1, num_features, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, num_features, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _instance_layer_norm(x, self.rho, self.eps) * self.gamma + self.beta
+
+
+class ResnetBlock(nn.Module):
+    """Encoder residual block: two 3x3 convs with (biased, non-affine) instance norm."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=False), nn.InstanceNorm2d(dim), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=False), nn.InstanceNorm2d(dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetAdaLINBlock(nn.Module):
+    """Decoder residual block: two 3x3 convs, each followed by AdaLIN with the image's gamma and beta."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.pad1 = nn.ReflectionPad2d(1)
+        self.conv1 = nn.Conv2d(dim, dim, 3, bias=False)
+        self.norm1 = AdaLIN(dim)
+        self.relu1 = nn.ReLU(True)
+        self.pad2 = nn.ReflectionPad2d(1)
+        self.conv2 = nn.Conv2d(dim, dim, 3, bias=False)
+        self.norm2 = AdaLIN(dim)
+
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta))
+        out = self.norm2(self.conv2(self.pad2(out)), gamma, beta)
+        return out + x
+
+
+class Generator(nn.Module):
+    """ResNet generator with CAM attention and an AdaLIN decoder (official ``ResnetGenerator``)."""
+
+    def __init__(self, config: UGATITConfig):
+        super().__init__()
+        self.config = config
+        ch, n_res = config.ch, config.n_res
+        mult = 2**N_DOWNSAMPLING
+        dim = ch * mult  # channels of the bottleneck feature map
+
+        down: list[nn.Module] = [
+            nn.ReflectionPad2d(3), nn.Conv2d(config.img_ch, ch, 7, bias=False), nn.InstanceNorm2d(ch), nn.ReLU(True),
+        ]
+        for i in range(N_DOWNSAMPLING):
+            c = ch * 2**i
+            down += [nn.ReflectionPad2d(1), nn.Conv2d(c, c * 2, 3, stride=2, bias=False),
+                     nn.InstanceNorm2d(c * 2), nn.ReLU(True)]
+        down += [ResnetBlock(dim) for _ in range(n_res)]
+        self.DownBlock = nn.Sequential(*down)
+
+        # Class activation map: one logit per pooling; its weight row rescales the feature map's channels.
+        self.gap_fc = nn.Linear(dim, 1, bias=False)
+        self.gmp_fc = nn.Linear(dim, 1, bias=False)
+        self.conv1x1 = nn.Conv2d(dim * 2, dim, 1, bias=True)
+        self.relu = nn.ReLU(True)
+
+        # gamma/beta MLP: light models pool the map first; full models flatten it (img_size/4)^2 * dim wide.
+        fc_in = dim if config.light else (config.img_size // mult) ** 2 * dim
+        self.FC = nn.Sequential(nn.Linear(fc_in, dim, bias=False), nn.ReLU(True),
+                                nn.Linear(dim, dim, bias=False), nn.ReLU(True))
+        self.gamma = nn.Linear(dim, dim, bias=False)
+        self.beta = nn.Linear(dim, dim, bias=False)
+
+        for i in range(n_res):
+            setattr(self, f"UpBlock1_{i + 1}", ResnetAdaLINBlock(dim))
+
+        up: list[nn.Module] = []
+        for i in range(N_DOWNSAMPLING):
+            c = ch * 2 ** (N_DOWNSAMPLING - i)
+            up += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                   nn.Conv2d(c, c // 2, 3, bias=False), LIN(c // 2), nn.ReLU(True)]
+        up += [nn.ReflectionPad2d(3), nn.Conv2d(ch, config.img_ch, 7, bias=False), nn.Tanh()]
+        self.UpBlock2 = nn.Sequential(*up)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, 3, H, W) in [-1, 1] -> (image (B, 3, H, W), cam_logit (B, 2), heatmap (B, 1, H/4, W/4))."""
+        x = self.DownBlock(x)  # (B, dim, H/4, W/4)
+
+        gap_logit = self.gap_fc(F.adaptive_avg_pool2d(x, 1).flatten(1))  # (B, 1)
+        gmp_logit = self.gmp_fc(F.adaptive_max_pool2d(x, 1).flatten(1))  # (B, 1)
+        gap = x * self.gap_fc.weight[:, :, None, None]  # weight (1, dim) -> (1, dim, 1, 1)
+        gmp = x * self.gmp_fc.weight[:, :, None, None]
+        cam_logit = torch.cat([gap_logit, gmp_logit], 1)  # (B, 2)
+        x = self.relu(self.conv1x1(torch.cat([gap, gmp], 1)))  # (B, dim, H/4, W/4)
+        heatmap = x.sum(dim=1, keepdim=True)  # (B, 1, H/4, W/4)
+
+        pooled = F.adaptive_avg_pool2d(x, 1) if self.config.light else x
+        style = self.FC(pooled.flatten(1))  # (B, dim)
+        gamma, beta = self.gamma(style), self.beta(style)
+
+        for i in range(self.config.n_res):
+            x = getattr(self, f"UpBlock1_{i + 1}")(x, gamma, beta)
+        return self.UpBlock2(x), cam_logit, heatmap
+
+
+def _sn(module: nn.Module) -> nn.Module:
+    """Spectral norm with the classic hook API: its ``weight_orig``/``weight_u``/``weight_v`` keys match
+    the official checkpoints, and ``weight_orig`` is what the official CAM uses as attention weights."""
+    return nn.utils.spectral_norm(module)
+
+
+class Discriminator(nn.Module):
+    """PatchGAN discriminator with CAM attention (official ``Discriminator``); ``n_layers`` 7 global, 5 local."""
+
+    def __init__(self, config: UGATITConfig, n_layers: int):
+        super().__init__()
+        ch = config.ch
+        layers: list[nn.Module] = [nn.ReflectionPad2d(1), _sn(nn.Conv2d(config.img_ch, ch, 4, stride=2)),
+                                   nn.LeakyReLU(0.2, True)]
+        for i in range(1, n_layers - 2):
+            c = ch * 2 ** (i - 1)
+            layers += [nn.ReflectionPad2d(1), _sn(nn.Conv2d(c, c * 2, 4, stride=2)), nn.LeakyReLU(0.2, True)]
+        c = ch * 2 ** (n_layers - 3)
+        layers += [nn.ReflectionPad2d(1), _sn(nn.Conv2d(c, c * 2, 4, stride=1)), nn.LeakyReLU(0.2, True)]
+        self.model = nn.Sequential(*layers)
+
+        dim = ch * 2 ** (n_layers - 2)
+        self.gap_fc = _sn(nn.Linear(dim, 1, bias=False))
+        self.gmp_fc = _sn(nn.Linear(dim, 1, bias=False))
+        self.conv1x1 = nn.Conv2d(dim * 2, dim, 1, bias=True)
+        self.leaky_relu = nn.LeakyReLU(0.2, True)
+        self.pad = nn.ReflectionPad2d(1)
+        self.conv = _sn(nn.Conv2d(dim, 1, 4, bias=False))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, 3, H, W) -> (patch logits (B, 1, h, w), cam_logit (B, 2), heatmap (B, 1, h', w'))."""
+        x = self.model(x)
+        gap_logit = self.gap_fc(F.adaptive_avg_pool2d(x, 1).flatten(1))  # uses the normalised weight
+        gmp_logit = self.gmp_fc(F.adaptive_max_pool2d(x, 1).flatten(1))
+        gap = x * self.gap_fc.weight_orig[:, :, None, None]  # the official quirk: the un-normalised weight
+        gmp = x * self.gmp_fc.weight_orig[:, :, None, None]
+        cam_logit = torch.cat([gap_logit, gmp_logit], 1)
+        x = self.leaky_relu(self.conv1x1(torch.cat([gap, gmp], 1)))
+        heatmap = x.sum(dim=1, keepdim=True)
+        return self.conv(self.pad(x)), cam_logit, heatmap
+
+
+def clip_rho_(module: nn.Module) -> None:
+    """Clamp every AdaLIN/LIN ``rho`` to [0, 1] in place (the official ``RhoClipper``)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (AdaLIN, LIN)):
+                m.rho.clamp_(0.0, 1.0)
+
+
+def build_discriminators(config: UGATITConfig) -> dict[str, Discriminator]:
+    """The four discriminators under their official names: global/local for domains A and B."""
+    return {
+        "disGA": Discriminator(config, config.dis_global_layers),
+        "disGB": Discriminator(config, config.dis_global_layers),
+        "disLA": Discriminator(config, config.dis_local_layers),
+        "disLB": Discriminator(config, config.dis_local_layers),
+    }
