@@ -1,3 +1,24 @@
-"""ugatit-cli: U-GAT-IT image-to-image translation from the command line and from Python."""
+"""ugatit-cli: U-GAT-IT image-to-image translation from the command line and from Python.
+
+The public names are imported lazily so that ``ugatit --help`` does not pay for importing torch.
+"""
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "load_generator": "ugatit_cli.loading",
+    "resolve_model": "ugatit_cli.loading",
+    "UGATITConfig": "ugatit_cli.model",
+    "UGATITModel": "ugatit_cli.hub",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ugatit_cli' has no attribute {name!r}")

@@ -1,0 +1,168 @@
+"""Reading and writing image files safely: every way a file can be bad becomes a one-line reason.
+
+Shared by translation, training data and evaluation, so a file that one command rejects is rejected by
+all of them with the same words.
+"""
+
+import glob
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from .errors import UserError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+class BadImageError(UserError):
+    """An input file that cannot be used as an image; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, compositing transparency onto ``background``."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        # Pillow's convert("L") clips 16-bit values at 255 instead of scaling them.
+        img = img.point(lambda v: v / 257).convert("L")
+    elif img.mode == "F":
+        img = img.point(lambda v: v * 255).convert("L")
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_rgb(path: str | os.PathLike, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Decode an image fully into RGB (first frame of animations, EXIF orientation applied).
+
+    Raises :class:`BadImageError` for empty, truncated, unreadable, oversized or missing files.
+    """
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise BadImageError(path, "broken symbolic link")
+    if not path.exists():
+        raise BadImageError(path, "no such file")
+    if path.is_dir():
+        raise BadImageError(path, "is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise BadImageError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.seek(0)
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb(img, background)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImageError(
+            path, f"image is larger than Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise BadImageError(path, "not an image file Pillow can read") from None
+    except OSError as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason:
+            reason = "truncated or corrupt image data"
+        raise BadImageError(path, reason) from None
+    except (ValueError, SyntaxError, IndexError, MemoryError) as exc:  # Pillow plugins raise these on bad data
+        raise BadImageError(path, f"corrupt image data ({type(exc).__name__}: {exc})") from None
+
+
+def save_image_atomic(img: Image.Image, path: str | os.PathLike) -> None:
+    """Write ``img`` (format from the suffix) via a temporary file in the same folder, then rename.
+
+    A crash or a full disk never leaves a half-written file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            img.save(fh, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """An image to process and the relative path its outputs keep under the output folder."""
+
+    path: Path
+    relative: Path
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """An input argument that yields nothing to process, with the reason."""
+
+    path: str
+    reason: str
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    """Image-named files under ``folder`` (recursive, sorted); broken links are kept so they get reported."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in sorted(files) if not f.startswith(".") and is_image_name(Path(f))]
+    return found
+
+
+def collect_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[InputImage], list[InputProblem]]:
+    """Expand files, folders (recursively) and glob patterns into images with output-relative paths.
+
+    A single folder's images keep their paths relative to it; with several inputs each folder's name is
+    kept as a prefix so outputs of different folders cannot collide. Duplicates are dropped.
+    """
+    images: list[InputImage] = []
+    problems: list[InputProblem] = []
+    several = len(inputs) > 1
+    for raw in inputs:
+        arg = Path(raw)
+        if arg.is_dir():
+            files = _folder_images(arg)
+            if not files:
+                problems.append(InputProblem(str(raw), "folder contains no images"))
+            prefix = Path(arg.resolve().name) if several else Path()
+            images += [InputImage(f, prefix / f.relative_to(arg)) for f in files]
+        elif arg.exists() or arg.is_symlink():
+            images.append(InputImage(arg, Path(arg.name)))
+        elif glob.has_magic(str(raw)):
+            matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
+            files = [m for m in matches if not m.is_dir()]
+            if not files:
+                problems.append(InputProblem(str(raw), "pattern matches no files"))
+            images += [InputImage(m, Path(m.name)) for m in files]
+        else:
+            problems.append(InputProblem(str(raw), "no such file or folder"))
+    return _dedupe(images), problems
+
+
+def _dedupe(images: Iterable[InputImage]) -> list[InputImage]:
+    seen: set[Path] = set()
+    unique = []
+    for image in images:
+        key = image.path.absolute()
+        if key not in seen:
+            seen.add(key)
+            unique.append(image)
+    return unique

@@ -1,0 +1,1 @@
+"""Converters from the official U-GAT-IT checkpoint formats to ours (one module per format)."""
