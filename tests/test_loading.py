@@ -32,7 +32,7 @@ def test_model_folder_round_trip(tmp_path):
     assert "library_name: ugatit-cli" in (folder / "README.md").read_text()
     for direction in ("a2b", "b2a"):
         loaded = ugatit_cli.load_generator(folder, direction=direction)
-        for ours, theirs in zip(outputs(loaded), outputs(model.generators[direction])):
+        for ours, theirs in zip(outputs(loaded), outputs(model.generators[direction]), strict=True):
             torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 

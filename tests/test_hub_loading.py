@@ -1,0 +1,64 @@
+"""Loading from the Hub: through a pre-filled huggingface_hub cache in offline mode."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from ugatit_cli.hub import UGATITModel, write_model_folder
+from ugatit_cli.model import Generator, UGATITConfig
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fill_cache(cache: Path, repo_id: str, folder: Path, revision: str = "main") -> None:
+    """Lay out ``folder`` as huggingface_hub's cache does after a download (snapshots + refs)."""
+    repo_dir = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    for f in folder.iterdir():
+        shutil.copy(f, snapshot / f.name)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / revision).write_text(COMMIT)
+
+
+def run_python(code: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+
+
+def test_hub_repo_loads_from_a_prefilled_cache_offline(tmp_path):
+    torch.manual_seed(0)
+    config = UGATITConfig(img_size=32, ch=4, n_res=1)
+    generator = Generator(config).eval()
+    folder = write_model_folder(UGATITModel(config, {"a2b": generator}), tmp_path / "model")
+    cache = tmp_path / "hub-cache"
+    fill_cache(cache, "someone/tiny-ugatit", folder)
+    x = torch.linspace(-1, 1, 3 * 32 * 32).reshape(1, 3, 32, 32)
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(generator(x)[0], tmp_path / "expected.pt")
+
+    code = f"""
+import torch, ugatit_cli
+g = ugatit_cli.load_generator("someone/tiny-ugatit", direction="a2b")
+x = torch.load({str(tmp_path / 'x.pt')!r})
+with torch.no_grad():
+    torch.testing.assert_close(g(x)[0], torch.load({str(tmp_path / 'expected.pt')!r}), rtol=0, atol=0)
+print("ok")
+"""
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    result = run_python(code, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_missing_repo_offline_is_one_clear_line(tmp_path):
+    env = {"HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    result = run_python("import ugatit_cli; ugatit_cli.load_generator('someone/absent')", env)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "someone/absent" in last and "HF_HUB_OFFLINE" in last
