@@ -16,6 +16,8 @@ from .devices import select_device
 from .errors import UserError
 from .hub import DIRECTIONS, UGATITModel, check_direction, generator_from_state, hub_errors, is_model_folder
 from .importers.official_pytorch import GENERATOR_NAMES, load_official_checkpoint
+from .importers.tf_checkpoint import is_tf_checkpoint
+from .importers.tf_convert import load_tf_checkpoint
 from .model import Generator
 from .registry import MODELS
 
@@ -52,6 +54,7 @@ def _load_official_pytorch(path: Path, directions: Sequence[str]) -> UGATITModel
 LOCAL_SOURCES: list[LocalSource] = [
     LocalSource("model folder", is_model_folder, _load_model_folder),
     LocalSource("official PyTorch checkpoint", lambda p: p.is_file() and p.suffix == ".pt", _load_official_pytorch),
+    LocalSource("official TensorFlow checkpoint (folder or .index)", is_tf_checkpoint, load_tf_checkpoint),
 ]
 
 

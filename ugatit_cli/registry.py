@@ -3,8 +3,8 @@
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import UserError
 from .hub import UGATITModel
+from .importers.tf_hub import HubTFCheckpoint
 
 #: resolve(directions, revision) -> the model with those generators loaded
 Resolver = Callable[[Sequence[str], str | None], UGATITModel]
@@ -18,18 +18,19 @@ class RegisteredModel:
     resolve: Resolver
 
 
-def _selfie2anime_unavailable(directions: Sequence[str], revision: str | None) -> UGATITModel:
-    raise UserError(
-        "selfie2anime: the official weights are a TensorFlow checkpoint and this version of ugatit-cli "
-        "cannot convert it yet; pass a model folder, Hub repo id or official PyTorch checkpoint instead"
-    )
+#: The official TF release (taki0112/UGATIT): full model, 256 px, ch 64, 4 residual blocks, 1M iterations.
+SELFIE2ANIME = HubTFCheckpoint(
+    repo_id="hylee/UGATIT_model",
+    folder="UGATIT_selfie2anime_lsgan_4resblock_6dis_1_1_10_10_1000_sn_smoothing",
+    prefix="UGATIT.model-1000000",
+)
 
 
 MODELS: dict[str, RegisteredModel] = {
     "selfie2anime": RegisteredModel(
         name="selfie2anime",
         description="Official U-GAT-IT selfie->anime (full, 256 px, ch 64, 1M iterations); a2b = selfie->anime",
-        origin="hf://hylee/UGATIT_model (official TensorFlow checkpoint, converted on first use)",
-        resolve=_selfie2anime_unavailable,
+        origin=f"{SELFIE2ANIME.url} (official TensorFlow checkpoint; one generator fetched and converted on first use)",
+        resolve=SELFIE2ANIME.resolve,
     ),
 }

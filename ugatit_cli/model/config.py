@@ -53,6 +53,10 @@ class UGATITConfig:
             raise ValueError(f"img_size must be a multiple of 4 and at least 16, got {self.img_size}")
         if self.ch < 1 or self.n_res < 0:
             raise ValueError(f"ch must be >= 1 and n_res >= 0, got ch={self.ch}, n_res={self.n_res}")
+        if self.variant == "tf" and self.n_res != 4:
+            # The TF graph's gamma/beta MLP is ch * n_res wide and scales the ch * 4 bottleneck channels.
+            raise ValueError(f"variant 'tf' needs n_res == 4 (the official TF graph cannot be built otherwise), "
+                             f"got n_res={self.n_res}")
         self.dis_global_layers = deepest_discriminator(self.img_size, self.dis_global_layers)
         self.dis_local_layers = deepest_discriminator(self.img_size, self.dis_local_layers)
 
