@@ -18,6 +18,7 @@ Use ``hub.patch_huggingface_hub(monkeypatch, cache_dir)`` to point huggingface_h
 for a subprocess.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -122,10 +123,12 @@ class LocalHub:
             self._log_changed.notify_all()
 
 
+@functools.lru_cache(maxsize=64)  # a bytes object caches its own hash, so a hit costs no pass over the data
 def _etag(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@functools.lru_cache(maxsize=64)
 def _git_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 

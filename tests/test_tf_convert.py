@@ -5,24 +5,18 @@ import json
 import pytest
 import torch
 from tf_fixtures import assert_matches_official, tf_fixture
-from tf_writer import write_checkpoint
+from tf_writer import tf_generator_tensors, write_checkpoint
 
 import ugatit_cli
 from ugatit_cli.errors import UserError
 from ugatit_cli.importers.tf_checkpoint import open_local_checkpoint
 from ugatit_cli.importers.tf_convert import (
-    CHANNEL,
-    CONV,
-    DENSE,
-    DENSE_FROM_NHWC,
-    VECTOR,
     convert_checkpoint,
     convert_tf_checkpoint,
     generator_tensor_names,
     infer_tf_config,
     load_tf_checkpoint,
     smoothing_from_folder_name,
-    tf_variable_map,
 )
 from ugatit_cli.model import Generator, UGATITConfig
 
@@ -110,20 +104,6 @@ def test_tf_variant_generator_layout():
         UGATITConfig(variant="tf", n_res=2)
 
 
-def tf_layout(generator: Generator) -> dict[str, torch.Tensor]:
-    """Our generator's weights under the official TF names and layouts (the inverse of the import)."""
-    config, state = generator.config, generator.state_dict()
-    side, channels = config.img_size // 4, config.ch * 4
-    inverse = {
-        CONV: lambda t: t.permute(2, 3, 1, 0),  # OIHW -> HWIO
-        DENSE: lambda t: t.t(),
-        DENSE_FROM_NHWC: lambda t: t.reshape(-1, channels, side, side).permute(2, 3, 1, 0).reshape(-1, t.shape[0]),
-        CHANNEL: lambda t: t.reshape(-1),
-        VECTOR: lambda t: t,
-    }
-    return {f"generator_A/{name}": inverse[kind](state[key]) for name, (key, kind) in tf_variable_map(config).items()}
-
-
 def test_multi_shard_checkpoint_round_trips(tmp_path):
     torch.manual_seed(0)
     config = UGATITConfig(img_size=32, ch=2, variant="tf", smoothing=False)
@@ -131,7 +111,7 @@ def test_multi_shard_checkpoint_round_trips(tmp_path):
     with torch.no_grad():
         for parameter in original.parameters():
             parameter.normal_()
-    tensors = tf_layout(original)
+    tensors = tf_generator_tensors(original, "generator_A")
     tensors["generator_A/conv/conv2d/kernel/Adam"] = torch.zeros(7, 7, 3, 2)  # optimizer slots are skipped
     write_checkpoint(tmp_path / "model-7", tensors, num_shards=3)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from ugatit_cli.importers.tf_checkpoint import TABLE_MAGIC, masked_crc32c
+from ugatit_cli.importers.tf_convert import CHANNEL, CONV, DENSE, DENSE_FROM_NHWC, tf_variable_map
+from ugatit_cli.model import Generator
 
 DT_FLOAT = 1
 
@@ -80,3 +82,17 @@ def write_checkpoint(prefix: Path, tensors: Mapping[str, torch.Tensor], num_shar
                + _varint(index_offset) + _varint(len(index_block) - 5))
     footer = handles.ljust(40, b"\0") + struct.pack("<Q", TABLE_MAGIC)
     Path(f"{prefix}.index").write_bytes(data_block + meta_block + index_block + footer)
+
+
+def tf_generator_tensors(generator: Generator, scope: str) -> dict[str, torch.Tensor]:
+    """A TF-variant generator's weights under the official TF names and layouts (the import's inverse)."""
+    config, state = generator.config, generator.state_dict()
+    side, channels = config.img_size // 4, config.ch * 4
+    inverse = {
+        CONV: lambda t: t.permute(2, 3, 1, 0),  # OIHW -> HWIO
+        DENSE: lambda t: t.t(),
+        DENSE_FROM_NHWC: lambda t: t.reshape(-1, channels, side, side).permute(2, 3, 1, 0).reshape(-1, t.shape[0]),
+        CHANNEL: lambda t: t.reshape(-1),
+    }
+    return {f"{scope}/{name}": inverse.get(kind, lambda t: t)(state[key])
+            for name, (key, kind) in tf_variable_map(config).items()}
