@@ -25,7 +25,8 @@ from ugatit_cli.model import Generator, UGATITConfig
 @pytest.mark.parametrize("direction", ["a2b", "b2a"])
 def test_load_generator_on_a_tf_checkpoint_reproduces_the_official_graph(kind, direction):
     fixture = tf_fixture(kind)
-    generator = ugatit_cli.load_generator(fixture.checkpoint_dir, direction=direction)
+    source = fixture.checkpoint_dir if kind == "full" else fixture.index_file  # a folder or its .index
+    generator = ugatit_cli.load_generator(source, direction=direction)
     assert generator.config.variant == "tf"
     assert_matches_official(generator, fixture, direction)
 
