@@ -17,3 +17,9 @@ def _isolated_hf_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("hf_home")
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+# tests import helpers such as ``hub_server`` by module name
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

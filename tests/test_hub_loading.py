@@ -2,10 +2,12 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from ugatit_cli.hub import UGATITModel, write_model_folder
@@ -62,3 +64,66 @@ def test_missing_repo_offline_is_one_clear_line(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "someone/absent" in last and "HF_HUB_OFFLINE" in last
+
+
+# --- over HTTP, against the local Hub stand-in -------------------------------------------------------
+
+def served_model(tmp_path):
+    from hub_server import repo_from_folder
+
+    torch.manual_seed(0)
+    config = UGATITConfig(img_size=32, ch=4, n_res=1)
+    model = UGATITModel(config, {"a2b": Generator(config).eval(), "b2a": Generator(config).eval()})
+    folder = write_model_folder(model, tmp_path / "model")
+    return model, {"someone/tiny-ugatit": repo_from_folder(folder)}
+
+
+def test_hub_repo_downloads_only_the_direction_used_then_works_offline(tmp_path, monkeypatch):
+    from hub_server import LocalHub
+    from huggingface_hub import constants
+
+    import ugatit_cli
+
+    model, repos = served_model(tmp_path)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with LocalHub(repos) as hub:
+        hub.patch_huggingface_hub(monkeypatch, tmp_path / "cache")
+        generator = ugatit_cli.load_generator("someone/tiny-ugatit", direction="b2a")
+        pinned = ugatit_cli.load_generator("someone/tiny-ugatit", direction="b2a", revision=hub.commit)
+        assert hub.bytes_served("someone/tiny-ugatit", "generator_b2a.safetensors") > 0
+        assert hub.bytes_served("someone/tiny-ugatit", "generator_a2b.safetensors") == 0
+    with torch.no_grad():
+        torch.testing.assert_close(generator(x)[0], model.generators["b2a"](x)[0], rtol=0, atol=0)
+        torch.testing.assert_close(pinned(x)[0], model.generators["b2a"](x)[0], rtol=0, atol=0)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the server is gone; the cache must suffice
+    again = ugatit_cli.load_generator("someone/tiny-ugatit", direction="b2a")
+    with torch.no_grad():
+        torch.testing.assert_close(again(x)[0], model.generators["b2a"](x)[0], rtol=0, atol=0)
+
+
+def test_hub_errors_are_one_clear_line(tmp_path, monkeypatch):
+    from hub_server import LocalHub
+
+    from ugatit_cli.errors import UserError
+    from ugatit_cli.loading import resolve_model
+
+    _, repos = served_model(tmp_path)
+    with LocalHub(repos) as hub:
+        hub.patch_huggingface_hub(monkeypatch, tmp_path / "cache")
+        with pytest.raises(UserError, match="no such model on the Hugging Face Hub"):
+            resolve_model("someone/absent")
+        with pytest.raises(UserError, match="revision 'v9' not found"):
+            resolve_model("someone/tiny-ugatit", revision="v9")
+    # nothing listens on the endpoint: a network failure, not a traceback
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    import huggingface_hub.utils._http as hub_http
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(hub_http.time, "sleep", lambda seconds: None)  # skip the library's retry back-off
+    monkeypatch.setattr(constants, "ENDPOINT", dead_url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", dead_url + "/{repo_id}/resolve/{revision}/{filename}")
+    with pytest.raises(UserError, match=f"{dead_url} could not be reached"):
+        resolve_model("someone/tiny-ugatit")

@@ -154,6 +154,11 @@ class UGATITModel(
         **_: Any,
     ) -> "UGATITModel":
         if not isinstance(config, UGATITConfig):
+            if not os.path.isdir(model_id):
+                # The mixin logs and swallows Hub errors on config.json; ask again so the real cause
+                # (no such repo, bad revision, no network) reaches the caller.
+                hf_hub_download(repo_id=model_id, filename=CONFIG_NAME, revision=revision, cache_dir=cache_dir,
+                                local_files_only=local_files_only, token=token)
             raise UserError(f"{model_id}: no readable {CONFIG_NAME}; not a ugatit-cli model folder")
         generators = {}
         for direction in directions:
