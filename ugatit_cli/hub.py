@@ -118,11 +118,17 @@ class UGATITModel(
     paper_url="https://arxiv.org/abs/1907.10830",
     model_card_template=MODEL_CARD,
 ):
-    """Both generators of a U-GAT-IT model (either may be absent when only one direction was loaded)."""
+    """Both generators of a U-GAT-IT model (either may be absent when only one direction was loaded).
 
-    def __init__(self, config: UGATITConfig, generators: Mapping[str, Generator] | None = None):
+    ``card`` holds what a loader knows about the model's origin for its model card (``source``: a
+    Markdown sentence; ``training``: the training hyper-parameters; ``metrics``: measured scores).
+    """
+
+    def __init__(self, config: UGATITConfig, generators: Mapping[str, Generator] | None = None,
+                 card: Mapping[str, Any] | None = None):
         self.config = config
         self.generators: dict[str, Generator] = dict(generators or {})
+        self.card: dict[str, Any] = dict(card or {})
 
     def _save_pretrained(self, save_directory: Path) -> None:
         if not self.generators:
@@ -137,6 +143,8 @@ class UGATITModel(
         kwargs.setdefault("model_id", "path/to/this/folder")
         kwargs.setdefault("directions", ", ".join(f"`{weights_name(d)}`" for d in self.generators))
         kwargs.setdefault("config", self.config.to_dict())
+        for key, value in self.card.items():
+            kwargs.setdefault(key, value)
         return super().generate_model_card(*args, **kwargs)
 
     @classmethod
