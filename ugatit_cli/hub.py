@@ -4,8 +4,13 @@ A model folder is ``config.json`` + one safetensors file per generator direction
 card. One file per direction lets a user who translates selfies to anime download only that generator
 (~1.1 GB for the full 256 px model). Download, cache, revisions, offline mode and upload are
 huggingface_hub's own.
+
+``config.json`` holds the architecture (``UGATITConfig``) plus ``weights_dtype``, the dtype the weights are
+stored in (``float32``, or ``float16`` for half-size exports); each safetensors file records it in its
+metadata too. Loading always casts back to float32. Readers ignore keys they do not know.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -16,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import ModelHubMixin, constants, hf_hub_download
+from huggingface_hub import ModelCard, ModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -28,11 +33,13 @@ from huggingface_hub.errors import (
 )
 from safetensors.torch import load_file, save_file
 
-from .errors import UserError
+from .errors import UsageError, UserError
 from .model import Generator, UGATITConfig
 
 DIRECTIONS = ("a2b", "b2a")
 CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def weights_name(direction: str) -> str:
@@ -41,7 +48,7 @@ def weights_name(direction: str) -> str:
 
 def check_direction(direction: str) -> str:
     if direction not in DIRECTIONS:
-        raise UserError(f"unknown direction {direction!r}; expected a2b or b2a")
+        raise UsageError(f"unknown direction {direction!r}; expected a2b or b2a")
     return direction
 
 
@@ -51,23 +58,48 @@ MODEL_CARD = """---
 
 # {{ title }}
 
-A [U-GAT-IT](https://arxiv.org/abs/1907.10830) image-to-image translation model in the
-[ugatit-cli](https://pypi.org/project/ugatit-cli/) model-folder format: `config.json` and one safetensors
-file per generator direction ({{ directions }}).
+A [U-GAT-IT](https://arxiv.org/abs/1907.10830) image-to-image translation model exported by
+[ugatit-cli](https://pypi.org/project/ugatit-cli/) {{ version }}{% if onnx %} to ONNX{% endif %}.
+
+## Files
+
+| file | contents |
+| --- | --- |
+| `config.json` | the architecture (below){% if onnx %} and the ONNX export settings{% endif %} |
+{% for name, what in files.items() %}| `{{ name }}` | {{ what }} |
+{% endfor %}
+Weights are stored in **{{ weights_dtype }}**{% if weights_dtype != "float32" %} (half the size of float32);
+{% if onnx %}each weight is cast to float32 inside the graph, so the model computes in float32{% else %}loading
+casts them back to float32{% endif %}{% endif %}.
+Discriminators and optimizer state are not included.
 
 ## Use
+{% if onnx %}
+Each file is one generator, ONNX opset {{ onnx.opset }}: input `input`, float32 `B x 3 x H x W` in [-1, 1];
+outputs `image` (same shape, in [-1, 1]), `cam_logit` (`B x 2`) and `heatmap` (`B x 1 x H/4 x W/4`).
+{% if config.light %}The batch size and the image size are dynamic (H and W multiples of 4; trained at
+{{ config.img_size }} px).{% else %}The batch size is dynamic; H = W = {{ config.img_size }} (the full model's
+MLP reads the whole feature map).{% endif %}
 
+```python
+import numpy as np
+import onnxruntime as ort
+
+session = ort.InferenceSession("generator_{{ direction }}.onnx")
+image, cam_logit, heatmap = session.run(None, {"input": batch.astype(np.float32)})
+```
+{% else %}
 ```bash
 pip install ugatit-cli
-ugatit translate photos/ --model {{ model_id }} --direction a2b --output translated/
+ugatit translate photos/ --model {{ model_id }} --direction {{ direction }} --output translated/
 ```
 
 ```python
 import ugatit_cli
-generator = ugatit_cli.load_generator("{{ model_id }}", direction="a2b")
+generator = ugatit_cli.load_generator("{{ model_id }}", direction="{{ direction }}")
 image, cam_logit, heatmap = generator(batch)  # batch: B x 3 x H x W in [-1, 1]
 ```
-
+{% endif %}
 ## Architecture
 
 | setting | value |
@@ -122,30 +154,52 @@ class UGATITModel(
 
     ``card`` holds what a loader knows about the model's origin for its model card (``source``: a
     Markdown sentence; ``training``: the training hyper-parameters; ``metrics``: measured scores).
+    ``weights_dtype`` is the dtype ``save_pretrained``/``push_to_hub`` store the weights in.
     """
 
     def __init__(self, config: UGATITConfig, generators: Mapping[str, Generator] | None = None,
-                 card: Mapping[str, Any] | None = None):
+                 card: Mapping[str, Any] | None = None, weights_dtype: str = "float32"):
+        if weights_dtype not in WEIGHTS_DTYPES:
+            raise ValueError(f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
         self.config = config
         self.generators: dict[str, Generator] = dict(generators or {})
         self.card: dict[str, Any] = dict(card or {})
+        self.weights_dtype = weights_dtype
 
     def _save_pretrained(self, save_directory: Path) -> None:
         if not self.generators:
             raise UserError("nothing to save: the model holds no generator")
+        dtype = WEIGHTS_DTYPES[self.weights_dtype]
         for direction, generator in self.generators.items():
-            state = {k: v.detach().contiguous().cpu() for k, v in generator.state_dict().items()}
-            save_file(state, str(save_directory / weights_name(direction)), metadata={"format": "pt"})
-        (save_directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True))
+            state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+                     for k, v in generator.state_dict().items()}
+            save_file(state, str(save_directory / weights_name(direction)),
+                      metadata={"format": "pt", "dtype": self.weights_dtype})
+        self.write_config(save_directory)
 
-    def generate_model_card(self, *args: Any, **kwargs: Any):
-        kwargs.setdefault("title", "U-GAT-IT model")
-        kwargs.setdefault("model_id", "path/to/this/folder")
-        kwargs.setdefault("directions", ", ".join(f"`{weights_name(d)}`" for d in self.generators))
-        kwargs.setdefault("config", self.config.to_dict())
-        for key, value in self.card.items():
-            kwargs.setdefault(key, value)
-        return super().generate_model_card(*args, **kwargs)
+    def write_config(self, folder: Path, **extra: Any) -> None:
+        """``config.json``: the architecture, the stored weights' dtype and any ``extra`` facts."""
+        data = self.config.to_dict() | {"weights_dtype": self.weights_dtype} | extra
+        (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The template's facts come from the model and ``card``; ``kwargs`` (the exporter's) win.
+
+        ``tags`` (a list) adds Hub tags to the class's own, e.g. ``onnx`` for an ONNX export.
+        """
+        from . import __version__
+
+        first = next(iter(self.generators), "a2b")
+        files = {weights_name(d): f"generator {d} ({'A -> B' if d == 'a2b' else 'B -> A'}), safetensors"
+                 for d in self.generators}
+        facts = {"title": "U-GAT-IT model", "model_id": "path/to/this/folder", "direction": first,
+                 "files": files, "config": self.config.to_dict(), "weights_dtype": self.weights_dtype,
+                 "version": __version__} | self.card | kwargs
+        card_data = copy.deepcopy(self._hub_mixin_info.model_card_data)
+        card_data.tags = list(dict.fromkeys([*(card_data.tags or []), *facts.pop("tags", [])]))
+        return ModelCard.from_template(card_data, template_str=self._hub_mixin_info.model_card_template,
+                                       repo_url=self._hub_mixin_info.repo_url, paper_url=self._hub_mixin_info.paper_url,
+                                       docs_url=self._hub_mixin_info.docs_url, **facts)
 
     @classmethod
     def _from_pretrained(
@@ -196,21 +250,20 @@ def generator_from_state(config: UGATITConfig, state: Mapping[str, torch.Tensor]
     return generator.eval()
 
 
-def write_model_folder(
-    model: UGATITModel, output_dir: str | os.PathLike, *, overwrite: bool = False, **card: Any
-) -> Path:
-    """``save_pretrained`` into a temporary sibling folder, then rename it into place.
+@contextmanager
+def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success rename it to ``output_dir``.
 
-    An interrupted export leaves no folder under the final name; ``overwrite`` replaces an existing one
-    only after the new one is complete.
+    An interrupted write leaves no folder under the final name; ``overwrite`` replaces an existing one only
+    after the new one is complete. A non-empty ``output_dir`` without ``overwrite`` is refused up front.
     """
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise UserError(f"{output_dir}: folder exists and is not empty (pass --overwrite to replace it)")
+    check_output_folder(output_dir, overwrite=overwrite)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
     try:
-        model.save_pretrained(tmp, model_card_kwargs=card)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should be an ordinary folder
+        yield tmp
         if output_dir.exists():
             old = output_dir.with_name(f".{output_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -222,7 +275,29 @@ def write_model_folder(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return output_dir
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output_folder(output_dir: Path, *, overwrite: bool) -> None:
+    """Refuse an output that is a file, or a non-empty folder unless ``overwrite``."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"{output_dir}: exists and is not a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise UsageError(f"{output_dir}: folder exists and is not empty (pass --overwrite to replace it)")
+
+
+def write_model_folder(
+    model: UGATITModel, output_dir: str | os.PathLike, *, overwrite: bool = False, **card: Any
+) -> Path:
+    """``save_pretrained`` into a temporary sibling folder, then rename it into place (see ``atomic_folder``)."""
+    with atomic_folder(output_dir, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp, model_card_kwargs=card)
+    return Path(output_dir)
 
 
 def is_model_folder(path: Path) -> bool:
@@ -254,6 +329,35 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
         raise UserError(f"{at}: Hub request failed: {_first_line(exc)}") from None
     except (ConnectionError, TimeoutError) as exc:
         raise UserError(f"{at}: could not reach {constants.ENDPOINT}: {_first_line(exc)}") from None
+
+
+@contextmanager
+def hub_write_errors(repo_id: str) -> Iterator[None]:
+    """Turn upload failures (bad or read-only token, no network) into one sentence that says what to do."""
+    try:
+        yield
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        said = (exc.server_message or "").strip().splitlines()
+        reason = f" ({said[0]})" if said else ""
+        if status == 401:
+            raise UserError(f"{repo_id}: the Hub rejected the token (401 Unauthorized){reason}; set HF_TOKEN or run "
+                            "`hf auth login` with a valid token") from None
+        if status == 403:
+            raise UserError(f"{repo_id}: no write access (403 Forbidden){reason}; use a token with write "
+                            "permission on that namespace") from None
+        raise UserError(f"{repo_id}: upload failed: {_first_line(exc)}") from None
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        raise UserError(f"{repo_id}: could not reach {constants.ENDPOINT}: {_first_line(exc)}") from None
+    except Exception as exc:
+        if _is_transport_error(exc):
+            raise UserError(f"{repo_id}: could not reach {constants.ENDPOINT}: {_first_line(exc)}") from None
+        raise
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """Network failures of whatever HTTP client huggingface_hub uses (httpx's ``TransportError`` family)."""
+    return any(cls.__name__ in ("TransportError", "ConnectError", "TimeoutException") for cls in type(exc).__mro__)
 
 
 def _first_line(exc: BaseException) -> str:

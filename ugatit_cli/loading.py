@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .devices import select_device
-from .errors import UserError
+from .errors import UsageError, UserError
 from .hub import DIRECTIONS, UGATITModel, check_direction, generator_from_state, hub_errors, is_model_folder
 from .importers.official_pytorch import GENERATOR_NAMES, load_official_checkpoint
 from .importers.tf_checkpoint import is_tf_checkpoint
@@ -48,7 +48,9 @@ def _load_official_pytorch(path: Path, directions: Sequence[str]) -> UGATITModel
         if name not in states:
             raise UserError(f"{path}: checkpoint has no {name} (direction {direction})")
         generators[direction] = generator_from_state(config, states[name], origin=f"{path} [{name}]")
-    return UGATITModel(config, generators)
+    source = (f"Converted from the official U-GAT-IT PyTorch checkpoint `{path.name}` (znxlwm/UGATIT-pytorch); "
+              "hyper-parameters read from its tensor shapes.")
+    return UGATITModel(config, generators, card={"source": source})
 
 
 LOCAL_SOURCES: list[LocalSource] = [
@@ -72,12 +74,12 @@ def resolve_model(
             if local.matches(path):
                 return local.load(path, directions)
         kinds = ", ".join(s.kind for s in LOCAL_SOURCES)
-        raise UserError(f"{path}: not a recognised model (expected one of: {kinds})")
+        raise UsageError(f"{path}: not a recognised model (expected one of: {kinds})")
     if _REPO_ID.match(text) and not text.startswith((".", "/")):
         with hub_errors(text, revision):
             return UGATITModel.from_pretrained(text, directions=directions, revision=revision)
     names = ", ".join(sorted(MODELS))
-    raise UserError(f"{text}: no such file, registered model ({names}) or Hub repo id (user/name)")
+    raise UsageError(f"{text}: no such file, registered model ({names}) or Hub repo id (user/name)")
 
 
 def load_generator(

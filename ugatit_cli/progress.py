@@ -1,5 +1,6 @@
 """Rich progress for long work, on stderr so stdout stays clean for ``--json`` and pipes."""
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -25,3 +26,26 @@ def byte_progress(description: str, total: int, enabled: bool = True) -> Iterato
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+@contextmanager
+def step_progress(total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """Numbered step lines with elapsed time, on stderr; yields ``step(description)``.
+
+    Lines, not a live bar: a step may show its own byte progress bar (a TF checkpoint being read), and Rich
+    allows one live display at a time.
+    """
+    if not enabled:
+        yield lambda _: None
+        return
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    done = 0
+
+    def step(description: str) -> None:
+        nonlocal done
+        done += 1
+        console.print(f"[dim]\\[{done}/{total} {time.perf_counter() - start:6.1f}s][/dim] {description}",
+                      highlight=False)
+
+    yield step

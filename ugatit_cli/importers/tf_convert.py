@@ -217,7 +217,10 @@ def load_tf_checkpoint(
         smoothing = smoothing_from_folder_name(Path(checkpoint.origin).parent.resolve().name)
     total = generators_nbytes(checkpoint, directions)
     with byte_progress(f"reading {Path(checkpoint.origin).name}", total, enabled=show_progress) as advance:
-        return convert_checkpoint(checkpoint, directions, img_size=img_size, smoothing=smoothing, on_bytes=advance)
+        model = convert_checkpoint(checkpoint, directions, img_size=img_size, smoothing=smoothing, on_bytes=advance)
+    prefix = Path(checkpoint.origin)
+    model.card["source"] = conversion_note(f"`{prefix.name}` in `{prefix.parent.name}`", directions)
+    return model
 
 
 def convert_tf_checkpoint(
@@ -228,8 +231,7 @@ def convert_tf_checkpoint(
     prefix = find_prefix(path)
     model = load_tf_checkpoint(prefix, directions, img_size=img_size, smoothing=smoothing,
                                show_progress=show_progress)
-    return write_model_folder(model, output_dir, overwrite=overwrite, title=f"U-GAT-IT {prefix.parent.name}",
-                              source=conversion_note(f"`{prefix.name}` in `{prefix.parent.name}`", directions))
+    return write_model_folder(model, output_dir, overwrite=overwrite, title=f"U-GAT-IT {prefix.parent.name}")
 
 
 def conversion_note(what: str, directions: Sequence[str]) -> str:

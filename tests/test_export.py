@@ -1,0 +1,344 @@
+"""``ugatit export``: model folders, official checkpoints, ONNX, float16 storage and pushing to the Hub.
+
+Real files throughout: models written with safetensors/torch.save, the official TF fixture, ONNX graphs run
+by onnxruntime, and uploads through huggingface_hub to the local Hub stand-in (tests/hub_server.py).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors import safe_open
+from test_loading import write_official_checkpoint
+from typer.testing import CliRunner
+
+import ugatit_cli
+from ugatit_cli.cli import app
+from ugatit_cli.errors import UserError
+from ugatit_cli.export import ONNX_OPSET, export_model, push_model_folder
+from ugatit_cli.hub import UGATITModel, write_model_folder
+from ugatit_cli.model import Generator, UGATITConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_model(size=32, light=False, variant="pytorch", n_res=1, seed=0, directions=("a2b", "b2a")):
+    """Generators with every parameter random (rho in [0, 1]), so no code path hides behind an identity init."""
+    torch.manual_seed(seed)
+    config = UGATITConfig(img_size=size, ch=4, n_res=4 if variant == "tf" else n_res, light=light, variant=variant)
+    generators = {}
+    for direction in directions:
+        generator = Generator(config).eval()
+        with torch.no_grad():
+            for name, param in generator.named_parameters():
+                param.copy_(torch.rand_like(param) if name.endswith("rho") else param + 0.1 * torch.randn_like(param))
+        generators[direction] = generator
+    return UGATITModel(config, generators)
+
+
+def batch(n, size=32, seed=1):
+    torch.manual_seed(seed)
+    return torch.rand(n, 3, size, size) * 2 - 1
+
+
+def run(generator, x):
+    with torch.no_grad():
+        return generator(x)
+
+
+def assert_same_outputs(ours, theirs, atol=0.0):
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=atol)
+
+
+def cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "ugatit_cli", "export", *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+# --- safetensors model folders --------------------------------------------------------------------------
+
+def test_cli_exports_a_model_folder_that_reproduces_it_with_a_hub_card(tmp_path):
+    model = random_model()
+    source = write_model_folder(model, tmp_path / "source")
+    result = cli(source, "--output", tmp_path / "out", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    out = Path(report["folder"])
+    assert sorted(report["files"]) == ["README.md", "config.json", "generator_a2b.safetensors",
+                                       "generator_b2a.safetensors"]
+    assert report["weights_dtype"] == "float32" and report["opset"] is None
+    assert {name: (out / name).stat().st_size for name in report["files"]} == report["files"]
+    x = batch(2)
+    for direction in ("a2b", "b2a"):
+        assert_same_outputs(run(ugatit_cli.load_generator(out, direction), x), run(model.generators[direction], x))
+
+    config = json.loads((out / "config.json").read_text())
+    assert UGATITConfig.from_dict(config) == model.config and config["weights_dtype"] == "float32"
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "ugatit-cli" and card.data.license == "mit"
+    assert card.data.pipeline_tag == "image-to-image" and "u-gat-it" in card.data.tags
+    assert "| `img_size` | `32` |" in card.text and "ugatit translate photos/ --model" in card.text
+    assert "Exported by ugatit-cli" in card.text and str(tmp_path) not in card.text  # no local paths published
+
+
+def test_model_card_carries_training_config_and_metrics(tmp_path):
+    model = random_model(directions=("b2a",))
+    model.card = {"training": {"iterations": 1000, "lr": 0.0001, "light": False}, "metrics": {"KID x 100": 1.23},
+                  "source": "Trained with `ugatit train`."}
+    folder = write_model_folder(model, tmp_path / "m", model_id="someone/horse2zebra", title="horse2zebra")
+    card = ModelCard.load(folder / "README.md")
+    assert card.text.count("# horse2zebra") == 1
+    assert "| `iterations` | `1000` |" in card.text and "| `lr` | `0.0001` |" in card.text
+    assert "| KID x 100 | 1.23 |" in card.text and "Trained with `ugatit train`." in card.text
+    # the usage lines name the repo and a direction the folder has
+    assert "--model someone/horse2zebra --direction b2a" in card.text
+    assert "`generator_b2a.safetensors`" in card.text and "generator_a2b" not in card.text
+
+
+def test_cli_exports_one_direction_of_an_official_pytorch_checkpoint(tmp_path):
+    model = random_model(size=64)
+    checkpoint = tmp_path / "horse2zebra_params_0001000.pt"
+    write_official_checkpoint(checkpoint, model)  # all six networks, as the official code saves them
+    result = cli(checkpoint, "--output", tmp_path / "out", "--direction", "b2a", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "generator_b2a.safetensors"]
+    with safe_open(out / "generator_b2a.safetensors", "pt") as weights:  # generator only: no D, no optimizer
+        assert set(weights.keys()) == set(model.generators["b2a"].state_dict())
+    x = batch(2, size=64)
+    assert_same_outputs(run(ugatit_cli.load_generator(out, "b2a"), x), run(model.generators["b2a"], x))
+    assert "official U-GAT-IT PyTorch checkpoint `horse2zebra_params_0001000.pt`" in (out / "README.md").read_text()
+
+
+def test_cli_exports_the_official_tf_checkpoint(tmp_path):
+    from tf_fixtures import assert_matches_official, tf_fixture
+
+    fixture = tf_fixture("full")
+    result = cli(fixture.index_file, "--output", tmp_path / "out", "--quiet")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (config["variant"], config["img_size"], config["ch"], config["light"]) == ("tf", 128, 4, False)
+    for direction in ("a2b", "b2a"):
+        assert_matches_official(ugatit_cli.load_generator(tmp_path / "out", direction), fixture, direction)
+    assert "official TensorFlow U-GAT-IT checkpoint" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_half_stores_float16_at_half_the_size_and_stays_close(tmp_path):
+    model = random_model(size=64)
+    source = write_model_folder(model, tmp_path / "source")
+    full = export_model(source, tmp_path / "fp32", show_progress=False)
+    half = export_model(source, tmp_path / "fp16", half=True, show_progress=False)
+    name = "generator_a2b.safetensors"
+    assert half.weights_dtype == "float16"
+    assert 0.49 < half.files[name] / full.files[name] < 0.51
+    assert json.loads((tmp_path / "fp16" / "config.json").read_text())["weights_dtype"] == "float16"
+    with safe_open(tmp_path / "fp16" / name, "pt") as weights:
+        assert weights.metadata()["dtype"] == "float16"
+        assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.float16}
+    loaded = ugatit_cli.load_generator(tmp_path / "fp16", "a2b")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    x = batch(2, size=64)
+    ours, theirs = run(loaded, x), run(model.generators["a2b"], x)
+    torch.testing.assert_close(ours[0], theirs[0], rtol=0, atol=2e-2)  # images in [-1, 1]
+    assert (ours[0] - theirs[0]).abs().mean() < 2e-3
+    assert "**float16**" in (tmp_path / "fp16" / "README.md").read_text()
+
+
+# --- ONNX -----------------------------------------------------------------------------------------------
+
+def onnx_outputs(path, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    assert [o.name for o in session.get_outputs()] == ["image", "cam_logit", "heatmap"]
+    return [torch.from_numpy(o) for o in session.run(None, {"input": x.numpy()})]
+
+
+@pytest.mark.parametrize("variant,light,half", [("pytorch", False, False), ("pytorch", True, True),
+                                                ("tf", False, False), ("tf", True, False)])
+def test_onnx_matches_pytorch_at_any_batch_size(tmp_path, variant, light, half):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import onnx
+
+    model = random_model(light=light, variant=variant, directions=("a2b",))
+    source = write_model_folder(model, tmp_path / "source")
+    result = export_model(source, tmp_path / "onnx", format="onnx", directions=("a2b",), half=half,
+                          show_progress=False)
+    path = tmp_path / "onnx" / "generator_a2b.onnx"
+    assert result.opset == ONNX_OPSET and sorted(result.files) == ["README.md", "config.json", path.name]
+    graph = onnx.load(path)
+    assert graph.opset_import[0].version == ONNX_OPSET
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a symbolic batch dimension
+    config = json.loads((tmp_path / "onnx" / "config.json").read_text())
+    assert config["onnx"]["opset"] == ONNX_OPSET and config["weights_dtype"] == ("float16" if half else "float32")
+
+    # The reference is the PyTorch generator with the weights the file stores (float16-rounded under --half).
+    reference = model.generators["a2b"]
+    if half:
+        write_model_folder(UGATITModel(model.config, model.generators, weights_dtype="float16"), tmp_path / "h")
+        reference = ugatit_cli.load_generator(tmp_path / "h", "a2b")
+    for n in (1, 3):  # one exported file, two batch sizes
+        x = batch(n, seed=n)
+        assert_same_outputs(onnx_outputs(path, x), run(reference, x), atol=1e-4)
+    if light:  # and, as in PyTorch, any image size that is a multiple of 4
+        x = torch.rand(2, 3, 48, 64) * 2 - 1
+        assert_same_outputs(onnx_outputs(path, x), run(reference, x), atol=1e-4)
+
+
+def test_onnx_half_saves_half_the_weight_bytes(tmp_path):
+    pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    model = random_model(directions=("a2b",))
+    source = write_model_folder(model, tmp_path / "source")
+    sizes = [export_model(source, tmp_path / str(half), format="onnx", directions=("a2b",), half=half,
+                          show_progress=False).files["generator_a2b.onnx"] for half in (False, True)]
+    weight_bytes = sum(p.numel() * 4 for p in model.generators["a2b"].parameters())
+    # the graph itself is the same size; each weight loses 2 of its 4 bytes (one Cast node each costs ~100)
+    assert weight_bytes / 2 * 0.85 < sizes[0] - sizes[1] <= weight_bytes / 2
+
+
+def test_onnx_without_the_extra_is_one_clear_sentence(tmp_path, monkeypatch):
+    source = write_model_folder(random_model(), tmp_path / "source")
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # what an install without the extra looks like
+    with pytest.raises(UserError, match=r'pip install "ugatit-cli\[onnx\]"'):
+        export_model(source, tmp_path / "out", format="onnx", show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+# --- pushing to the Hub ---------------------------------------------------------------------------------
+
+def test_cli_pushes_to_the_hub_and_the_repo_loads_back(tmp_path, monkeypatch):
+    from hub_server import LocalHub
+
+    model = random_model()
+    source = write_model_folder(model, tmp_path / "source")
+    with LocalHub({}, tokens={"hf_alice_write": "alice"}) as hub:
+        env = hub.environ(tmp_path / "cli-cache") | {"HF_TOKEN": "hf_alice_write"}
+        result = cli(source, "--output", tmp_path / "out", "--push-to-hub", "alice/tiny-ugatit", "--private",
+                     "--half", "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        pushed = json.loads(result.stdout)["pushed"]
+        assert pushed["repo_id"] == "alice/tiny-ugatit" and pushed["branch"] == "main"
+        assert pushed["commit_url"].endswith(hub.heads[("alice/tiny-ugatit", "main")])
+        assert "alice/tiny-ugatit" in hub.private
+        # the weights went through LFS, the small files inline in the commit
+        assert hub.bytes_received("lfs-upload") == sum(
+            (tmp_path / "out" / f"generator_{d}.safetensors").stat().st_size for d in ("a2b", "b2a"))
+        assert hub.files("alice/tiny-ugatit") == {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+        card = hub.files("alice/tiny-ugatit")["README.md"].decode()
+        assert "--model alice/tiny-ugatit" in card
+
+        hub.patch_huggingface_hub(monkeypatch, tmp_path / "cache")
+        monkeypatch.setenv("HF_TOKEN", "hf_alice_write")  # private: only its owner reads it
+        x = batch(2)
+        for direction in ("a2b", "b2a"):
+            loaded = ugatit_cli.load_generator("alice/tiny-ugatit", direction)
+            reference = ugatit_cli.load_generator(tmp_path / "out", direction)
+            assert_same_outputs(run(loaded, x), run(reference, x))
+            assert_same_outputs(run(loaded, x), run(model.generators[direction], x), atol=2e-2)
+        monkeypatch.delenv("HF_TOKEN")
+        with pytest.raises(UserError, match="no such model on the Hugging Face Hub"):
+            ugatit_cli.load_generator("alice/tiny-ugatit", "a2b", revision=hub.heads[("alice/tiny-ugatit", "main")])
+
+
+def test_push_to_a_new_branch_of_an_existing_repo(tmp_path, monkeypatch):
+    from hub_server import LocalHub
+
+    first, second = random_model(seed=0), random_model(seed=1)
+    folders = [write_model_folder(m, tmp_path / f"m{i}") for i, m in enumerate((first, second))]
+    with LocalHub({}, tokens={"hf_alice_write": "alice"}) as hub:
+        hub.patch_huggingface_hub(monkeypatch, tmp_path / "cache")
+        push_model_folder(folders[0], "alice/m", token="hf_alice_write")
+        push_model_folder(folders[1], "alice/m", branch="v2", token="hf_alice_write")
+        x = batch(1)
+        main = ugatit_cli.load_generator("alice/m", "a2b")
+        v2 = ugatit_cli.load_generator("alice/m", "a2b", revision="v2")
+    assert_same_outputs(run(main, x), run(first.generators["a2b"], x))
+    assert_same_outputs(run(v2, x), run(second.generators["a2b"], x))
+
+
+def test_push_errors_are_one_clear_line(tmp_path, monkeypatch):
+    from hub_server import LocalHub
+
+    folder = write_model_folder(random_model(), tmp_path / "m")
+    with LocalHub({}, tokens={"hf_alice_write": "alice"}) as hub:
+        hub.patch_huggingface_hub(monkeypatch, tmp_path / "cache")
+        monkeypatch.delenv("HF_TOKEN", raising=False)  # and HF_HOME is an empty folder: no login file
+        with pytest.raises(UserError, match="needs a token: set HF_TOKEN or run `hf auth login`"):
+            push_model_folder(folder, "alice/m")
+        with pytest.raises(UserError, match=r"rejected the token \(401"):
+            push_model_folder(folder, "alice/m", token="hf_wrong")
+        with pytest.raises(UserError, match=r"bob/m: no write access \(403"):
+            push_model_folder(folder, "bob/m", token="hf_alice_write")
+        assert hub.commits == []
+        dead = hub.url
+    # the server is gone: the network is down
+    import huggingface_hub.utils._http as hub_http
+
+    monkeypatch.setattr(hub_http.time, "sleep", lambda seconds: None)  # skip the library's retry back-off
+    with pytest.raises(UserError, match=f"could not reach {dead}"):
+        push_model_folder(folder, "alice/m", token="hf_alice_write")
+
+
+# --- refusing and failing cleanly -----------------------------------------------------------------------
+
+def test_refuses_to_overwrite_unless_asked(tmp_path):
+    source = write_model_folder(random_model(seed=0), tmp_path / "source")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(source), "--output", str(out)])
+    assert result.exit_code == 2 and "not empty (pass --overwrite" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    result = runner.invoke(app, ["export", str(source), "--output", str(out), "--overwrite", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "keep.txt" not in {p.name for p in out.iterdir()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "source"]  # no temporary folder left
+
+
+@pytest.mark.parametrize("make_source,code,message", [
+    (lambda d: d / "absent", 2, "no such file, registered model"),
+    (lambda d: (d / "notes.txt").write_text("hi") and d / "notes.txt", 2, "not a recognised model"),
+    (lambda d: (d / "x_params_latest.pt").write_bytes(b"garbage") and d / "x_params_latest.pt", 1,
+     "not a readable PyTorch checkpoint"),
+])
+def test_bad_sources_are_one_line_without_a_traceback(tmp_path, make_source, code, message):
+    source = make_source(tmp_path)
+    result = CliRunner().invoke(app, ["export", str(source), "--output", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == code, result.output
+    assert result.output.strip().count("\n") == 0 and message in result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)  # a clean exit
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_source_through_the_real_cli(tmp_path):
+    result = cli(tmp_path / "absent", "--output", tmp_path / "out")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_cli_exports_the_official_tf_checkpoint_to_onnx(tmp_path):
+    """The TF fixture through the CLI to ONNX: onnxruntime reproduces the official TF graph's outputs."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from tf_fixtures import ATOL, tf_fixture
+
+    fixture = tf_fixture("light")
+    result = cli(fixture.checkpoint_dir, "--output", tmp_path / "out", "--format", "onnx", "--direction", "a2b")
+    assert result.returncode == 0, result.stderr
+    assert f"ONNX opset {ONNX_OPSET}" in result.stdout
+    expected = fixture.expected()
+    x = torch.from_numpy(expected["input_nhwc"]).permute(0, 3, 1, 2).repeat(3, 1, 1, 1)  # batch 3
+    image, cam_logit, heatmap = onnx_outputs(tmp_path / "out" / "generator_a2b.onnx", x)
+    for i in range(3):
+        np.testing.assert_allclose(image[i].permute(1, 2, 0).numpy(), expected["out_a2b"][0], rtol=0, atol=ATOL)
+        np.testing.assert_allclose(cam_logit[i : i + 1].numpy(), expected["cam_a2b"], rtol=0, atol=ATOL)
+        np.testing.assert_allclose(heatmap[i, 0].numpy(), expected["heatmap_a2b"], rtol=0, atol=ATOL)
