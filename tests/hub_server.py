@@ -84,6 +84,7 @@ class LocalHub:
         self.heads: dict[tuple[str, str], str] = {}  # (repo, branch) -> head commit sha; absent: ``commit``
         self.private: set[str] = set()
         self.lfs_objects: dict[str, bytes] = {}  # sha256 hex -> content uploaded through LFS
+        self.lfs_upload_base: str | None = None  # where LFS batch answers send uploads; None: this server
         self.commits: list[dict] = []  # every commit received: repo_id, branch, oid, summary, paths
         self._lock = threading.Lock()
         self.log: list[LoggedRequest] = []
@@ -441,7 +442,8 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             for obj in payload["objects"]:
                 answer = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
                 if obj["oid"] not in hub.lfs_objects:
-                    answer["actions"] = {"upload": {"href": f"{hub.url}/lfs-upload/{obj['oid']}"},
+                    base = hub.lfs_upload_base or hub.url
+                    answer["actions"] = {"upload": {"href": f"{base}/lfs-upload/{obj['oid']}"},
                                          "verify": {"href": f"{hub.url}/lfs-verify"}}
                 objects.append(answer)
             self._json("POST", "lfs-batch", repo_id, None, {"transfer": "basic", "objects": objects},

@@ -333,12 +333,25 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
 
 @contextmanager
 def hub_write_errors(repo_id: str) -> Iterator[None]:
-    """Turn upload failures (bad or read-only token, no network) into one sentence that says what to do."""
+    """Turn upload failures (no or read-only token, no network) into one sentence that says what to do.
+
+    huggingface_hub wraps a failed LFS upload in a ``RuntimeError``; the cause is looked up in the chain.
+    """
     try:
         yield
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        said = (exc.server_message or "").strip().splitlines()
+    except Exception as exc:
+        cause = _upload_failure(exc)
+        if cause is None:
+            raise
+        if isinstance(cause, RuntimeError):  # a failed upload thread, its cause lost to the others
+            inner = cause.__cause__ or cause.__context__
+            detail = f" ({_first_line(inner)})" if inner else ""
+            raise UserError(f"{repo_id}: upload failed: {_first_line(cause)}{detail}; check the connection to "
+                            f"{constants.ENDPOINT} and try again") from None
+        if not isinstance(cause, HfHubHTTPError):
+            raise UserError(f"{repo_id}: could not reach {constants.ENDPOINT}: {_first_line(cause)}") from None
+        status = cause.response.status_code if cause.response is not None else None
+        said = (cause.server_message or "").strip().splitlines()
         reason = f" ({said[0]})" if said else ""
         if status == 401:
             raise UserError(f"{repo_id}: the Hub rejected the token (401 Unauthorized){reason}; set HF_TOKEN or run "
@@ -346,18 +359,29 @@ def hub_write_errors(repo_id: str) -> Iterator[None]:
         if status == 403:
             raise UserError(f"{repo_id}: no write access (403 Forbidden){reason}; use a token with write "
                             "permission on that namespace") from None
-        raise UserError(f"{repo_id}: upload failed: {_first_line(exc)}") from None
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        raise UserError(f"{repo_id}: could not reach {constants.ENDPOINT}: {_first_line(exc)}") from None
-    except Exception as exc:
-        if _is_transport_error(exc):
-            raise UserError(f"{repo_id}: could not reach {constants.ENDPOINT}: {_first_line(exc)}") from None
-        raise
+        raise UserError(f"{repo_id}: upload failed: {_first_line(cause)}") from None
 
 
-def _is_transport_error(exc: BaseException) -> bool:
-    """Network failures of whatever HTTP client huggingface_hub uses (httpx's ``TransportError`` family)."""
-    return any(cls.__name__ in ("TransportError", "ConnectError", "TimeoutException") for cls in type(exc).__mro__)
+def _upload_failure(exc: BaseException | None) -> BaseException | None:
+    """The Hub's HTTP error or the network error behind ``exc``, if any.
+
+    Network errors are ``OSError`` under requests (older huggingface_hub) and httpx's ``TransportError``
+    family under httpx; the latter is matched by name, so no HTTP library is imported here. When parallel
+    LFS uploads fail, the one reported may have lost its network cause (``Error while uploading ...``).
+    """
+    top = exc
+    for _ in range(8):  # a short chain: the wrapper, then the cause
+        if exc is None:
+            return None
+        if isinstance(exc, HfHubHTTPError):
+            return exc
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if isinstance(exc, OSError) or names & {"TransportError", "ConnectError", "TimeoutException"}:
+            return exc
+        if exc.__cause__ is None and exc.__context__ is None:
+            break
+        exc = exc.__cause__ or exc.__context__
+    return top if isinstance(top, RuntimeError) and str(top).startswith("Error while uploading") else None
 
 
 def _first_line(exc: BaseException) -> str:
