@@ -238,6 +238,12 @@ def test_cli_pushes_to_the_hub_and_the_repo_loads_back(tmp_path, monkeypatch):
             reference = ugatit_cli.load_generator(tmp_path / "out", direction)
             assert_same_outputs(run(loaded, x), run(reference, x))
             assert_same_outputs(run(loaded, x), run(model.generators[direction], x), atol=2e-2)
+        # a Hub repo is a SOURCE like any other; the new card links back to it
+        again = export_model("alice/tiny-ugatit", tmp_path / "again", show_progress=False)
+        assert ModelCard.load(again.folder / "README.md").data.base_model == "alice/tiny-ugatit"
+        assert_same_outputs(run(ugatit_cli.load_generator(again.folder, "b2a"), x),
+                            run(ugatit_cli.load_generator(tmp_path / "out", "b2a"), x))
+
         monkeypatch.delenv("HF_TOKEN")
         hub.patch_huggingface_hub(monkeypatch, tmp_path / "anonymous-cache")
         with pytest.raises(UserError, match="no such model on the Hugging Face Hub"):
@@ -274,6 +280,10 @@ def test_push_errors_are_one_clear_line(tmp_path, monkeypatch):
             push_model_folder(folder, "alice/m", token="hf_wrong")
         with pytest.raises(UserError, match=r"bob/m: no write access \(403"):
             push_model_folder(folder, "bob/m", token="hf_alice_write")
+        monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
+        with pytest.raises(UserError, match=r"bob/m: no write access .* \(the export itself is complete in .*out\)"):
+            export_model(folder, tmp_path / "out", repo_id="bob/m", show_progress=False)
+        assert (tmp_path / "out" / "generator_a2b.safetensors").is_file()
         assert hub.commits == []
 
         # the network goes down in the middle of the upload: after the commit was prepared, before the LFS PUTs

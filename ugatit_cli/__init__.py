@@ -13,6 +13,8 @@ _LAZY = {
     "resolve_model": "ugatit_cli.loading",
     "UGATITConfig": "ugatit_cli.model",
     "UGATITModel": "ugatit_cli.hub",
+    "export_model": "ugatit_cli.export",
+    "push_model_folder": "ugatit_cli.export",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import constants
 
 from . import __version__
 from .errors import UsageError, UserError
@@ -39,6 +40,7 @@ from .hub import (
 from .loading import resolve_model
 from .model import Generator, UGATITConfig
 from .progress import step_progress
+from .registry import MODELS
 
 FORMATS = ("safetensors", "onnx")
 ONNX_OPSET = 20  # stated, not left to the exporter's default, so an export does not change with torch versions
@@ -129,7 +131,10 @@ def export_model(
                               time.perf_counter() - start, opset if format == "onnx" else None)
         if repo_id:
             step(f"pushing to {repo_id}")
-            url = push_model_folder(output, repo_id, private=private, branch=branch)
+            try:
+                url = push_model_folder(output, repo_id, private=private, branch=branch)
+            except UserError as exc:
+                raise type(exc)(f"{exc} (the export itself is complete in {output})") from None
             result.pushed = {"repo_id": repo_id, "branch": branch or "main", "commit_url": url}
     result.seconds = time.perf_counter() - start
     return result
@@ -142,10 +147,15 @@ def _card_facts(model: UGATITModel, source: str | os.PathLike) -> dict[str, Any]
     directory's path should not be.
     """
     facts = dict(model.card)
-    if not facts.get("source"):
-        text = str(source)
-        name = Path(text).name if Path(text).expanduser().exists() else text
-        facts["source"] = f"Exported by ugatit-cli {__version__} from `{name}`."
+    text = str(source)
+    if Path(text).expanduser().exists():
+        origin = f"`{Path(text).name}`"
+    elif text in MODELS:
+        origin = f"the registered model `{text}` ({MODELS[text].origin})"
+    else:  # a Hub repo: the card's metadata links the two
+        origin = f"the Hub repository [{text}]({constants.ENDPOINT}/{text})"
+        facts.setdefault("base_model", text)
+    facts.setdefault("source", f"Exported by ugatit-cli {__version__} from {origin}.")
     return facts
 
 

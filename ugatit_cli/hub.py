@@ -185,7 +185,8 @@ class UGATITModel(
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The template's facts come from the model and ``card``; ``kwargs`` (the exporter's) win.
 
-        ``tags`` (a list) adds Hub tags to the class's own, e.g. ``onnx`` for an ONNX export.
+        ``tags`` (a list) adds Hub tags to the class's own, e.g. ``onnx`` for an ONNX export; ``base_model``
+        names the Hub repo the model was exported from.
         """
         from . import __version__
 
@@ -197,6 +198,7 @@ class UGATITModel(
                  "version": __version__} | self.card | kwargs
         card_data = copy.deepcopy(self._hub_mixin_info.model_card_data)
         card_data.tags = list(dict.fromkeys([*(card_data.tags or []), *facts.pop("tags", [])]))
+        card_data.base_model = facts.pop("base_model", None)  # the Hub repo this one was exported from
         return ModelCard.from_template(card_data, template_str=self._hub_mixin_info.model_card_template,
                                        repo_url=self._hub_mixin_info.repo_url, paper_url=self._hub_mixin_info.paper_url,
                                        docs_url=self._hub_mixin_info.docs_url, **facts)
