@@ -276,6 +276,9 @@ def test_push_errors_are_one_clear_line(tmp_path, monkeypatch):
         monkeypatch.delenv("HF_TOKEN", raising=False)  # and HF_HOME is an empty folder: no login file
         with pytest.raises(UserError, match="needs a token: set HF_TOKEN or run `hf auth login`"):
             push_model_folder(folder, "alice/m")
+        with pytest.raises(UserError, match="needs a token"):  # found before exporting anything
+            export_model(folder, tmp_path / "not-written", repo_id="alice/m", show_progress=False)
+        assert not (tmp_path / "not-written").exists()
         with pytest.raises(UserError, match=r"rejected the token \(401"):
             push_model_folder(folder, "alice/m", token="hf_wrong")
         with pytest.raises(UserError, match=r"bob/m: no write access \(403"):

@@ -109,6 +109,7 @@ def export_model(
     check_output_folder(output, overwrite=overwrite)  # before loading a 1.1 GB generator, not after
     if format == "onnx":
         _require_onnx()
+    token = _hub_token(repo_id) if repo_id else None  # a missing token is found before the work, not after
     start = time.perf_counter()
     steps = 1 + (len(directions) if format == "onnx" else 1) + (1 if repo_id else 0)
     with step_progress(steps, enabled=show_progress) as step:
@@ -132,7 +133,7 @@ def export_model(
         if repo_id:
             step(f"pushing to {repo_id}")
             try:
-                url = push_model_folder(output, repo_id, private=private, branch=branch)
+                url = push_model_folder(output, repo_id, private=private, branch=branch, token=token)
             except UserError as exc:
                 raise type(exc)(f"{exc} (the export itself is complete in {output})") from None
             result.pushed = {"repo_id": repo_id, "branch": branch or "main", "commit_url": url}
@@ -260,15 +261,12 @@ def push_model_folder(
     ``branch`` is created from ``main`` when it does not exist. The token is huggingface_hub's usual one
     (``token``, else ``HF_TOKEN``, else the file written by ``hf auth login``).
     """
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi
 
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
         raise UsageError(f"{folder}: not an exported model folder (no {CONFIG_NAME})")
-    token = token or get_token()
-    if not token:
-        raise UserError(f"{repo_id}: pushing to the Hugging Face Hub needs a token: set HF_TOKEN or run "
-                        "`hf auth login`")
+    token = _hub_token(repo_id, token)
     kind = "model" if is_model_folder(folder) else "ONNX export"
     message = commit_message or f"Upload U-GAT-IT {kind} with ugatit-cli {__version__}"
     api = HfApi(token=token)
@@ -278,3 +276,13 @@ def push_model_folder(
             api.create_branch(repo.repo_id, branch=branch, exist_ok=True)
         info = api.upload_folder(repo_id=repo.repo_id, folder_path=folder, revision=branch, commit_message=message)
     return info.commit_url
+
+
+def _hub_token(repo_id: str, token: str | None = None) -> str:
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise UserError(f"{repo_id}: pushing to the Hugging Face Hub needs a token: set HF_TOKEN or run "
+                        "`hf auth login`")
+    return token
