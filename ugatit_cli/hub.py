@@ -182,7 +182,7 @@ class UGATITModel(
         data = self.config.to_dict() | {"weights_dtype": self.weights_dtype} | extra
         (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
-    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+    def generate_model_card(self, **kwargs: Any) -> ModelCard:
         """The template's facts come from the model and ``card``; ``kwargs`` (the exporter's) win.
 
         ``tags`` (a list) adds Hub tags to the class's own, e.g. ``onnx`` for an ONNX export; ``base_model``
