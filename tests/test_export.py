@@ -342,6 +342,13 @@ def test_bad_sources_are_one_line_without_a_traceback(tmp_path, make_source, cod
     assert not (tmp_path / "out").exists()
 
 
+def test_push_options_without_a_push_are_a_usage_error(tmp_path):
+    source = write_model_folder(random_model(), tmp_path / "source")
+    result = CliRunner().invoke(app, ["export", str(source), "--output", str(tmp_path / "out"), "--branch", "v2"])
+    assert result.exit_code == 2 and "add --push-to-hub REPO_ID" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_source_through_the_real_cli(tmp_path):
     result = cli(tmp_path / "absent", "--output", tmp_path / "out")
     assert result.returncode == 2

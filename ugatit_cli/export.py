@@ -105,6 +105,8 @@ def export_model(
     directions = tuple(dict.fromkeys(check_direction(d) for d in directions))
     if not directions:
         raise UsageError("no direction to export")
+    if (private or branch) and not repo_id:
+        raise UsageError("--private and --branch apply to a push: add --push-to-hub REPO_ID")
     output = Path(output).expanduser()
     check_output_folder(output, overwrite=overwrite)  # before loading a 1.1 GB generator, not after
     if format == "onnx":
