@@ -109,7 +109,7 @@ def test_cli_exports_one_direction_of_an_official_pytorch_checkpoint(tmp_path):
     write_official_checkpoint(checkpoint, model)  # all six networks, as the official code saves them
     result = cli(checkpoint, "--output", tmp_path / "out", "--direction", "b2a", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == ""
+    assert result.stdout == result.stderr == ""
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "generator_b2a.safetensors"]
     with safe_open(out / "generator_b2a.safetensors", "pt") as weights:  # generator only: no D, no optimizer
@@ -125,6 +125,7 @@ def test_cli_exports_the_official_tf_checkpoint(tmp_path):
     fixture = tf_fixture("full")
     result = cli(fixture.index_file, "--output", tmp_path / "out", "--quiet")
     assert result.returncode == 0, result.stderr
+    assert result.stdout == result.stderr == ""  # --quiet silences the checkpoint reader's progress too
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert (config["variant"], config["img_size"], config["ch"], config["light"]) == ("tf", 128, 4, False)
     for direction in ("a2b", "b2a"):

@@ -11,6 +11,7 @@ we declare dynamic instead of silently baking it in; on the 1.1 GB generator it 
 less memory than the TorchScript exporter.
 """
 
+import contextlib
 import copy
 import importlib
 import os
@@ -39,7 +40,7 @@ from .hub import (
 )
 from .loading import resolve_model
 from .model import Generator, UGATITConfig
-from .progress import step_progress
+from .progress import progress_disabled, step_progress
 from .registry import MODELS
 
 FORMATS = ("safetensors", "onnx")
@@ -116,7 +117,8 @@ def export_model(
     steps = 1 + (len(directions) if format == "onnx" else 1) + (1 if repo_id else 0)
     with step_progress(steps, enabled=show_progress) as step:
         step(f"loading {source}")
-        model = resolve_model(source, directions, revision)
+        with contextlib.nullcontext() if show_progress else progress_disabled():
+            model = resolve_model(source, directions, revision)
         exported = UGATITModel(model.config, model.generators, card=_card_facts(model, source),
                                weights_dtype="float16" if half else "float32")
         card: dict[str, Any] = {"model_id": repo_id} if repo_id else {}

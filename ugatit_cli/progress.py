@@ -3,6 +3,7 @@
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from rich.console import Console
 from rich.progress import (
@@ -14,11 +15,23 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+_ENABLED: ContextVar[bool] = ContextVar("ugatit_cli_progress", default=True)
+
+
+@contextmanager
+def progress_disabled() -> Iterator[None]:
+    """Silence every progress display inside, also those of loaders that take no ``show_progress``."""
+    token = _ENABLED.set(False)
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
+
 
 @contextmanager
 def byte_progress(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
     """A progress bar in bytes; yields ``advance(n_bytes)``. Disabled, it yields a no-op."""
-    if not enabled:
+    if not (enabled and _ENABLED.get()):
         yield lambda _: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -35,7 +48,7 @@ def step_progress(total: int, enabled: bool = True) -> Iterator[Callable[[str], 
     Lines, not a live bar: a step may show its own byte progress bar (a TF checkpoint being read), and Rich
     allows one live display at a time.
     """
-    if not enabled:
+    if not (enabled and _ENABLED.get()):
         yield lambda _: None
         return
     console = Console(stderr=True)
