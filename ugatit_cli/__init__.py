@@ -13,6 +13,10 @@ _LAZY = {
     "resolve_model": "ugatit_cli.loading",
     "UGATITConfig": "ugatit_cli.model",
     "UGATITModel": "ugatit_cli.hub",
+    "kid_from_features": "ugatit_cli.metrics",
+    "fid_from_features": "ugatit_cli.metrics",
+    "evaluate_folders": "ugatit_cli.evaluation",
+    "evaluate_model": "ugatit_cli.evaluation",
 }
 
 __all__ = ["__version__", *_LAZY]
