@@ -77,7 +77,7 @@ def test_kid_equals_torch_fidelity(n_real, n_fake, subset_size, gram_limit, monk
 
 
 def test_kid_of_float32_inception_like_features_matches_torch_fidelity_to_float32_precision():
-    real, fake = random_features(50, 2048, 3, dtype=torch.float32), random_features(50, 2048, 4, 0.02, torch.float32)
+    real, fake = random_features(50, 512, 3, dtype=torch.float32), random_features(50, 512, 4, 0.02, torch.float32)
     mean, std = ugatit_cli.kid_from_features(real, fake, subsets=10, subset_size=40, seed=2020)
     theirs = kid_features_to_metric(fake, real, kid_subsets=10, kid_subset_size=40, rng_seed=2020, verbose=False)
     assert mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3)
@@ -245,12 +245,26 @@ def test_missing_extra_names_what_to_install(tmp_path, monkeypatch):
         evaluate_folders(tmp_path / "real", tmp_path / "real")
 
 
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
 def test_inception_weights_that_are_not_weights_are_refused(tmp_path):
     write_images(tmp_path / "real", 2, seed=1)
     bad = tmp_path / "weights.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match=r"weights.pth: not FID Inception weights"):
         evaluate_folders(tmp_path / "real", tmp_path / "real", inception_weights=bad, progress=False)
+    # torch-fidelity loads with weights_only=False; we make torch refuse pickled code anyway
+    torch.save({"Conv2d_1a_3x3.conv.weight": _RunsCodeWhenUnpickled(tmp_path / "pwned")}, bad)
+    with pytest.raises(UserError, match=r"weights.pth: not FID Inception weights"):
+        evaluate_folders(tmp_path / "real", tmp_path / "real", inception_weights=bad, progress=False)
+    assert not (tmp_path / "pwned").exists()
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ  # restored afterwards
     with pytest.raises(UserError, match="no such Inception weights file"):
         evaluate_folders(tmp_path / "real", tmp_path / "real", inception_weights=tmp_path / "nope.pth")
 

@@ -71,22 +71,29 @@ def kid_from_features(
     return float(mmds.mean()), float(mmds.std())
 
 
+def _covariance_factor(features: np.ndarray) -> np.ndarray:
+    """A matrix ``F`` with ``F.T @ F`` = the sample covariance, with the fewest rows: ``min(n, d)``."""
+    n, d = features.shape
+    centred = features - features.mean(axis=0)
+    if n <= d:
+        return centred / np.sqrt(n - 1)
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / (n - 1))
+    return (eigenvectors * np.sqrt(eigenvalues.clip(min=0))) @ eigenvectors.T  # the symmetric square root
+
+
 def fid_from_features(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray) -> float:
     """Fréchet distance ``|mu_r - mu_f|² + tr(S_r + S_f - 2 (S_r S_f)^½)`` of Gaussians fitted to the features.
 
-    The trace of the matrix square root is taken from the eigenvalues of the symmetric ``S_r^½ S_f S_r^½``
-    (same spectrum as ``S_r S_f``): a symmetric eigendecomposition needs no scipy and stays real and stable
-    where ``sqrtm`` of a near-singular product (fewer images than feature dimensions) returns complex noise.
+    With covariance factors ``S = F.T @ F``, ``tr (S_r S_f)^½`` is the sum of the singular values of
+    ``F_r @ F_f.T`` (its square has the spectrum of ``S_r S_f``). For the paper's test sets (100-400
+    images, 2048-d) that is an SVD of a 100 x 100 matrix instead of scipy's ``sqrtm`` of a singular
+    2048 x 2048 product: milliseconds instead of seconds, always real, no scipy needed.
     """
     real = _as_float64(real, "real")
     fake = _as_float64(fake, "fake")
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"real and fake features differ in dimension: {real.shape[1]} vs {fake.shape[1]}")
-    mu_r, mu_f = real.mean(axis=0), fake.mean(axis=0)
-    cov_r, cov_f = np.atleast_2d(np.cov(real, rowvar=False)), np.atleast_2d(np.cov(fake, rowvar=False))
-    eigenvalues, eigenvectors = np.linalg.eigh(cov_r)
-    sqrt_r = (eigenvectors * np.sqrt(eigenvalues.clip(min=0))) @ eigenvectors.T
-    product = sqrt_r @ cov_f @ sqrt_r
-    tr_covmean = np.sqrt(np.linalg.eigvalsh((product + product.T) / 2).clip(min=0)).sum()
-    diff = mu_r - mu_f
-    return float(diff @ diff + np.trace(cov_r) + np.trace(cov_f) - 2.0 * tr_covmean)
+    factor_r, factor_f = _covariance_factor(real), _covariance_factor(fake)
+    tr_covmean = np.linalg.svd(factor_r @ factor_f.T, compute_uv=False).sum()
+    diff = real.mean(axis=0) - fake.mean(axis=0)
+    return float(diff @ diff + (factor_r**2).sum() + (factor_f**2).sum() - 2.0 * tr_covmean)
