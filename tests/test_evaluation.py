@@ -20,7 +20,7 @@ import ugatit_cli
 from ugatit_cli import metrics
 from ugatit_cli.errors import UserError
 from ugatit_cli.evaluation import evaluate_folders
-from ugatit_cli.features import default_cache_dir, folder_features, random_inception_weights
+from ugatit_cli.features import InceptionFeatures, default_cache_dir, folder_features, random_inception_weights
 
 SMALL = "small_extractor:SmallFeatures"
 TESTS_DIR = Path(__file__).resolve().parent
@@ -270,13 +270,23 @@ def test_inception_weights_that_are_not_weights_are_refused(tmp_path):
 
 
 def test_cli_runs_the_fid_inception_network_from_local_weights(tmp_path):
+    # Slow on a CPU (~1 s per image): two images per folder. That our numbers equal torch-fidelity's own
+    # pipeline follows from the tests above (same network class, same uint8 input, same KID/FID).
     weights = random_inception_weights(tmp_path / "inception.pth")
     write_images(tmp_path / "real", 2, seed=1, size=16)
     write_images(tmp_path / "fake", 2, seed=2, size=16, brightness=50)
-    proc = run_cli("eval", "--kid", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--json",
-                   "--inception-weights", str(weights), "--device", "cpu", "--kid-subsets", "5")
+    proc = run_cli("eval", "--kid", "--fid", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"),
+                   "--json", "--inception-weights", str(weights), "--device", "cpu", "--kid-subsets", "3")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["feature_extractor"].startswith("torch-fidelity inception-v3-compat 2048 sha256:")
-    cached = sorted((tmp_path / "xdg-cache" / "ugatit-cli" / "features").glob("*.safetensors"))
-    assert [load_file(path)["features"].shape for path in cached] == [(2, 2048), (2, 2048)]  # one per folder
+    cache = tmp_path / "xdg-cache" / "ugatit-cli" / "features"
+    real, fake = (folder_features(tmp_path / name, InceptionFeatures(weights), progress=False, cache_dir=cache)
+                  for name in ("real", "fake"))
+    assert real.from_cache and fake.from_cache and real.features.shape == (2, 2048)
+    assert real.features.std() > 1e-3  # He-initialised random weights keep the features' scale
+    (result,) = out["results"]
+    assert (result["kid_mean"], result["kid_std"]) == pytest.approx(
+        ugatit_cli.kid_from_features(real.features, fake.features, subsets=3), rel=1e-12)
+    assert result["fid"] == pytest.approx(ugatit_cli.fid_from_features(real.features, fake.features), rel=1e-12)
+    assert result["kid_mean"] > 0 and result["fid"] > 0

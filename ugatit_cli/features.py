@@ -147,8 +147,12 @@ def extractor_from_spec(spec: str) -> FeatureExtractor:
     return factory()
 
 
-def random_inception_weights(path: str | os.PathLike) -> Path:
-    """Write randomly initialised FID Inception weights to ``path``: benchmarks and tests without the real ones."""
+def random_inception_weights(path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write seeded random FID Inception weights to ``path``: for benchmarks and tests without the real ones.
+
+    Convolutions get He initialisation so that features keep a usable scale through the ~100 layers (PyTorch's
+    default initialisation shrinks them to ~1e-8).
+    """
     module = _inception_module()
 
     class _RandomInit(module.FeatureExtractorInceptionV3):
@@ -159,9 +163,15 @@ def random_inception_weights(path: str | os.PathLike) -> Path:
         empty = Path(tmp) / "empty.pth"
         torch.save({}, empty)
         with _weights_only_loads():
-            state = _RandomInit("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty)).state_dict()
+            network = _RandomInit("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    generator = torch.Generator().manual_seed(seed)
+    for layer in network.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
+        elif isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=layer.in_features**-0.5, generator=generator)
     path = Path(path)
-    torch.save(state, path)
+    torch.save(network.state_dict(), path)
     return path
 
 
