@@ -21,6 +21,8 @@ from ugatit_cli import metrics
 from ugatit_cli.errors import UserError
 from ugatit_cli.evaluation import evaluate_folders
 from ugatit_cli.features import InceptionFeatures, default_cache_dir, folder_features, random_inception_weights
+from ugatit_cli.hub import UGATITModel, write_model_folder
+from ugatit_cli.model import Generator, UGATITConfig
 
 SMALL = "small_extractor:SmallFeatures"
 TESTS_DIR = Path(__file__).resolve().parent
@@ -214,6 +216,45 @@ def test_cli_usage_errors_exit_2(tmp_path):
                       "--feature-extractor", SMALL)
     assert missing.returncode == 2 and f"{tmp_path / 'nope'}: no such folder" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_too_few_readable_images_is_a_clear_error(tmp_path):
+    write_images(tmp_path / "real", 3, seed=1)
+    write_images(tmp_path / "fake", 1, seed=2)
+    (tmp_path / "fake" / "broken.png").write_bytes(b"\x89PNG")
+    with pytest.raises(UserError, match=r"fake: 1 readable image\(s\); KID and FID need at least 2"):
+        evaluate_folders(tmp_path / "real", tmp_path / "fake", extractor=SmallFeatures(), progress=False)
+
+
+def test_cli_evaluates_a_model_on_the_test_sets_of_a_dataset(tmp_path):
+    translate_module = pytest.importorskip("ugatit_cli.translate", reason="ugatit_cli.translate has not landed")
+    torch.manual_seed(0)
+    config = UGATITConfig(img_size=32, ch=4, n_res=2, light=True)
+    write_model_folder(UGATITModel(config, {d: Generator(config).eval() for d in ("a2b", "b2a")}), tmp_path / "model")
+    data = tmp_path / "data"
+    write_images(data / "testA", 4, seed=1, size=40)
+    write_images(data / "testB", 5, seed=2, size=40, brightness=40)
+    (data / "testA" / "broken.png").write_bytes(b"")
+    (tmp_path / "tmp").mkdir()
+    proc = run_cli("eval", str(data), "--model", str(tmp_path / "model"), "--kid", "--fid", "--direction", "both",
+                   "--json", "--kid-subsets", "10", "--device", "cpu", "--feature-extractor", SMALL,
+                   extra_env={"TMPDIR": str(tmp_path / "tmp")})
+    assert proc.returncode == 1, proc.stderr  # broken.png was named and left out, everything else measured
+    assert f"{data / 'testA' / 'broken.png'}: empty file (0 bytes)" in proc.stderr and "Traceback" not in proc.stderr
+    out = json.loads(proc.stdout)
+    a2b, b2a = out["results"]
+    assert (a2b["direction"], a2b["fake_images"], a2b["real_images"]) == ("a2b", 4, 5)
+    assert (b2a["direction"], b2a["fake_images"], b2a["real_images"]) == ("b2a", 5, 4)
+    assert [Path(f["path"]).name for f in out["failures"]] == ["broken.png"]  # once, though testA is read twice
+    assert not any((tmp_path / "tmp").iterdir())  # the translations were removed
+
+    # the same numbers as translating testA into a folder and comparing that folder with testB
+    translate_module.translate([data / "testA"], str(tmp_path / "model"), output=tmp_path / "a2b", direction="a2b",
+                               device="cpu", progress=False)
+    expected = evaluate_folders(data / "testB", tmp_path / "a2b", fid=True, extractor=SmallFeatures(),
+                                kid_subsets=10, progress=False).comparisons[0]
+    assert a2b["kid_mean"] == pytest.approx(expected.kid_mean, rel=1e-4)
+    assert a2b["fid"] == pytest.approx(expected.fid, rel=1e-4)
 
 
 # --- the FID Inception network: weights, missing extra ---------------------------------------------------------

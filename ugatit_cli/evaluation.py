@@ -80,9 +80,10 @@ class _Settings:
     cache_dir: str | os.PathLike | None
     progress: bool
 
-    def features(self, folder: str | os.PathLike, cache: bool | None = None) -> FolderFeatures:
+    def features(self, folder: str | os.PathLike, cache: bool | None = None, label: str | None = None
+                 ) -> FolderFeatures:
         return folder_features(folder, self.extractor, batch_size=self.batch_size, progress=self.progress,
-                               cache=self.cache if cache is None else cache, cache_dir=self.cache_dir)
+                               cache=self.cache if cache is None else cache, cache_dir=self.cache_dir, label=label)
 
     def compare(self, real: FolderFeatures, fake: FolderFeatures, fake_name: str, direction: str | None) -> Comparison:
         for side, name in ((real, str(real.folder)), (fake, fake_name)):
@@ -161,7 +162,7 @@ def evaluate_model(
                                     device=device, progress=progress)
             failures += translation.failures
             # translations are new files every run: caching their features could never hit
-            fake_features = settings.features(tmp, cache=False)
+            fake_features = settings.features(tmp, cache=False, label=f"{source.name} translated {d}")
         comparisons.append(settings.compare(real_features, fake_features, f"{source} translated {d}", d))
         failures += real_features.failures + fake_features.failures
     return settings.report(comparisons, failures)

@@ -260,9 +260,12 @@ def _extract(images: list[InputImage], extractor: FeatureExtractor, batch_size: 
 
 def folder_features(
     folder: str | os.PathLike, extractor: FeatureExtractor, *, batch_size: int = 16, cache: bool = True,
-    cache_dir: str | os.PathLike | None = None, progress: bool = True,
+    cache_dir: str | os.PathLike | None = None, progress: bool = True, label: str | None = None,
 ) -> FolderFeatures:
-    """Features of every image under ``folder`` (recursively); unreadable images are skipped and listed."""
+    """Features of every image under ``folder`` (recursively); unreadable images are skipped and listed.
+
+    ``label`` names the folder on the progress bar (default: its name).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
@@ -276,7 +279,7 @@ def folder_features(
         result = _load_cached(cached, folder)
         if result is not None:
             return result
-    with count_progress(f"features {folder.name or folder}", len(images), "img", enabled=progress) as advance:
+    with count_progress(f"features {label or folder.name or folder}", len(images), "img", enabled=progress) as advance:
         chunks, failures = _extract(images, extractor, batch_size, advance)
     features = torch.cat(chunks) if chunks else torch.empty(0, 0)
     result = FolderFeatures(folder, features, failures)
