@@ -13,6 +13,8 @@ _LAZY = {
     "resolve_model": "ugatit_cli.loading",
     "UGATITConfig": "ugatit_cli.model",
     "UGATITModel": "ugatit_cli.hub",
+    "translate": "ugatit_cli.translation",
+    "TranslationReport": "ugatit_cli.translation",
 }
 
 __all__ = ["__version__", *_LAZY]
