@@ -23,6 +23,7 @@ from ugatit_cli.evaluation import evaluate_folders
 from ugatit_cli.features import InceptionFeatures, default_cache_dir, folder_features, random_inception_weights
 from ugatit_cli.hub import UGATITModel, write_model_folder
 from ugatit_cli.model import Generator, UGATITConfig
+from ugatit_cli.translation import translate
 
 SMALL = "small_extractor:SmallFeatures"
 TESTS_DIR = Path(__file__).resolve().parent
@@ -227,7 +228,6 @@ def test_too_few_readable_images_is_a_clear_error(tmp_path):
 
 
 def test_cli_evaluates_a_model_on_the_test_sets_of_a_dataset(tmp_path):
-    translate_module = pytest.importorskip("ugatit_cli.translate", reason="ugatit_cli.translate has not landed")
     torch.manual_seed(0)
     config = UGATITConfig(img_size=32, ch=4, n_res=2, light=True)
     write_model_folder(UGATITModel(config, {d: Generator(config).eval() for d in ("a2b", "b2a")}), tmp_path / "model")
@@ -249,8 +249,8 @@ def test_cli_evaluates_a_model_on_the_test_sets_of_a_dataset(tmp_path):
     assert not any((tmp_path / "tmp").iterdir())  # the translations were removed
 
     # the same numbers as translating testA into a folder and comparing that folder with testB
-    translate_module.translate([data / "testA"], str(tmp_path / "model"), output=tmp_path / "a2b", direction="a2b",
-                               device="cpu", progress=False)
+    translate([data / "testA"], str(tmp_path / "model"), output=tmp_path / "a2b", direction="a2b", device="cpu",
+              progress=False)
     expected = evaluate_folders(data / "testB", tmp_path / "a2b", fid=True, extractor=SmallFeatures(),
                                 kid_subsets=10, progress=False).comparisons[0]
     assert a2b["kid_mean"] == pytest.approx(expected.kid_mean, rel=1e-4)

@@ -13,6 +13,8 @@ _LAZY = {
     "resolve_model": "ugatit_cli.loading",
     "UGATITConfig": "ugatit_cli.model",
     "UGATITModel": "ugatit_cli.hub",
+    "translate": "ugatit_cli.translation",
+    "TranslationReport": "ugatit_cli.translation",
     "kid_from_features": "ugatit_cli.metrics",
     "fid_from_features": "ugatit_cli.metrics",
     "evaluate_folders": "ugatit_cli.evaluation",

@@ -1,18 +1,41 @@
 """The ``ugatit`` command line: thin Typer commands over the library functions."""
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="U-GAT-IT image-to-image translation.")
+from .errors import UserError
+
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)  # one line per message, whatever the width
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # soft_wrap: a message stays one line
+
+
+def print_error(message: str) -> None:
+    """One red line on stderr."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+
+
+class _UserErrorsAsExitCodes(TyperGroup):
+    """Every command's :class:`UserError` becomes one red line on stderr and its ``exit_code`` (2: usage,
+    1: bad input), never a traceback; commands need no handling of their own."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            print_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(cls=_UserErrorsAsExitCodes, add_completion=False, no_args_is_help=True,
+                  help="U-GAT-IT image-to-image translation.")
 
 
 def _print_version(value: bool) -> None:
@@ -47,6 +70,52 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
                   "or an official PyTorch checkpoint (*_params_*.pt).")
 
 
+@app.command()
+def translate(
+    inputs: Annotated[list[str], typer.Argument(
+        metavar="INPUT...", help="Image files, folders (recursive; relative paths kept) or glob patterns.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered name, Hub repo id (user/name), model "
+                                       "folder, training run or checkpoint, official *_params_*.pt or TF checkpoint.")],
+    direction: Annotated[str, typer.Option(help="a2b or b2a (for selfie2anime, a2b is selfie -> anime).")] = "a2b",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")] = Path("translated"),
+    size: Annotated[int | None, typer.Option(help="Square size the model runs at [default: the model's training "
+                                             "size; light models take any multiple of 4].")] = None,
+    keep_size: Annotated[bool, typer.Option("--keep-size", help="Scale each result back to its input's size.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass [default: 1 on a CPU, where it "
+                                                   "is fastest; 8 on a GPU].")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
+    heatmap: Annotated[bool, typer.Option("--heatmap", help="Also write the attention map as NAME_heatmap.png.")
+                       ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else they are "
+                                            "skipped).")] = False,
+    revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads that decode and encode images [default: the "
+                                                "number of CPUs, at most 8].")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+) -> None:
+    """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
+    from .translation import translate as run_translation
+
+    report = run_translation(
+        inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
+        device=device, precision=precision, heatmap=heatmap, overwrite=overwrite, revision=revision,
+        workers=workers, progress=not (quiet or as_json),
+    )
+    for failure in report.failed:
+        print_error(f"{failure.source}: {failure.reason}")
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    elif not quiet:
+        skipped = f", {len(report.skipped)} skipped (exist; --overwrite replaces them)" if report.skipped else ""
+        failed = f", {len(report.failed)} failed" if report.failed else ""
+        images = "image" if len(report.done) == 1 else "images"
+        err_console.print(f"Translated {len(report.done)} {images}{skipped}{failed} in {report.seconds:.1f} s "
+                          f"({report.images_per_second:.2f} images/s) into {escape(str(report.output_dir))}")
+    raise typer.Exit(report.exit_code)
+
+
 @app.command("eval")
 def eval_command(
     data_dir: Annotated[Path | None, typer.Argument(
@@ -61,7 +130,9 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch (translation and features).")] = 16,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per batch, translation and features "
+                                                   "[default: translate's per-device choice; 16 for features].")
+                          ] = None,
     inception_weights: Annotated[Path | None, typer.Option(
         help="Local copy of torch-fidelity's FID Inception weights (.pth), for machines without internet.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the KID subsets (torch-fidelity's default is 2020).")] = 0,
@@ -86,23 +157,21 @@ def eval_command(
     from .evaluation import evaluate_folders, evaluate_model
     from .features import extractor_from_spec
 
-    with _user_errors():
-        options = dict(kid=kid, fid=fid, inception_weights=inception_weights, device=device, batch_size=batch_size,
-                       kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
-                       progress=not quiet,
-                       extractor=extractor_from_spec(feature_extractor) if feature_extractor else None)
-        if data_dir is not None:
-            report = evaluate_model(data_dir, model, direction=direction, revision=revision, **options)
-        else:
-            report = evaluate_folders(real, fake, **options)
+    options = dict(kid=kid, fid=fid, inception_weights=inception_weights, device=device, batch_size=batch_size,
+                   kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
+                   progress=not quiet, extractor=extractor_from_spec(feature_extractor) if feature_extractor else None)
+    if data_dir is not None:
+        report = evaluate_model(data_dir, model, direction=direction, revision=revision, **options)
+    else:
+        report = evaluate_folders(real, fake, **options)
     for problem in report.failures:
-        err_console.print(f"skipped {problem.path}: {problem.reason}", markup=False, highlight=False)
+        print_error(f"{problem.path}: {problem.reason}")
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         console.print(_evaluation_table(report))
     if report.failures:
-        err_console.print(f"{len(report.failures)} image(s) could not be read and were left out", highlight=False)
+        err_console.print(f"{len(report.failures)} image(s) could not be read and were left out of the measurement")
         raise typer.Exit(1)
 
 
@@ -127,18 +196,6 @@ def _evaluation_table(report) -> Table:
         table.add_row(*row)
     table.caption = f"KID: {report.kid_subsets} subsets, seed {report.seed}; features: {report.extractor}"
     return table
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """A mistake the user can fix is one line on stderr and exit status 2, never a traceback."""
-    from .errors import UserError
-
-    try:
-        yield
-    except UserError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
 
 
 def main() -> None:

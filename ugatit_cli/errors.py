@@ -2,4 +2,9 @@
 
 
 class UserError(Exception):
-    """A problem with the user's input or environment, explained in one sentence."""
+    """A problem with the user's input or environment, explained in one sentence.
+
+    ``exit_code`` is the CLI's exit status for it: 2 (a usage error) unless a subclass says otherwise.
+    """
+
+    exit_code = 2

@@ -22,6 +22,7 @@ from .metrics import fid_from_features, kid_from_features
 
 #: direction -> (folder translated, folder of the real target images), in the official dataset layout
 TEST_FOLDERS = {"a2b": ("testA", "testB"), "b2a": ("testB", "testA")}
+FEATURE_BATCH_SIZE = 16  # Inception batches when none is given; translation has its own per-device default
 
 
 @dataclass
@@ -72,7 +73,7 @@ class _Settings:
     kid: bool
     fid: bool
     extractor: FeatureExtractor
-    batch_size: int
+    batch_size: int | None
     kid_subsets: int
     kid_subset_size: int
     seed: int
@@ -82,7 +83,8 @@ class _Settings:
 
     def features(self, folder: str | os.PathLike, cache: bool | None = None, label: str | None = None
                  ) -> FolderFeatures:
-        return folder_features(folder, self.extractor, batch_size=self.batch_size, progress=self.progress,
+        batch_size = self.batch_size or FEATURE_BATCH_SIZE
+        return folder_features(folder, self.extractor, batch_size=batch_size, progress=self.progress,
                                cache=self.cache if cache is None else cache, cache_dir=self.cache_dir, label=label)
 
     def compare(self, real: FolderFeatures, fake: FolderFeatures, fake_name: str, direction: str | None) -> Comparison:
@@ -115,13 +117,15 @@ def _settings(kid: bool, fid: bool, extractor: FeatureExtractor | None, inceptio
 def evaluate_folders(
     real: str | os.PathLike, fake: str | os.PathLike, *, kid: bool = True, fid: bool = False,
     extractor: FeatureExtractor | None = None, inception_weights: str | os.PathLike | None = None,
-    device: str | torch.device = "auto", batch_size: int = 16, kid_subsets: int = 100, kid_subset_size: int = 1000,
-    seed: int = 0, cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+    device: str | torch.device = "auto", batch_size: int | None = None, kid_subsets: int = 100,
+    kid_subset_size: int = 1000, seed: int = 0, cache: bool = True, cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> EvaluationReport:
     """KID/FID between the images of two folders (recursively); unreadable images are skipped and listed.
 
     ``extractor`` replaces the FID Inception network (any callable on uint8 ``(B, 3, H, W)`` batches with an
     ``identity`` string); ``inception_weights`` is a local copy of torch-fidelity's Inception weights.
+    ``batch_size`` defaults to 16 images per feature batch.
     """
     settings = _settings(kid, fid, extractor, inception_weights, device, progress, batch_size=batch_size,
                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
@@ -134,14 +138,18 @@ def evaluate_folders(
 def evaluate_model(
     data_dir: str | os.PathLike, model: str | os.PathLike | UGATITModel, *, direction: str = "a2b",
     kid: bool = True, fid: bool = False, extractor: FeatureExtractor | None = None,
-    inception_weights: str | os.PathLike | None = None, device: str | torch.device = "auto", batch_size: int = 16,
-    revision: str | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0,
-    cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+    inception_weights: str | os.PathLike | None = None, device: str | torch.device = "auto",
+    batch_size: int | None = None, revision: str | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
+    seed: int = 0, cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool = True,
 ) -> EvaluationReport:
     """Translate ``testA`` (a2b) and/or ``testB`` (b2a) of ``data_dir`` with ``model`` and measure the
-    translations against the real test images of the target domain (``direction="both"`` for both)."""
+    translations against the real test images of the target domain (``direction="both"`` for both).
+
+    Translation runs through :func:`ugatit_cli.translate` at the model's size; ``batch_size`` applies to it and
+    to the features (default: translate's per-device choice, and 16). Other options as :func:`evaluate_folders`.
+    """
     from .loading import resolve_model
-    from .translate import translate
+    from .translation import translate
 
     directions = DIRECTIONS if direction == "both" else (check_direction(direction),)
     data_dir = Path(data_dir)
@@ -158,9 +166,9 @@ def evaluate_model(
         source, target = (data_dir / name for name in TEST_FOLDERS[d])
         real_features = settings.features(target)
         with tempfile.TemporaryDirectory(prefix=f"ugatit-eval-{d}-") as tmp:
-            translation = translate([source], loaded.generators[d], output=tmp, direction=d, batch_size=batch_size,
-                                    device=device, progress=progress)
-            failures += translation.failures
+            translation = translate([source], loaded.generators[d], output=tmp, batch_size=batch_size, device=device,
+                                    progress=progress)
+            failures += [InputProblem(str(f.source), f.reason) for f in translation.failed]
             # translations are new files every run: caching their features could never hit
             fake_features = settings.features(tmp, cache=False, label=f"{source.name} translated {d}")
         comparisons.append(settings.compare(real_features, fake_features, f"{source} translated {d}", d))

@@ -230,7 +230,7 @@ def _pixels(path: Path) -> torch.Tensor:
 
 
 def _extract(images: list[InputImage], extractor: FeatureExtractor, batch_size: int,
-             advance: Callable[[int], None]) -> tuple[list[torch.Tensor], list[InputProblem]]:
+             advance: Callable[[], None]) -> tuple[list[torch.Tensor], list[InputProblem]]:
     """Features in file order; a batch holds consecutive images of one size (the extractor resizes)."""
     chunks: list[torch.Tensor] = []
     failures: list[InputProblem] = []
@@ -239,7 +239,8 @@ def _extract(images: list[InputImage], extractor: FeatureExtractor, batch_size: 
     def flush() -> None:
         if batch:
             chunks.append(extractor(torch.stack(batch)).float().cpu())
-            advance(len(batch))
+            for _ in batch:
+                advance()
             batch.clear()
 
     for image in images:
@@ -247,7 +248,7 @@ def _extract(images: list[InputImage], extractor: FeatureExtractor, batch_size: 
             pixels = _pixels(image.path)
         except BadImageError as exc:
             failures.append(InputProblem(str(image.path), exc.reason))
-            advance(1)
+            advance()
             continue
         if batch and pixels.shape != batch[0].shape:
             flush()
@@ -279,7 +280,8 @@ def folder_features(
         result = _load_cached(cached, folder)
         if result is not None:
             return result
-    with count_progress(f"features {label or folder.name or folder}", len(images), "img", enabled=progress) as advance:
+    description = f"features {label or folder.name or folder}"
+    with count_progress(description, len(images), "images", enabled=progress) as advance:
         chunks, failures = _extract(images, extractor, batch_size, advance)
     features = torch.cat(chunks) if chunks else torch.empty(0, 0)
     result = FolderFeatures(folder, features, failures)

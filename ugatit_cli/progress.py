@@ -9,11 +9,14 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 
 @contextmanager
@@ -29,14 +32,27 @@ def byte_progress(description: str, total: int, enabled: bool = True) -> Iterato
         yield lambda n: progress.advance(task, n)
 
 
+class _RateColumn(ProgressColumn):
+    """Items per second, e.g. ``3.1 images/s``."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} {self.unit}/s" if speed else f"- {self.unit}/s", style="progress.data.speed")
+
+
 @contextmanager
-def count_progress(description: str, total: int, unit: str, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A progress bar counting items (images, batches); yields ``advance(n)``. Disabled, it yields a no-op."""
+def count_progress(description: str, total: int, unit: str = "items",
+                   enabled: bool = True) -> Iterator[Callable[[], None]]:
+    """A progress bar over ``total`` items with their rate; yields ``advance()`` (thread-safe). Disabled: a no-op."""
     if not enabled:
-        yield lambda _: None
+        yield lambda: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn(unit), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(unit),
+               TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+        yield lambda: progress.advance(task)
