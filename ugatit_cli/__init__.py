@@ -15,6 +15,12 @@ _LAZY = {
     "UGATITModel": "ugatit_cli.hub",
     "export_model": "ugatit_cli.export",
     "push_model_folder": "ugatit_cli.export",
+    "translate": "ugatit_cli.translation",
+    "TranslationReport": "ugatit_cli.translation",
+    "kid_from_features": "ugatit_cli.metrics",
+    "fid_from_features": "ugatit_cli.metrics",
+    "evaluate_folders": "ugatit_cli.evaluation",
+    "evaluate_model": "ugatit_cli.evaluation",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -3,23 +3,40 @@
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from .errors import UsageError, UserError
+from .errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="U-GAT-IT image-to-image translation.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # soft_wrap: a message stays one line
 
 
-def _fail(exc: UserError) -> typer.Exit:
-    """One line on stderr; exit 2 for a usage error, 1 when the work itself failed."""
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    return typer.Exit(2 if isinstance(exc, UsageError) else 1)
+def print_error(message: str) -> None:
+    """One red line on stderr."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+
+
+class _UserErrorsAsExitCodes(TyperGroup):
+    """Every command's :class:`UserError` becomes one red line on stderr and its ``exit_code`` (2: usage,
+    1: bad input), never a traceback; commands need no handling of their own."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            print_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(cls=_UserErrorsAsExitCodes, add_completion=False, no_args_is_help=True,
+                  help="U-GAT-IT image-to-image translation.")
 
 
 def _print_version(value: bool) -> None:
@@ -100,14 +117,11 @@ def export(
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
-    try:
-        result = export_model(
-            source, output, format=format.value, directions=parse_directions(direction.value), half=half,
-            overwrite=overwrite, revision=revision, repo_id=push_to_hub, private=private, branch=branch,
-            show_progress=not (quiet or as_json),
-        )
-    except UserError as exc:
-        raise _fail(exc) from None
+    result = export_model(
+        source, output, format=format.value, directions=parse_directions(direction.value), half=half,
+        overwrite=overwrite, revision=revision, repo_id=push_to_hub, private=private, branch=branch,
+        show_progress=not (quiet or as_json),
+    )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -125,6 +139,134 @@ def export(
         console.print(f"Pushed to {result.pushed['repo_id']} ({result.pushed['branch']}): "
                       f"{result.pushed['commit_url']}")
     console.print(f"Done in {result.seconds:.1f} s.")
+
+
+@app.command()
+def translate(
+    inputs: Annotated[list[str], typer.Argument(
+        metavar="INPUT...", help="Image files, folders (recursive; relative paths kept) or glob patterns.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered name, Hub repo id (user/name), model "
+                                       "folder, training run or checkpoint, official *_params_*.pt or TF checkpoint.")],
+    direction: Annotated[str, typer.Option(help="a2b or b2a (for selfie2anime, a2b is selfie -> anime).")] = "a2b",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")] = Path("translated"),
+    size: Annotated[int | None, typer.Option(help="Square size the model runs at [default: the model's training "
+                                             "size; light models take any multiple of 4].")] = None,
+    keep_size: Annotated[bool, typer.Option("--keep-size", help="Scale each result back to its input's size.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass [default: 1 on a CPU, where it "
+                                                   "is fastest; 8 on a GPU].")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
+    heatmap: Annotated[bool, typer.Option("--heatmap", help="Also write the attention map as NAME_heatmap.png.")
+                       ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else they are "
+                                            "skipped).")] = False,
+    revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads that decode and encode images [default: the "
+                                                "number of CPUs, at most 8].")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+) -> None:
+    """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
+    from .translation import translate as run_translation
+
+    report = run_translation(
+        inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
+        device=device, precision=precision, heatmap=heatmap, overwrite=overwrite, revision=revision,
+        workers=workers, progress=not (quiet or as_json),
+    )
+    for failure in report.failed:
+        print_error(f"{failure.source}: {failure.reason}")
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    elif not quiet:
+        skipped = f", {len(report.skipped)} skipped (exist; --overwrite replaces them)" if report.skipped else ""
+        failed = f", {len(report.failed)} failed" if report.failed else ""
+        images = "image" if len(report.done) == 1 else "images"
+        err_console.print(f"Translated {len(report.done)} {images}{skipped}{failed} in {report.seconds:.1f} s "
+                          f"({report.images_per_second:.2f} images/s) into {escape(str(report.output_dir))}")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("eval")
+def eval_command(
+    data_dir: Annotated[Path | None, typer.Argument(
+        help="Dataset folder in the official layout (testA/, testB/).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="MODEL to translate the test images with.")] = None,
+    kid: Annotated[bool, typer.Option("--kid", help="Kernel Inception Distance (the paper's metric, x100).")] = False,
+    fid: Annotated[bool, typer.Option("--fid", help="Frechet Inception Distance.")] = False,
+    direction: Annotated[Literal["a2b", "b2a", "both"], typer.Option(
+        help="a2b: translations of testA vs testB; b2a: of testB vs testA.")] = "a2b",
+    real: Annotated[Path | None, typer.Option("--real", help="Folder of real images (instead of DATA_DIR).")] = None,
+    fake: Annotated[Path | None, typer.Option("--fake", help="Folder of generated images to compare with.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
+    revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per batch, translation and features "
+                                                   "[default: translate's per-device choice; 16 for features].")
+                          ] = None,
+    inception_weights: Annotated[Path | None, typer.Option(
+        help="Local copy of torch-fidelity's FID Inception weights (.pth), for machines without internet.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the KID subsets (torch-fidelity's default is 2020).")] = 0,
+    kid_subsets: Annotated[int, typer.Option(min=1, help="Number of KID subsets.")] = 100,
+    kid_subset_size: Annotated[int, typer.Option(
+        min=2, help="Images per KID subset (fewer when a folder has fewer).")] = 1000,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse features of unchanged folders.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    feature_extractor: Annotated[str | None, typer.Option(
+        hidden=True, help="module:factory of another feature extractor.")] = None,
+) -> None:
+    """Measure KID (and FID) of a model's translations against the real test images, or of two folders."""
+    if data_dir is not None and (real is not None or fake is not None):
+        raise typer.BadParameter("give either DATA_DIR with --model, or --real and --fake, not both",
+                                 param_hint="DATA_DIR")
+    if data_dir is None and (real is None or fake is None):
+        raise typer.BadParameter("give DATA_DIR with --model, or both --real DIR and --fake DIR", param_hint="DATA_DIR")
+    if data_dir is not None and model is None:
+        raise typer.BadParameter("DATA_DIR needs --model MODEL to translate its test images", param_hint="--model")
+    if not (kid or fid):
+        raise typer.BadParameter("nothing to measure: pass --kid and/or --fid", param_hint="--kid/--fid")
+    from .evaluation import evaluate_folders, evaluate_model
+    from .features import extractor_from_spec
+
+    options = dict(kid=kid, fid=fid, inception_weights=inception_weights, device=device, batch_size=batch_size,
+                   kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
+                   progress=not quiet, extractor=extractor_from_spec(feature_extractor) if feature_extractor else None)
+    if data_dir is not None:
+        report = evaluate_model(data_dir, model, direction=direction, revision=revision, **options)
+    else:
+        report = evaluate_folders(real, fake, **options)
+    for problem in report.failures:
+        print_error(f"{problem.path}: {problem.reason}")
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.print(_evaluation_table(report))
+    if report.failures:
+        err_console.print(f"{len(report.failures)} image(s) could not be read and were left out of the measurement")
+        raise typer.Exit(1)
+
+
+def _evaluation_table(report) -> Table:
+    table = Table(title="Evaluation")
+    table.add_column("direction", no_wrap=True)
+    table.add_column("fake", overflow="fold")
+    table.add_column("real", overflow="fold")
+    table.add_column("images\nfake/real", justify="right", no_wrap=True)
+    measured_kid = any(c.kid_mean is not None for c in report.comparisons)
+    measured_fid = any(c.fid is not None for c in report.comparisons)
+    if measured_kid:
+        table.add_column("KID x100\nmean ± std", justify="right", no_wrap=True)
+    if measured_fid:
+        table.add_column("FID", justify="right", no_wrap=True)
+    for c in report.comparisons:
+        row = [c.direction or "-", c.fake, c.real, f"{c.fake_images}/{c.real_images}"]
+        if measured_kid:
+            row.append(f"{100 * c.kid_mean:.2f} ± {100 * c.kid_std:.2f}")
+        if measured_fid:
+            row.append(f"{c.fid:.2f}")
+        table.add_row(*row)
+    table.caption = f"KID: {report.kid_subsets} subsets, seed {report.seed}; features: {report.extractor}"
+    return table
 
 
 def main() -> None:

@@ -2,9 +2,17 @@
 
 
 class UserError(Exception):
-    """A problem with the user's input or environment, explained in one sentence."""
+    """A problem with the user's input or environment, explained in one sentence.
+
+    ``exit_code`` is the CLI's exit status for it: 2 (a usage error: the command cannot be carried out as
+    asked) unless a subclass says otherwise.
+    """
+
+    exit_code = 2
 
 
-class UsageError(UserError):
-    """The command line asks for something that cannot be done (a missing source, an occupied output):
-    the CLI exits with status 2, as for a malformed option."""
+class ProcessingError(UserError):
+    """The command was valid but part of the work failed: an input file turned out unusable, an upload was
+    refused. Exit status 1, as when some of several inputs failed."""
+
+    exit_code = 1

@@ -25,7 +25,7 @@ import torch
 from huggingface_hub import constants
 
 from . import __version__
-from .errors import UsageError, UserError
+from .errors import UserError
 from .hub import (
     CARD_NAME,
     CONFIG_NAME,
@@ -102,12 +102,12 @@ def export_model(
     card names the repo in its usage lines.
     """
     if format not in FORMATS:
-        raise UsageError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+        raise UserError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     directions = tuple(dict.fromkeys(check_direction(d) for d in directions))
     if not directions:
-        raise UsageError("no direction to export")
+        raise UserError("no direction to export")
     if (private or branch) and not repo_id:
-        raise UsageError("--private and --branch apply to a push: add --push-to-hub REPO_ID")
+        raise UserError("--private and --branch apply to a push: add --push-to-hub REPO_ID")
     output = Path(output).expanduser()
     check_output_folder(output, overwrite=overwrite)  # before loading a 1.1 GB generator, not after
     if format == "onnx":
@@ -269,7 +269,7 @@ def push_model_folder(
 
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
-        raise UsageError(f"{folder}: not an exported model folder (no {CONFIG_NAME})")
+        raise UserError(f"{folder}: not an exported model folder (no {CONFIG_NAME})")
     token = _hub_token(repo_id, token)
     kind = "model" if is_model_folder(folder) else "ONNX export"
     message = commit_message or f"Upload U-GAT-IT {kind} with ugatit-cli {__version__}"

@@ -33,7 +33,7 @@ from huggingface_hub.errors import (
 )
 from safetensors.torch import load_file, save_file
 
-from .errors import UsageError, UserError
+from .errors import ProcessingError, UserError
 from .model import Generator, UGATITConfig
 
 DIRECTIONS = ("a2b", "b2a")
@@ -48,7 +48,7 @@ def weights_name(direction: str) -> str:
 
 def check_direction(direction: str) -> str:
     if direction not in DIRECTIONS:
-        raise UsageError(f"unknown direction {direction!r}; expected a2b or b2a")
+        raise UserError(f"unknown direction {direction!r}; expected a2b or b2a")
     return direction
 
 
@@ -288,9 +288,9 @@ def _umask() -> int:
 def check_output_folder(output_dir: Path, *, overwrite: bool) -> None:
     """Refuse an output that is a file, or a non-empty folder unless ``overwrite``."""
     if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"{output_dir}: exists and is not a folder")
+        raise UserError(f"{output_dir}: exists and is not a folder")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise UsageError(f"{output_dir}: folder exists and is not empty (pass --overwrite to replace it)")
+        raise UserError(f"{output_dir}: folder exists and is not empty (pass --overwrite to replace it)")
 
 
 def write_model_folder(
@@ -348,20 +348,20 @@ def hub_write_errors(repo_id: str) -> Iterator[None]:
         if isinstance(cause, RuntimeError):  # a failed upload thread, its cause lost to the others
             inner = cause.__cause__ or cause.__context__
             detail = f" ({_first_line(inner)})" if inner else ""
-            raise UserError(f"{repo_id}: upload failed: {_first_line(cause)}{detail}; check the connection to "
+            raise ProcessingError(f"{repo_id}: upload failed: {_first_line(cause)}{detail}; check the connection to "
                             f"{constants.ENDPOINT} and try again") from None
         if not isinstance(cause, HfHubHTTPError):
-            raise UserError(f"{repo_id}: could not reach {constants.ENDPOINT}: {_first_line(cause)}") from None
+            raise ProcessingError(f"{repo_id}: could not reach {constants.ENDPOINT}: {_first_line(cause)}") from None
         status = cause.response.status_code if cause.response is not None else None
         said = (cause.server_message or "").strip().splitlines()
         reason = f" ({said[0]})" if said else ""
         if status == 401:
-            raise UserError(f"{repo_id}: the Hub rejected the token (401 Unauthorized){reason}; set HF_TOKEN or run "
-                            "`hf auth login` with a valid token") from None
+            raise ProcessingError(f"{repo_id}: the Hub rejected the token (401 Unauthorized){reason}; set HF_TOKEN "
+                                  "or run `hf auth login` with a valid token") from None
         if status == 403:
-            raise UserError(f"{repo_id}: no write access (403 Forbidden){reason}; use a token with write "
+            raise ProcessingError(f"{repo_id}: no write access (403 Forbidden){reason}; use a token with write "
                             "permission on that namespace") from None
-        raise UserError(f"{repo_id}: upload failed: {_first_line(cause)}") from None
+        raise ProcessingError(f"{repo_id}: upload failed: {_first_line(cause)}") from None
 
 
 def _upload_failure(exc: BaseException | None) -> BaseException | None:

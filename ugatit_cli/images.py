@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .errors import UserError
+from .errors import ProcessingError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
-class BadImageError(UserError):
+class BadImageError(ProcessingError):
     """An input file that cannot be used as an image; the message names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -174,22 +174,37 @@ def _dedupe(images: Iterable[InputImage]) -> list[InputImage]:
 # image is prepared and rendered identically everywhere.
 
 
-def image_to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:
-    """RGB image -> float tensor (3, H, W) in [-1, 1]; ``size`` resizes to size x size first.
+def resized_pixels(img: Image.Image, size: int | None = None) -> np.ndarray:
+    """RGB image -> uint8 array (H, W, 3), resized to size x size with Pillow's bilinear filter first.
 
-    The resize is Pillow's bilinear filter, which is what the official test transform
-    (torchvision ``Resize((size, size))`` on a PIL image) runs; then ``ToTensor`` and ``Normalize(0.5, 0.5)``.
+    That filter is what the official test transform (torchvision ``Resize((size, size))`` on a PIL image) runs.
     """
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
-    pixels = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())  # (H, W, 3)
-    return pixels.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def pixels_to_tensor(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 tensor (..., H, W, 3) -> float tensor (..., 3, H, W) in [-1, 1] (``ToTensor`` + ``Normalize(0.5, 0.5)``).
+
+    The result is a channels-last view of the pixels' memory, which is what convolutions prefer anyway.
+    """
+    return pixels.movedim(-1, -3).float().div_(127.5).sub_(1.0)
+
+
+def image_to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:
+    """RGB image -> float tensor (3, H, W) in [-1, 1]; ``size`` resizes to size x size first, as the official test."""
+    return pixels_to_tensor(torch.from_numpy(resized_pixels(img, size).copy()))
+
+
+def tensor_to_pixels(tensor: torch.Tensor) -> torch.Tensor:
+    """Float tensor (..., 3, H, W) in [-1, 1] -> uint8 tensor (..., H, W, 3) on the same device, clamped and rounded."""
+    return tensor.detach().float().add(1.0).mul_(127.5).clamp_(0, 255).round_().to(torch.uint8).movedim(-3, -1)
 
 
 def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
     """Float tensor (3, H, W) in [-1, 1] -> RGB image; values are clamped and rounded to 8 bits."""
-    pixels = tensor.detach().float().cpu().add(1.0).mul_(127.5).clamp_(0, 255).round_().to(torch.uint8)
-    return Image.fromarray(pixels.permute(1, 2, 0).numpy(), mode="RGB")
+    return Image.fromarray(tensor_to_pixels(tensor).cpu().numpy(), mode="RGB")
 
 
 def heatmap_to_image(heatmap: torch.Tensor, size: tuple[int, int]) -> Image.Image:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .devices import select_device
-from .errors import UsageError, UserError
+from .errors import UserError
 from .hub import DIRECTIONS, UGATITModel, check_direction, generator_from_state, hub_errors, is_model_folder
 from .importers.official_pytorch import GENERATOR_NAMES, load_official_checkpoint
 from .importers.tf_checkpoint import is_tf_checkpoint
@@ -74,12 +74,12 @@ def resolve_model(
             if local.matches(path):
                 return local.load(path, directions)
         kinds = ", ".join(s.kind for s in LOCAL_SOURCES)
-        raise UsageError(f"{path}: not a recognised model (expected one of: {kinds})")
+        raise UserError(f"{path}: not a recognised model (expected one of: {kinds})")
     if _REPO_ID.match(text) and not text.startswith((".", "/")):
         with hub_errors(text, revision):
             return UGATITModel.from_pretrained(text, directions=directions, revision=revision)
     names = ", ".join(sorted(MODELS))
-    raise UsageError(f"{text}: no such file, registered model ({names}) or Hub repo id (user/name)")
+    raise UserError(f"{text}: no such file, registered model ({names}) or Hub repo id (user/name)")
 
 
 def load_generator(

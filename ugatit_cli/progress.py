@@ -9,11 +9,16 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 _ENABLED: ContextVar[bool] = ContextVar("ugatit_cli_progress", default=True)
 
@@ -62,3 +67,29 @@ def step_progress(total: int, enabled: bool = True) -> Iterator[Callable[[str], 
                       highlight=False)
 
     yield step
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, e.g. ``3.1 images/s``."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} {self.unit}/s" if speed else f"- {self.unit}/s", style="progress.data.speed")
+
+
+@contextmanager
+def count_progress(description: str, total: int, unit: str = "items",
+                   enabled: bool = True) -> Iterator[Callable[[], None]]:
+    """A progress bar over ``total`` items with their rate; yields ``advance()`` (thread-safe). Disabled: a no-op."""
+    if not (enabled and _ENABLED.get()):
+        yield lambda: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(unit),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)

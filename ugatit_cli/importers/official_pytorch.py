@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import ProcessingError, UserError
 from ..model import UGATITConfig
 
 NETWORK_NAMES = ("genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB")
@@ -26,7 +26,7 @@ def read_official_checkpoint(path: str | os.PathLike) -> dict[str, dict[str, tor
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+        raise ProcessingError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(data, dict) or not any(name in data for name in NETWORK_NAMES):

@@ -24,7 +24,7 @@ from pathlib import Path
 import google_crc32c
 import torch
 
-from ..errors import UserError
+from ..errors import ProcessingError
 
 #: fetch(shard file name, offset, length) -> exactly ``length`` bytes of that data shard
 Fetch = Callable[[str, int, int], bytes]
@@ -47,7 +47,7 @@ TF_DTYPE_NAMES = {
 }
 
 
-class TFCheckpointError(UserError):
+class TFCheckpointError(ProcessingError):
     """The checkpoint is missing, malformed or corrupted; the message names the file or tensor."""
 
 
