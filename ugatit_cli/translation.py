@@ -11,7 +11,7 @@ stopping the others. Preprocessing is the official test transform (RGB, bilinear
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,7 +262,7 @@ def _outside(images: list[InputImage], output_dir: Path) -> list[InputImage]:
 
 
 def _name_outputs(images: Iterable[InputImage], output_dir: Path, heatmap: bool, overwrite: bool,
-          report: TranslationReport) -> list[_Job]:
+                  report: TranslationReport) -> list[_Job]:
     """Output names for each image (``photo.jpg`` -> ``photo.png``); existing outputs become skips.
 
     When two inputs would share a name (``a.jpg`` and ``a.png``) both keep their suffix (``a.jpg.png``,
@@ -303,7 +303,7 @@ def _decode(job: _Job, size: int) -> _Decoded | Failed:
         return _Decoded(job, resized_pixels(img, size), img.size)
     except BadImageError as exc:
         return Failed(str(job.source), exc.reason)
-    except Exception as exc:  # noqa: BLE001 - whatever else Pillow raises on one file must not stop the others
+    except Exception as exc:  # whatever else a Pillow plugin raises on one file must not stop the others
         return Failed(str(job.source), f"cannot decode ({type(exc).__name__}: {exc})")
 
 
@@ -325,7 +325,7 @@ def _decoded_in_order(jobs: Sequence[_Job], size: int, pool: ThreadPoolExecutor,
 
 
 def _batches(items: Iterator[_Decoded | Failed], batch_size: int, report: TranslationReport,
-             advance) -> Iterator[list[_Decoded]]:
+             advance: Callable[[], None]) -> Iterator[list[_Decoded]]:
     """Group decoded images into batches; decode failures go straight to the report."""
     batch: list[_Decoded] = []
     for item in items:
@@ -392,7 +392,7 @@ def _run(jobs: list[_Job], generator: Generator, plan: _Plan, size: int, keep_si
     writes: deque[tuple[_Decoded, Future]] = deque()
     threads = torch.get_num_threads()
 
-    def write_oldest_batch(advance) -> None:
+    def write_oldest_batch(advance: Callable[[], None]) -> None:
         batch, future = forwards.popleft()
         pixels, attention = future.result()
         for i, item in enumerate(batch):
