@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 import ugatit_cli
-from ugatit_cli.cli import app
+from ugatit_cli.cli import _UserErrorsAsExitCodes, app
 from ugatit_cli.errors import UserError
 from ugatit_cli.hub import UGATITModel, write_model_folder
-from ugatit_cli.images import heatmap_to_image, image_to_tensor, open_rgb, tensor_to_image
+from ugatit_cli.images import BadImageError, heatmap_to_image, image_to_tensor, open_rgb, tensor_to_image
 from ugatit_cli.model import Generator, UGATITConfig
 
 
@@ -135,6 +136,10 @@ def test_folders_recurse_keeping_relative_paths_and_globs_match(tmp_path, light_
     report = ugatit_cli.translate(str(src), light_model, output=tmp_path / "out", progress=False)
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
     assert written == ["a.png", "trip/b.png", "trip/day1/c.png"] and report.exit_code == 0
+
+    again = ugatit_cli.translate(src, light_model, output=src / "translated", progress=False)
+    rerun = ugatit_cli.translate(src, light_model, output=src / "translated", progress=False)
+    assert len(again.done) == 3 and len(rerun.skipped) == 3 and not rerun.done  # its own outputs are no inputs
 
     report = ugatit_cli.translate([str(src / "**" / "*.jpg"), str(src / "*.png")], light_model,
                                   output=tmp_path / "globbed", progress=False)
@@ -315,3 +320,20 @@ def test_summary_and_quiet(tmp_path, light_model):
     assert result.exit_code == 0 and result.stderr == "" and result.stdout == ""  # skipped, silently
     result = runner.invoke(app, [*args, "--json"])
     assert json.loads(result.stdout)["counts"] == {"done": 0, "skipped": 1, "failed": 0}
+
+
+def test_every_command_turns_user_errors_into_one_line_and_their_exit_code():
+    other = typer.Typer(cls=_UserErrorsAsExitCodes)
+
+    @other.command()
+    def usage() -> None:
+        raise UserError("no such thing as [red]this[/red]")
+
+    @other.command()
+    def bad_file() -> None:
+        raise BadImageError("x.png", "empty file (0 bytes)")
+
+    result = runner.invoke(other, ["usage"])
+    assert result.exit_code == 2 and result.stderr == "error: no such thing as [red]this[/red]\n"
+    result = runner.invoke(other, ["bad-file"])
+    assert result.exit_code == 1 and result.stderr == "error: x.png: empty file (0 bytes)\n"

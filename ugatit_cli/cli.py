@@ -144,16 +144,16 @@ def export(
 @app.command()
 def translate(
     inputs: Annotated[list[str], typer.Argument(
-        metavar="INPUT...", help="Image files, folders (recursive; relative paths kept) or glob patterns.")],
+        metavar="INPUT", help="Image files, folders (recursive; relative paths kept) or glob patterns.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Registered name, Hub repo id (user/name), model "
                                        "folder, training run or checkpoint, official *_params_*.pt or TF checkpoint.")],
     direction: Annotated[str, typer.Option(help="a2b or b2a (for selfie2anime, a2b is selfie -> anime).")] = "a2b",
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")] = Path("translated"),
-    size: Annotated[int | None, typer.Option(help="Square size the model runs at [default: the model's training "
-                                             "size; light models take any multiple of 4].")] = None,
+    size: Annotated[int | None, typer.Option(help="Square size the model runs at (light models: any multiple "
+                                             "of 4).", show_default="the model's training size")] = None,
     keep_size: Annotated[bool, typer.Option("--keep-size", help="Scale each result back to its input's size.")] = False,
-    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass [default: 1 on a CPU, where it "
-                                                   "is fastest; 8 on a GPU].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.",
+                                                   show_default="1 on a CPU, where it is fastest; 8 on a GPU")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
     heatmap: Annotated[bool, typer.Option("--heatmap", help="Also write the attention map as NAME_heatmap.png.")
@@ -161,8 +161,8 @@ def translate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else they are "
                                             "skipped).")] = False,
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Threads that decode and encode images [default: the "
-                                                "number of CPUs, at most 8].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads that decode and encode images.",
+                                                show_default="the number of CPUs, at most 8")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:

@@ -11,7 +11,7 @@ stopping the others. Preprocessing is the official test transform (RGB, bilinear
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,11 +175,11 @@ def translate(
 
     ``model`` is a MODEL source (registered name, Hub repo id, model folder or checkpoint; loaded only when
     there is something to translate) or an already loaded :class:`~ugatit_cli.model.Generator`, used as is
-    (``direction`` and ``revision`` then do not apply): it is put in eval mode and channels-last memory
-    format and, unless ``device`` is None, moved to ``device``, in place. ``size`` defaults to the model's
-    training size; a full model runs only at that size, a light one at any multiple of 4. ``keep_size``
-    scales each result back to its input's size. ``heatmap`` also writes the attention map as
-    ``<name>_heatmap.png``. Existing outputs are kept and counted as skipped unless ``overwrite``.
+    (``direction`` and ``revision`` then do not apply): it is put in eval mode and the memory format that
+    is fastest for the device and precision and, unless ``device`` is None, moved to ``device``, in place.
+    ``size`` defaults to the model's training size; a full model runs only at that size, a light one at any
+    multiple of 4. ``keep_size`` scales each result back to its input's size. ``heatmap`` also writes the
+    attention map as ``<name>_heatmap.png``. Existing outputs are kept and counted as skipped unless ``overwrite``.
     ``batch_size`` defaults to 1 on a CPU (fastest there) and 8 on a GPU. ``workers`` is the number of
     decode/encode threads; ``progress`` shows a Rich bar on stderr.
 
@@ -210,17 +210,16 @@ def translate(
     report = TranslationReport(output_dir)
     images, problems = collect_images(sources)
     report.failed += [Failed(p.path, p.reason) for p in problems]
-    jobs = _plan(_outside(images, output_dir), output_dir, heatmap, overwrite, report)
+    jobs = _name_outputs(_outside(images, output_dir), output_dir, heatmap, overwrite, report)
     if jobs:
-        generator = _prepare_generator(model, direction, revision, target)
+        plan = _Plan.for_device(target, dtype, batch_size)
+        generator = _prepare_generator(model, direction, revision, plan)
         size = _check_size(generator.config, size)
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"{output_dir}: cannot create the output folder ({exc.strerror or exc})") from None
         loaded = time.perf_counter()
-        plan = _Plan.for_device(target, dtype, batch_size)
-        generator = generator.to(memory_format=plan.memory_format)
         _run(jobs, generator, plan, size, keep_size, workers, progress, report)
         report.translate_seconds = time.perf_counter() - loaded
     report.seconds = time.perf_counter() - start
@@ -248,12 +247,12 @@ def _check_size(config: UGATITConfig, size: int | None) -> int:
 
 
 def _prepare_generator(model: str | os.PathLike | Generator, direction: str, revision: str | None,
-                       device: torch.device) -> Generator:
+                       plan: _Plan) -> Generator:
     if isinstance(model, Generator):
         generator = model
     else:
         generator = resolve_model(model, (direction,), revision).generators[direction]
-    return generator.to(device).eval()
+    return generator.to(plan.device, memory_format=plan.memory_format).eval()
 
 
 def _outside(images: list[InputImage], output_dir: Path) -> list[InputImage]:
@@ -262,8 +261,8 @@ def _outside(images: list[InputImage], output_dir: Path) -> list[InputImage]:
     return [image for image in images if not image.path.resolve().is_relative_to(out)]
 
 
-def _plan(images: Iterable[InputImage], output_dir: Path, heatmap: bool, overwrite: bool,
-          report: TranslationReport) -> list[_Job]:
+def _name_outputs(images: Iterable[InputImage], output_dir: Path, heatmap: bool, overwrite: bool,
+                  report: TranslationReport) -> list[_Job]:
     """Output names for each image (``photo.jpg`` -> ``photo.png``); existing outputs become skips.
 
     When two inputs would share a name (``a.jpg`` and ``a.png``) both keep their suffix (``a.jpg.png``,
@@ -304,7 +303,7 @@ def _decode(job: _Job, size: int) -> _Decoded | Failed:
         return _Decoded(job, resized_pixels(img, size), img.size)
     except BadImageError as exc:
         return Failed(str(job.source), exc.reason)
-    except Exception as exc:  # noqa: BLE001 - whatever else Pillow raises on one file must not stop the others
+    except Exception as exc:  # whatever else a Pillow plugin raises on one file must not stop the others
         return Failed(str(job.source), f"cannot decode ({type(exc).__name__}: {exc})")
 
 
@@ -326,7 +325,7 @@ def _decoded_in_order(jobs: Sequence[_Job], size: int, pool: ThreadPoolExecutor,
 
 
 def _batches(items: Iterator[_Decoded | Failed], batch_size: int, report: TranslationReport,
-             advance) -> Iterator[list[_Decoded]]:
+             advance: Callable[[], None]) -> Iterator[list[_Decoded]]:
     """Group decoded images into batches; decode failures go straight to the report."""
     batch: list[_Decoded] = []
     for item in items:
@@ -393,7 +392,7 @@ def _run(jobs: list[_Job], generator: Generator, plan: _Plan, size: int, keep_si
     writes: deque[tuple[_Decoded, Future]] = deque()
     threads = torch.get_num_threads()
 
-    def write_oldest_batch(advance) -> None:
+    def write_oldest_batch(advance: Callable[[], None]) -> None:
         batch, future = forwards.popleft()
         pixels, attention = future.result()
         for i, item in enumerate(batch):
