@@ -163,3 +163,34 @@ def test_offline_before_any_conversion_says_so(monkeypatch, cache, repo_files):
         with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
             ugatit_cli.load_generator("selfie2anime", direction="a2b")
         assert not hub.requests("resolve")
+
+
+def test_ugatit_translate_with_model_selfie2anime_downloads_converts_then_runs_offline(tmp_path, cache, repo_files):
+    """The README's first command, through the real CLI in fresh processes: the first run fetches and converts
+    generator_B from the (stand-in) Hub, a second run with HF_HUB_OFFLINE=1 and the server gone reuses it."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.effect_noise((150, 120), 40).convert("RGB").save(photos / "me.jpg")
+    Image.linear_gradient("L").convert("RGB").save(photos / "gradient.png")
+
+    def translate(env: dict[str, str], output: Path) -> dict:
+        process = run_python("from ugatit_cli.cli import main; main()", env, "translate", str(photos),
+                             "--model", "selfie2anime", "--output", str(output), "--json")
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert "Traceback" not in stderr
+        return json.loads(stdout)
+
+    with LocalHub({SELFIE2ANIME.repo_id: repo_files}) as hub:
+        first = translate(hub.environ(cache), tmp_path / "anime")
+        assert {r.path.rsplit("/", 1)[-1] for r in hub.requests("resolve")} == {
+            f"{SELFIE2ANIME.prefix}.index", f"{SELFIE2ANIME.prefix}.data-00000-of-00001"}
+    second = translate({**hub.environ(cache), "HF_HUB_OFFLINE": "1"}, tmp_path / "anime-offline")
+
+    assert first["counts"] == second["counts"] == {"done": 2, "skipped": 0, "failed": 0}
+    for online, offline in zip(first["done"], second["done"], strict=True):
+        image = Image.open(online["output"])
+        assert image.size == (128, 128)  # the fixture model's training size
+        assert image.tobytes() == Image.open(offline["output"]).tobytes()
