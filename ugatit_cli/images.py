@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 from .errors import UserError
@@ -166,3 +168,49 @@ def _dedupe(images: Iterable[InputImage]) -> list[InputImage]:
             seen.add(key)
             unique.append(image)
     return unique
+
+
+# Pixels <-> tensors, the official way. Translation, training samples and evaluation all use these, so an
+# image is prepared and rendered identically everywhere.
+
+
+def image_to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:
+    """RGB image -> float tensor (3, H, W) in [-1, 1]; ``size`` resizes to size x size first.
+
+    The resize is Pillow's bilinear filter, which is what the official test transform
+    (torchvision ``Resize((size, size))`` on a PIL image) runs; then ``ToTensor`` and ``Normalize(0.5, 0.5)``.
+    """
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())  # (H, W, 3)
+    return pixels.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+    """Float tensor (3, H, W) in [-1, 1] -> RGB image; values are clamped and rounded to 8 bits."""
+    pixels = tensor.detach().float().cpu().add(1.0).mul_(127.5).clamp_(0, 255).round_().to(torch.uint8)
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy(), mode="RGB")
+
+
+def heatmap_to_image(heatmap: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+    """Attention map (h, w) -> a jet-coloured RGB image of ``size`` (width, height), like the official ``cam``.
+
+    As in the official code the map is min-max normalised to 8 bits, resized bilinearly, then colour-mapped.
+    """
+    values = heatmap.detach().float().cpu().squeeze()
+    values = values - values.min()
+    peak = values.max()
+    if peak > 0:
+        values = values / peak
+    gray = Image.fromarray((values * 255).to(torch.uint8).numpy(), mode="L")
+    return gray.resize(size, Image.Resampling.BILINEAR).convert("RGB").point(_JET_LUT)
+
+
+def _jet(x: float, centre: float) -> int:
+    """One channel of the jet colour map: a trapezoid of width 1.5 around ``centre`` on a 0..4 scale."""
+    return round(255 * min(1.0, max(0.0, 1.5 - abs(4 * x - centre))))
+
+
+# Jet as a Pillow point table (R, G and B curves over 0..255): dark blue (low) to dark red (high).
+_JET_LUT = ([_jet(i / 255, 3) for i in range(256)] + [_jet(i / 255, 2) for i in range(256)]
+            + [_jet(i / 255, 1) for i in range(256)])
