@@ -82,6 +82,8 @@ def train(
         "--sample-every", help="Iterations between sample grids.", show_default="1000")] = None,
     save_every: Annotated[int | None, typer.Option(
         "--save-every", help="Iterations between checkpoints.", show_default="1000")] = None,
+    log_every: Annotated[int | None, typer.Option(
+        "--log-every", help="Iterations between lines of log.jsonl.", show_default="10")] = None,
     keep: Annotated[int | None, typer.Option(help="Checkpoints to keep (the newest).", show_default="3")] = None,
     workers: Annotated[int | None, typer.Option(help="Data-loading worker processes.", show_default="2")] = None,
     output: Annotated[Path | None, typer.Option(
@@ -108,13 +110,15 @@ def train(
              "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "adv_weight": adv_weight,
              "cycle_weight": cycle_weight, "identity_weight": identity_weight, "cam_weight": cam_weight,
              "decay": decay, "seed": seed, "ema": ema, "precision": precision, "compile": compile,
-             "sample_every": sample_every, "save_every": save_every, "keep_checkpoints": keep, "workers": workers}
+             "sample_every": sample_every, "save_every": save_every, "keep_checkpoints": keep, "workers": workers,
+             "log_every": log_every}
     settings = {key: value for key, value in given.items() if value is not None}
     main_rank = os.environ.get("RANK", "0") == "0"
-    warnings.showwarning = _warn_in_one_line
     try:
-        summary = run_training(data_dir, settings, output=output, resume=resume, init_from=init_from,
-                               device=device, progress=not quiet and main_rank)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn_in_one_line
+            summary = run_training(data_dir, settings, output=output, resume=resume, init_from=init_from,
+                                   device=device, progress=not quiet and main_rank)
     except UserError as exc:
         if main_rank:
             typer.echo(f"error: {exc}", err=True)
