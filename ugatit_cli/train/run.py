@@ -7,6 +7,7 @@ checkpoint and returns. Under ``torchrun`` every rank trains its own shard with 
 rank 0 alone scans the data and writes files.
 """
 
+import atexit
 import json
 import os
 import random
@@ -113,7 +114,6 @@ class _Ranks:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    owns_group: bool = False  # we initialised the process group, so we destroy it
 
     @property
     def distributed(self) -> bool:
@@ -130,8 +130,7 @@ def _device_and_ranks(spec: str) -> tuple[torch.device, _Ranks]:
     if dist.is_available() and dist.is_initialized():
         ranks = _Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        ranks = _Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)),
-                       owns_group=True)
+        ranks = _Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
     else:
         return select_device(spec), _Ranks()
     device = select_device(spec)
@@ -141,8 +140,10 @@ def _device_and_ranks(spec: str) -> tuple[torch.device, _Ranks]:
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise UserError(f"distributed training runs on CUDA (NCCL) or the CPU (gloo), not {device.type}")
-    if ranks.owns_group:
+    if not dist.is_initialized():
+        # kept for the life of the process, so that a second train() call (e.g. a resume) joins the same group
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(dist.destroy_process_group)
     return device, ranks
 
 
@@ -379,21 +380,17 @@ def train(data_dir: str | os.PathLike, config: TrainConfig | Mapping[str, Any] |
         if progress:
             console.print(message, highlight=False)
 
-    try:
-        plan = None
-        if ranks.main:
-            try:
-                plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say)
-            except Exception as exc:
-                _share(ranks, str(exc))  # the other ranks stop with the same message instead of waiting
-                raise
-        plan = _share(ranks, plan)
-        if isinstance(plan, str):  # rank 0's error
-            raise UserError(plan)
-        return _run(plan, target, ranks, progress, console, say, began, Trainer, SAMPLE_ROWS)
-    finally:
-        if ranks.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+    plan = None
+    if ranks.main:
+        try:
+            plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say)
+        except Exception as exc:
+            _share(ranks, str(exc))  # the other ranks stop with the same message instead of waiting
+            raise
+    plan = _share(ranks, plan)
+    if isinstance(plan, str):  # rank 0's error
+        raise UserError(plan)
+    return _run(plan, target, ranks, progress, console, say, began, Trainer, SAMPLE_ROWS)
 
 
 def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, console, say, began: float,
