@@ -9,6 +9,7 @@ rank 0 alone scans the data and writes files.
 
 import atexit
 import json
+import math
 import os
 import random
 import signal
@@ -300,13 +301,18 @@ def _trim_log(path: Path, iteration: int) -> None:
 
 
 class _Watch:
-    """Rank 0's view of the run: Rich progress on stderr, ``log.jsonl``, TensorBoard when it is installed."""
+    """Rank 0's view of the run: Rich progress on stderr (a plain line every half minute when stderr is a log
+    file rather than a terminal), ``log.jsonl``, TensorBoard when it is installed."""
+
+    PLAIN_EVERY_S = 30.0
 
     def __init__(self, run_dir: Path, config: TrainConfig, start: int, enabled: bool, console):
-        self.config, self.start = config, start
+        self.config, self.console = config, console
         self.log = (run_dir / LOG_NAME).open("a", encoding="utf-8")
-        self.began = time.perf_counter()
+        began = time.perf_counter()
         self.speed: float | None = None
+        self.plain = enabled and not console.is_terminal
+        self._printed = began
         self.tensorboard = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -315,7 +321,7 @@ class _Watch:
         else:
             self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start or None)
         self.progress = None
-        if enabled:
+        if enabled and not self.plain:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
@@ -325,7 +331,7 @@ class _Watch:
             self.task = self.progress.add_task("train", total=config.iterations, completed=start, speed="",
                                                d_loss="-", g_loss="-")
             self.progress.start()
-        self._last = (start, self.began)
+        self._last = (start, began)
 
     def step(self, iteration: int, losses: Mapping[str, float]) -> None:
         now = time.perf_counter()
@@ -345,6 +351,12 @@ class _Watch:
         if self.progress is not None:
             self.progress.update(self.task, completed=iteration, speed=f"{self.speed or 0:.2f} it/s",
                                  d_loss=f"{losses['d_loss']:.4f}", g_loss=f"{losses['g_loss']:.4f}")
+        elif self.plain and (now - self._printed >= self.PLAIN_EVERY_S or iteration == self.config.iterations):
+            self._printed = now
+            left = (self.config.iterations - iteration) / self.speed if self.speed else math.nan
+            self.console.print(f"iteration {iteration}/{self.config.iterations}  {self.speed or 0:.2f} it/s  "
+                               f"ETA {_duration(left)}  d_loss {losses['d_loss']:.4f}  g_loss {losses['g_loss']:.4f}",
+                               highlight=False)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -352,6 +364,13 @@ class _Watch:
         if self.tensorboard is not None:
             self.tensorboard.close()
         self.log.close()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-:--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 # --- the loop -----------------------------------------------------------------------------------------------
