@@ -160,6 +160,9 @@ def test_init_from_an_official_checkpoint(dataset, tmp_path):
                 assert torch.equal(value, donor.trainer.nets[name].state_dict()[key]), (name, key)
     with pytest.raises(UserError, match="--init-from takes"):
         train(dataset, TINY, output=tmp_path / "bad", init_from=dataset, device="cpu", progress=False)
+    with pytest.raises(UserError, match="does not fit"):
+        train(dataset, {**TINY, "ch": 8}, output=tmp_path / "bad", init_from=official, device="cpu", progress=False)
+    assert not (tmp_path / "bad").exists()  # the corrected command can use the same --output
 
 
 def test_64px_training_runs(dataset, tmp_path):

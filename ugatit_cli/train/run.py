@@ -409,7 +409,25 @@ def train(data_dir: str | os.PathLike, config: TrainConfig | Mapping[str, Any] |
     plan = _share(ranks, plan)
     if isinstance(plan, str):  # rank 0's error
         raise UserError(plan)
-    return _run(plan, target, ranks, progress, console, say, began, Trainer, SAMPLE_ROWS)
+    try:
+        return _run(plan, target, ranks, progress, console, say, began, Trainer, SAMPLE_ROWS)
+    except UserError:
+        if ranks.main and not resume:
+            _remove_unstarted(plan.run_dir)
+        raise
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """A new run that failed before its first iteration (e.g. --init-from weights that do not fit) leaves no
+    folder behind that would block the corrected command."""
+    if (run_dir / LOG_NAME).exists() or (run_dir / ckpt.CHECKPOINTS).exists():
+        return
+    for name in (ckpt.RUN_CONFIG, DATA_NAME):
+        (run_dir / name).unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:  # something else is in it
+        pass
 
 
 def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, console, say, began: float,
