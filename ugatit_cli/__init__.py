@@ -13,6 +13,8 @@ _LAZY = {
     "resolve_model": "ugatit_cli.loading",
     "UGATITConfig": "ugatit_cli.model",
     "UGATITModel": "ugatit_cli.hub",
+    "TrainConfig": "ugatit_cli.train",
+    "Trainer": "ugatit_cli.train",
 }
 
 __all__ = ["__version__", *_LAZY]
