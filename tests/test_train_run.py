@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import ugatit_cli
 from ugatit_cli.cli import app
 from ugatit_cli.errors import UserError
+from ugatit_cli.images import image_to_tensor, open_rgb, tensor_to_image
 from ugatit_cli.train import checkpoint as ckpt
 from ugatit_cli.train.run import train
 
@@ -122,6 +123,13 @@ def test_keep_last_checkpoints_pointer_and_samples(dataset, tmp_path):
     assert grids == ["A2B_00000002.png", "A2B_00000004.png", "B2A_00000002.png", "B2A_00000004.png"]
     with Image.open(run / "samples" / "A2B_00000004.png") as grid:
         assert grid.size == (7 * 32, 7 * 32) and grid.mode == "RGB"
+        grid.load()
+    # column 0 starts with the first training image at the sample size; column 5 with the first test image
+    for column, first in ((0, dataset / "trainA" / "000.png"), (5, dataset / "testA" / "000.png")):
+        expected = tensor_to_image(image_to_tensor(open_rgb(first), 32))
+        assert np.array_equal(np.asarray(grid.crop((32 * column, 0, 32 * column + 32, 32))), np.asarray(expected))
+    heatmap = np.asarray(grid.crop((0, 32, 32, 64))).astype(int)  # row 1: the identity heatmap, in jet colours
+    assert np.abs(heatmap[..., 0] - heatmap[..., 2]).max() > 100
     state = torch.load(summary.checkpoint / "state.pt", weights_only=True)
     assert state["iteration"] == 4 and set(state["rng"][0]) >= {"torch", "python"}
 

@@ -58,14 +58,20 @@ def _readable(path: Path) -> BadImageError | None:
     return None
 
 
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder``, recursively, in name order (the official ``make_dataset`` walks too)."""
+    found, _ = collect_images([folder])
+    return [image.path for image in found]
+
+
 def _domain_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; DATA_DIR must hold trainA/ and trainB/ "
                         f"(and testA/ testB/ for samples), like the official datasets")
-    found, _ = collect_images([folder])
-    if not found:
+    files = list_images(folder)
+    if not files:
         raise UserError(f"{folder}: folder contains no images")
-    return [image.path for image in found]
+    return files
 
 
 def scan_training_data(data_dir: str | os.PathLike, threads: int | None = None) -> TrainingData:
@@ -186,12 +192,9 @@ def training_loader(streams: TrainingStreams, start: int, stop: int, workers: in
                       prefetch_factor=2 if workers else None)
 
 
-def sample_images(folder: Path | None, files: Sequence[Path], size: int, count: int) -> torch.Tensor:
-    """Up to ``count`` images through the test transform: from ``files`` (already checked) or, when
-    ``folder`` is given, its first readable images in name order. Unreadable sample images are skipped."""
-    if folder is not None:
-        found, _ = collect_images([folder])
-        files = [image.path for image in found]
+def sample_images(files: Sequence[Path], size: int, count: int) -> torch.Tensor:
+    """The first ``count`` readable images of ``files`` through the official test transform (resize to
+    ``size``), as one batch; unreadable ones are passed over."""
     tensors = []
     for path in files:
         if len(tensors) == count:

@@ -28,7 +28,7 @@ from ..devices import check_precision, select_device
 from ..errors import UserError
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import TrainingStreams, sample_images, scan_training_data, training_loader
+from .data import TrainingStreams, list_images, sample_images, scan_training_data, training_loader
 
 # Settings a resumed run may change: they decide how long and how the run is watched, not what it computes
 # (a longer --iterations with --decay moves the start of the learning-rate decay, which is announced).
@@ -460,9 +460,11 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
     watch = samples = None
     if ranks.main:
         _trim_log(run_dir / LOG_NAME, start)
-        samples = {s: torch.cat([sample_images(None, [Path(p) for p in plan.files[s]], config.size, SAMPLE_COUNT),
-                                 sample_images(Path(plan.test[s]) if plan.test[s] else None, [], config.size,
-                                               SAMPLE_COUNT if plan.test[s] else 0)])
+        # the same images every time, so that grids compare across iterations: the first training images,
+        # then the first test images
+        samples = {s: torch.cat([sample_images([Path(p) for p in plan.files[s]], config.size, SAMPLE_COUNT),
+                                 sample_images(list_images(Path(plan.test[s])) if plan.test[s] else [], config.size,
+                                               SAMPLE_COUNT)])
                    for s in ("A", "B")}
         watch = _Watch(run_dir, config, start, progress, console)
     if start >= config.iterations:
