@@ -21,6 +21,8 @@ _LAZY = {
     "fid_from_features": "ugatit_cli.metrics",
     "evaluate_folders": "ugatit_cli.evaluation",
     "evaluate_model": "ugatit_cli.evaluation",
+    "TrainConfig": "ugatit_cli.train",
+    "Trainer": "ugatit_cli.train",
 }
 
 __all__ = ["__version__", *_LAZY]

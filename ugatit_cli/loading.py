@@ -20,6 +20,7 @@ from .importers.tf_checkpoint import is_tf_checkpoint
 from .importers.tf_convert import load_tf_checkpoint
 from .model import Generator
 from .registry import MODELS
+from .train.checkpoint import is_run_or_checkpoint, load_run_model
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -57,6 +58,7 @@ LOCAL_SOURCES: list[LocalSource] = [
     LocalSource("model folder", is_model_folder, _load_model_folder),
     LocalSource("official PyTorch checkpoint", lambda p: p.is_file() and p.suffix == ".pt", _load_official_pytorch),
     LocalSource("official TensorFlow checkpoint (folder or .index)", is_tf_checkpoint, load_tf_checkpoint),
+    LocalSource("ugatit train run folder or checkpoint", is_run_or_checkpoint, load_run_model),
 ]
 
 
