@@ -14,7 +14,6 @@ the reported time per iteration is the median over all timed iterations of that 
 import argparse
 import itertools
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -135,7 +134,9 @@ def main() -> None:
     for _ in range(args.rounds):
         for variant in VARIANTS:
             out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--variant", variant],
-                                 check=True, capture_output=True, text=True, env={**os.environ})
+                                 capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"{variant} failed:\n{out.stderr}")
             runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
 
     report: dict = {"config": {"size": args.size, "ch": args.ch, "n_res": args.n_res, "light": not args.full,
