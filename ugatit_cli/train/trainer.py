@@ -74,9 +74,10 @@ class Trainer:
                 raise UserError(f"--ema must be in [0, 1), got {config.ema}")
             self.ema = {name: self._ema_copy(self.nets[name]) for name in GENERATOR_NAMES}
 
-        # Official: Adam with weight decay as its L2 term. The fused kernel is the fastest (CPU and CUDA).
-        adam = {"betas": (config.beta1, config.beta2), "weight_decay": config.weight_decay,
-                "fused": self.device.type in ("cpu", "cuda")}
+        # Official: Adam with weight decay as its L2 term. PyTorch's default implementation, as the official
+        # code runs it: the fused kernel saves ~1% of a step here but rounds differently, and GAN training
+        # amplifies rounding (fp32 d_loss drifted 3e-5 from the official in 8 steps with it, 3e-6 without).
+        adam = {"betas": (config.beta1, config.beta2), "weight_decay": config.weight_decay}
         self.g_optim = torch.optim.Adam(_parameters(self.nets, GENERATOR_NAMES), lr=config.lr, **adam)
         self.d_optim = torch.optim.Adam(_parameters(self.nets, DISCRIMINATOR_NAMES), lr=config.lr, **adam)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
