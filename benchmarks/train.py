@@ -14,7 +14,6 @@ the reported time per iteration is the median over all timed iterations of that 
 import argparse
 import itertools
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -89,8 +88,10 @@ def measure(args: argparse.Namespace) -> dict:
     cuda = trainer.device.type == "cuda"
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     batches = itertools.cycle(data)
+    start = time.perf_counter()
     for _ in range(args.warmup):
         step(*next(batches))
+    warmup = time.perf_counter() - start  # includes compiling, with --compile
     if cuda:
         torch.cuda.synchronize(trainer.device)
         torch.cuda.reset_peak_memory_stats(trainer.device)
@@ -99,7 +100,7 @@ def measure(args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         step(*next(batches))  # ours returns floats: it has synchronised
         times.append(time.perf_counter() - start)
-    result = {"times": times, "threads": torch.get_num_threads(),
+    result = {"times": times, "warmup_s": warmup, "threads": torch.get_num_threads(),
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "rss_before_first_step_mib": round(rss_before, 1)}
     if cuda:
@@ -135,7 +136,9 @@ def main() -> None:
     for _ in range(args.rounds):
         for variant in VARIANTS:
             out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--variant", variant],
-                                 check=True, capture_output=True, text=True, env={**os.environ})
+                                 capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"{variant} failed:\n{out.stderr}")
             runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
 
     report: dict = {"config": {"size": args.size, "ch": args.ch, "n_res": args.n_res, "light": not args.full,
@@ -145,6 +148,7 @@ def main() -> None:
     for variant, results in runs.items():
         times = [t for r in results for t in r["times"]]
         entry = {"s_per_iteration": round(statistics.median(times), 4), "min_s": round(min(times), 4),
+                 "warmup_s": round(max(r["warmup_s"] for r in results), 1),
                  "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
                  "rss_before_first_step_mib": max(r["rss_before_first_step_mib"] for r in results)}
         if "peak_cuda_allocated_mib" in results[0]:

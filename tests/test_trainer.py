@@ -281,9 +281,10 @@ def test_fp16_needs_a_gpu():
 
 def test_compile_wraps_the_networks_step_uses():
     trainer = make_trainer(compile=True)
-    for name, net in trainer.nets.items():
+    for name in ("genA2B", "genB2A"):
         compiled = trainer._train_nets[name]
-        assert compiled is not net and compiled._orig_mod is net  # a torch.compile OptimizedModule
+        assert compiled is not trainer.nets[name] and compiled._orig_mod is trainer.nets[name]  # OptimizedModule
+    assert trainer._train_nets["disGA"] is trainer.nets["disGA"]  # see Trainer.__init__: not compiled
     plain = make_trainer()
     assert all(plain._train_nets[name] is net for name, net in plain.nets.items())
 
