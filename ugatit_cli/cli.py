@@ -58,20 +58,130 @@ def _root(
 
 
 @app.command()
-def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table.")) -> None:
-    """List the registered model names and where each one comes from."""
-    from .registry import MODELS
+def translate(
+    inputs: Annotated[list[str], typer.Argument(
+        metavar="INPUT", help="Image files, folders (recursive; relative paths kept) or glob patterns.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered name, Hub repo id (user/name), model "
+                                       "folder, training run or checkpoint, official *_params_*.pt or TF checkpoint.")],
+    direction: Annotated[str, typer.Option(help="a2b or b2a (for selfie2anime, a2b is selfie -> anime).")] = "a2b",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")] = Path("translated"),
+    size: Annotated[int | None, typer.Option(help="Square size the model runs at (light models: any multiple "
+                                             "of 4).", show_default="the model's training size")] = None,
+    keep_size: Annotated[bool, typer.Option("--keep-size", help="Scale each result back to its input's size.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.",
+                                                   show_default="1 on a CPU, where it is fastest; 8 on a GPU")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
+    heatmap: Annotated[bool, typer.Option("--heatmap", help="Also write the attention map as NAME_heatmap.png.")
+                       ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else they are "
+                                            "skipped).")] = False,
+    revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads that decode and encode images.",
+                                                show_default="the number of CPUs, at most 8")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+) -> None:
+    """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
+    from .translation import translate as run_translation
 
+    report = run_translation(
+        inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
+        device=device, precision=precision, heatmap=heatmap, overwrite=overwrite, revision=revision,
+        workers=workers, progress=not (quiet or as_json),
+    )
+    for failure in report.failed:
+        print_error(f"{failure.source}: {failure.reason}")
     if as_json:
-        rows = [{"name": m.name, "description": m.description, "origin": m.origin} for m in MODELS.values()]
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    table = Table("name", "description", "origin", title="Registered models")
-    for m in MODELS.values():
-        table.add_row(m.name, m.description, m.origin)
-    console.print(table)
-    console.print("--model also takes a Hub repo id (user/name), a model folder, a training run folder "
-                  "or an official PyTorch checkpoint (*_params_*.pt).")
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    elif not quiet:
+        skipped = f", {len(report.skipped)} skipped (exist; --overwrite replaces them)" if report.skipped else ""
+        failed = f", {len(report.failed)} failed" if report.failed else ""
+        images = "image" if len(report.done) == 1 else "images"
+        err_console.print(f"Translated {len(report.done)} {images}{skipped}{failed} in {report.seconds:.1f} s "
+                          f"({report.images_per_second:.2f} images/s) into {escape(str(report.output_dir))}")
+    raise typer.Exit(report.exit_code)
+
+
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@app.command(no_args_is_help=True)
+def train(
+    data_dir: Annotated[Path, typer.Argument(help="Folder with trainA/ and trainB/ (and testA/ testB/ for samples).")],
+    light: Annotated[bool | None, typer.Option("--light/--full", help="The light model.", show_default="full")] = None,
+    size: Annotated[int | None, typer.Option(help="Image size in pixels.", show_default="256")] = None,
+    ch: Annotated[int | None, typer.Option(help="Base channel count.", show_default="64")] = None,
+    n_res: Annotated[int | None, typer.Option("--n-res", help="Residual blocks.", show_default="4")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Total training iterations.", show_default="1000000")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Images per domain per iteration (per process under torchrun).", show_default="1")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.", show_default="0.0001")] = None,
+    weight_decay: Annotated[float | None, typer.Option(
+        "--weight-decay", help="Adam's L2 term.", show_default="0.0001")] = None,
+    adv_weight: Annotated[float | None, typer.Option("--adv-weight", show_default="1")] = None,
+    cycle_weight: Annotated[float | None, typer.Option("--cycle-weight", show_default="10")] = None,
+    identity_weight: Annotated[float | None, typer.Option("--identity-weight", show_default="10")] = None,
+    cam_weight: Annotated[float | None, typer.Option("--cam-weight", show_default="1000")] = None,
+    decay: Annotated[bool | None, typer.Option(
+        "--decay/--no-decay", help="Lower the learning rate linearly to 0 over the second half.", show_default="decay",
+    )] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the initial weights, data order and augmentation.", show_default="0")] = None,
+    ema: Annotated[float | None, typer.Option(
+        help="Keep an exponential moving average of the generators with this decay (e.g. 0.999); samples and "
+             "models loaded from the run use it.")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (autocast).", show_default="fp32")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the networks.")] = None,
+    sample_every: Annotated[int | None, typer.Option(
+        "--sample-every", help="Iterations between sample grids.", show_default="1000")] = None,
+    save_every: Annotated[int | None, typer.Option(
+        "--save-every", help="Iterations between checkpoints.", show_default="1000")] = None,
+    log_every: Annotated[int | None, typer.Option(
+        "--log-every", help="Iterations between lines of log.jsonl.", show_default="10")] = None,
+    keep: Annotated[int | None, typer.Option(help="Checkpoints to keep (the newest).", show_default="3")] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loading worker processes.", show_default="2")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Run folder.", show_default="runs/<DATA_DIR name>")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run in --output from its newest checkpoint.")] = False,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Start from an official *_params_*.pt checkpoint or another run's newest checkpoint.",
+    )] = None,
+    device: Annotated[str, typer.Option(
+        help="auto, cpu, cuda, cuda:N or mps (torchrun: one GPU per process).")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+) -> None:
+    """Train a U-GAT-IT model; checkpoints, samples and logs go to the run folder.
+
+    With --resume, settings not given are the run's own. Ctrl-C saves a checkpoint and stops. Run under
+    `torchrun --nproc_per_node=N -m ugatit_cli train ...` for several GPUs (or CPU processes).
+    """
+    from .train.run import train as run_training
+
+    given = {"light": light, "size": size, "ch": ch, "n_res": n_res, "iterations": iterations,
+             "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "adv_weight": adv_weight,
+             "cycle_weight": cycle_weight, "identity_weight": identity_weight, "cam_weight": cam_weight,
+             "decay": decay, "seed": seed, "ema": ema, "precision": precision, "compile": compile,
+             "sample_every": sample_every, "save_every": save_every, "keep_checkpoints": keep, "workers": workers,
+             "log_every": log_every}
+    settings = {key: value for key, value in given.items() if value is not None}
+    main_rank = os.environ.get("RANK", "0") == "0"
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn_in_one_line
+            summary = run_training(data_dir, settings, output=output, resume=resume, init_from=init_from,
+                                   device=device, progress=not quiet and main_rank)
+    except UserError as exc:
+        if main_rank:  # every rank fails alike; one message is enough
+            print_error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+    if as_json and main_rank:
+        typer.echo(json.dumps(summary.to_dict(), indent=2))
+    if summary.interrupted:
+        raise typer.Exit(130)
 
 
 class ExportFormat(str, Enum):
@@ -142,52 +252,6 @@ def export(
         console.print(f"Pushed to {result.pushed['repo_id']} ({result.pushed['branch']}): "
                       f"{result.pushed['commit_url']}")
     console.print(f"Done in {result.seconds:.1f} s.")
-
-
-@app.command()
-def translate(
-    inputs: Annotated[list[str], typer.Argument(
-        metavar="INPUT", help="Image files, folders (recursive; relative paths kept) or glob patterns.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Registered name, Hub repo id (user/name), model "
-                                       "folder, training run or checkpoint, official *_params_*.pt or TF checkpoint.")],
-    direction: Annotated[str, typer.Option(help="a2b or b2a (for selfie2anime, a2b is selfie -> anime).")] = "a2b",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")] = Path("translated"),
-    size: Annotated[int | None, typer.Option(help="Square size the model runs at (light models: any multiple "
-                                             "of 4).", show_default="the model's training size")] = None,
-    keep_size: Annotated[bool, typer.Option("--keep-size", help="Scale each result back to its input's size.")] = False,
-    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.",
-                                                   show_default="1 on a CPU, where it is fastest; 8 on a GPU")] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
-    heatmap: Annotated[bool, typer.Option("--heatmap", help="Also write the attention map as NAME_heatmap.png.")
-                       ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else they are "
-                                            "skipped).")] = False,
-    revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Threads that decode and encode images.",
-                                                show_default="the number of CPUs, at most 8")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
-) -> None:
-    """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
-    from .translation import translate as run_translation
-
-    report = run_translation(
-        inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
-        device=device, precision=precision, heatmap=heatmap, overwrite=overwrite, revision=revision,
-        workers=workers, progress=not (quiet or as_json),
-    )
-    for failure in report.failed:
-        print_error(f"{failure.source}: {failure.reason}")
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    elif not quiet:
-        skipped = f", {len(report.skipped)} skipped (exist; --overwrite replaces them)" if report.skipped else ""
-        failed = f", {len(report.failed)} failed" if report.failed else ""
-        images = "image" if len(report.done) == 1 else "images"
-        err_console.print(f"Translated {len(report.done)} {images}{skipped}{failed} in {report.seconds:.1f} s "
-                          f"({report.images_per_second:.2f} images/s) into {escape(str(report.output_dir))}")
-    raise typer.Exit(report.exit_code)
 
 
 @app.command("eval")
@@ -272,85 +336,21 @@ def _evaluation_table(report) -> Table:
     return table
 
 
-def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table.")) -> None:
+    """List the registered model names and where each one comes from."""
+    from .registry import MODELS
 
-
-@app.command(no_args_is_help=True)
-def train(
-    data_dir: Annotated[Path, typer.Argument(help="Folder with trainA/ and trainB/ (and testA/ testB/ for samples).")],
-    light: Annotated[bool | None, typer.Option("--light/--full", help="The light model.", show_default="full")] = None,
-    size: Annotated[int | None, typer.Option(help="Image size in pixels.", show_default="256")] = None,
-    ch: Annotated[int | None, typer.Option(help="Base channel count.", show_default="64")] = None,
-    n_res: Annotated[int | None, typer.Option("--n-res", help="Residual blocks.", show_default="4")] = None,
-    iterations: Annotated[int | None, typer.Option(help="Total training iterations.", show_default="1000000")] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Images per domain per iteration (per process under torchrun).", show_default="1")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.", show_default="0.0001")] = None,
-    weight_decay: Annotated[float | None, typer.Option(
-        "--weight-decay", help="Adam's L2 term.", show_default="0.0001")] = None,
-    adv_weight: Annotated[float | None, typer.Option("--adv-weight", show_default="1")] = None,
-    cycle_weight: Annotated[float | None, typer.Option("--cycle-weight", show_default="10")] = None,
-    identity_weight: Annotated[float | None, typer.Option("--identity-weight", show_default="10")] = None,
-    cam_weight: Annotated[float | None, typer.Option("--cam-weight", show_default="1000")] = None,
-    decay: Annotated[bool | None, typer.Option(
-        "--decay/--no-decay", help="Lower the learning rate linearly to 0 over the second half.", show_default="decay",
-    )] = None,
-    seed: Annotated[int | None, typer.Option(
-        help="Seed of the initial weights, data order and augmentation.", show_default="0")] = None,
-    ema: Annotated[float | None, typer.Option(
-        help="Keep an exponential moving average of the generators with this decay (e.g. 0.999); samples and "
-             "models loaded from the run use it.")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (autocast).", show_default="fp32")] = None,
-    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the networks.")] = None,
-    sample_every: Annotated[int | None, typer.Option(
-        "--sample-every", help="Iterations between sample grids.", show_default="1000")] = None,
-    save_every: Annotated[int | None, typer.Option(
-        "--save-every", help="Iterations between checkpoints.", show_default="1000")] = None,
-    log_every: Annotated[int | None, typer.Option(
-        "--log-every", help="Iterations between lines of log.jsonl.", show_default="10")] = None,
-    keep: Annotated[int | None, typer.Option(help="Checkpoints to keep (the newest).", show_default="3")] = None,
-    workers: Annotated[int | None, typer.Option(help="Data-loading worker processes.", show_default="2")] = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Run folder.", show_default="runs/<DATA_DIR name>")] = None,
-    resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue the run in --output from its newest checkpoint.")] = False,
-    init_from: Annotated[Path | None, typer.Option(
-        "--init-from", help="Start from an official *_params_*.pt checkpoint or another run's newest checkpoint.",
-    )] = None,
-    device: Annotated[str, typer.Option(
-        help="auto, cpu, cuda, cuda:N or mps (torchrun: one GPU per process).")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
-) -> None:
-    """Train a U-GAT-IT model; checkpoints, samples and logs go to the run folder.
-
-    With --resume, settings not given are the run's own. Ctrl-C saves a checkpoint and stops. Run under
-    `torchrun --nproc_per_node=N -m ugatit_cli train ...` for several GPUs (or CPU processes).
-    """
-    from .train.run import train as run_training
-
-    given = {"light": light, "size": size, "ch": ch, "n_res": n_res, "iterations": iterations,
-             "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "adv_weight": adv_weight,
-             "cycle_weight": cycle_weight, "identity_weight": identity_weight, "cam_weight": cam_weight,
-             "decay": decay, "seed": seed, "ema": ema, "precision": precision, "compile": compile,
-             "sample_every": sample_every, "save_every": save_every, "keep_checkpoints": keep, "workers": workers,
-             "log_every": log_every}
-    settings = {key: value for key, value in given.items() if value is not None}
-    main_rank = os.environ.get("RANK", "0") == "0"
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _warn_in_one_line
-            summary = run_training(data_dir, settings, output=output, resume=resume, init_from=init_from,
-                                   device=device, progress=not quiet and main_rank)
-    except UserError as exc:
-        if main_rank:  # every rank fails alike; one message is enough
-            print_error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
-    if as_json and main_rank:
-        typer.echo(json.dumps(summary.to_dict(), indent=2))
-    if summary.interrupted:
-        raise typer.Exit(130)
+    if as_json:
+        rows = [{"name": m.name, "description": m.description, "origin": m.origin} for m in MODELS.values()]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "description", "origin", title="Registered models")
+    for m in MODELS.values():
+        table.add_row(m.name, m.description, m.origin)
+    console.print(table)
+    console.print("--model also takes a Hub repo id (user/name), a model folder, a training run folder "
+                  "an official PyTorch checkpoint (*_params_*.pt) or an official TensorFlow checkpoint folder.")
 
 
 def main() -> None:
