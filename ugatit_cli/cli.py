@@ -349,7 +349,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
     for m in MODELS.values():
         table.add_row(m.name, m.description, m.origin)
     console.print(table)
-    console.print("--model also takes a Hub repo id (user/name), a model folder, a training run folder "
+    console.print("--model also takes a Hub repo id (user/name), a model folder, a training run folder, "
                   "an official PyTorch checkpoint (*_params_*.pt) or an official TensorFlow checkpoint folder.")
 
 
