@@ -4,11 +4,12 @@
     python benchmarks/ema.py --iterations 600     # a quick look
 
 The data are real handwritten digits: scikit-learn's bundled copy of the UCI digits (8x8 scans, no download;
-scikit-learn is needed only here). Domain A is the digit 0, domain B the digit 1; images are upscaled to
-32 px. One run of the official recipe (batch 1, light, ch 16, lr decayed to 0 over the second half) with
-``ema`` set trains exactly as without it: the average is a shadow copy that never feeds back. So one run gives both sets of weights, and at every
-checkpoint both translate the held-out zeros; a logistic-regression digit classifier, trained on the other
-digits of the set, says which share of the translations it reads as a 1 ("lands in the target domain").
+scikit-learn is needed only here). Domain A is the digit 0, domain B the digit 1; images are upscaled to 32
+px. One run of the official recipe (batch 1, light, ch 16, lr decayed to 0 over the second half) with ``ema``
+set trains exactly as without it: the average is a shadow copy that never feeds back. So one run gives both
+sets of weights, and at every checkpoint both translate the held-out zeros; a logistic-regression digit
+classifier, trained on the other digits of the set, says which share of the translations it reads as a 1
+("lands in the target domain").
 Reported: that share per checkpoint for the raw and the averaged generator, and how much it swings.
 """
 
