@@ -30,18 +30,27 @@ from .config import UGATITConfig
 N_DOWNSAMPLING = 2  # the encoder halves the image twice, the decoder doubles it twice
 
 
-def _instance_layer_norm(x: torch.Tensor, rho: torch.Tensor, eps: float, unbiased: bool) -> torch.Tensor:
-    """rho * InstanceNorm(x) + (1 - rho) * LayerNorm(x).
+def _instance_layer_norm(x: torch.Tensor, rho: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,
+                         unbiased: bool) -> torch.Tensor:
+    """(rho * InstanceNorm(x) + (1 - rho) * LayerNorm(x)) * gamma + beta; gamma, beta: (B or 1, C, 1, 1).
 
     ``unbiased`` picks the variance: the official PyTorch code uses ``torch.var`` (unbiased), the official TF
-    code ``tf.nn.moments`` (biased).
+    code ``tf.nn.moments`` (biased). Both normalisations are affine per (image, channel), so they fold into
+    one scale and shift: the big map is read once instead of some ten times (a sixth of a light generator's
+    CPU time), and the layer statistics come from the instance ones (total variance = mean within-channel
+    variance + variance of the channel means) instead of a second pass.
     """
-    correction = 1 if unbiased else 0
-    in_var, in_mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=correction)  # (B, C, 1, 1)
-    ln_var, ln_mean = torch.var_mean(x, dim=(1, 2, 3), keepdim=True, correction=correction)  # (B, 1, 1, 1)
-    out_in = (x - in_mean) / torch.sqrt(in_var + eps)
-    out_ln = (x - ln_mean) / torch.sqrt(ln_var + eps)
-    return rho * out_in + (1 - rho) * out_ln
+    channels, pixels = x.shape[1], x.shape[2] * x.shape[3]
+    in_var, in_mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)  # (B, C, 1, 1), biased
+    ln_mean = in_mean.mean(dim=1, keepdim=True)  # (B, 1, 1, 1)
+    ln_var = (in_var + (in_mean - ln_mean).square()).mean(dim=1, keepdim=True)  # biased
+    if unbiased:
+        in_var = in_var * (pixels / (pixels - 1))
+        ln_var = ln_var * (channels * pixels / (channels * pixels - 1))
+    in_rstd, ln_rstd = torch.rsqrt(in_var + eps), torch.rsqrt(ln_var + eps)
+    scale = (rho * in_rstd + (1 - rho) * ln_rstd) * gamma
+    shift = beta - (rho * in_mean * in_rstd + (1 - rho) * ln_mean * ln_rstd) * gamma
+    return torch.addcmul(shift, x, scale)
 
 
 class AdaLIN(nn.Module):
@@ -61,8 +70,8 @@ class AdaLIN(nn.Module):
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         rho = (self.rho - 0.1).clamp(0.0, 1.0) if self.smoothing else self.rho
-        out = _instance_layer_norm(x, rho, self.eps, self.unbiased)
-        return out * gamma[:, :, None, None] + beta[:, :, None, None]  # gamma, beta: (B, C)
+        return _instance_layer_norm(x, rho, gamma[:, :, None, None], beta[:, :, None, None], self.eps,
+                                    self.unbiased)  # gamma, beta: (B, C)
 
 
 class LIN(nn.Module):
@@ -77,7 +86,7 @@ class LIN(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, num_features, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _instance_layer_norm(x, self.rho, self.eps, self.unbiased) * self.gamma + self.beta
+        return _instance_layer_norm(x, self.rho, self.gamma, self.beta, self.eps, self.unbiased)
 
 
 def _reflection_pad(kernel: int, stride: int, pad: int, tf: bool) -> nn.ReflectionPad2d:
