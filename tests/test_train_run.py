@@ -282,3 +282,16 @@ def test_a_run_folder_translates_and_exports_through_the_cli(dataset, tmp_path):
             from_run = ugatit_cli.load_generator(run, direction=direction)(batch)
             for ours, theirs in zip(exported, from_run, strict=True):
                 assert torch.equal(ours, theirs)
+
+
+def test_losses_go_to_tensorboard_when_it_is_installed(dataset, tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run = tmp_path / "run"
+    train(dataset, {**TINY, "iterations": 3}, output=run, device="cpu", progress=False)
+    events = event_accumulator.EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"loss/d_loss", "loss/g_loss", "lr"} <= set(tags)
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [e.step for e in events.Scalars("loss/g_loss")] == [entry["iteration"] for entry in logged]
+    assert [e.value for e in events.Scalars("loss/g_loss")] == pytest.approx([entry["g_loss"] for entry in logged])
