@@ -181,6 +181,7 @@ def test_ugatit_translate_with_model_selfie2anime_downloads_converts_then_runs_o
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr
         assert "Traceback" not in stderr
+        assert "fetching" not in stderr  # --json: no progress bars, not even the first download's
         return json.loads(stdout)
 
     with LocalHub({SELFIE2ANIME.repo_id: repo_files}) as hub:

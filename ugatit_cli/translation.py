@@ -8,6 +8,7 @@ stopping the others. Preprocessing is the official test transform (RGB, bilinear
 [-1, 1]); postprocessing clamps and rounds to 8 bits.
 """
 
+import contextlib
 import os
 import time
 from collections import deque
@@ -37,7 +38,7 @@ from .images import (
 )
 from .loading import resolve_model
 from .model import Generator, UGATITConfig
-from .progress import count_progress
+from .progress import count_progress, progress_disabled
 
 #: Images per forward pass when none is given. On CPUs one image per pass is fastest (measured on a 2-core
 #: Xeon: 1.9 img/s at 1, 1.7 at 4, 1.3 at 8 for a light 256 px model: activations stay in cache); GPUs want
@@ -213,7 +214,8 @@ def translate(
     jobs = _name_outputs(_outside(images, output_dir), output_dir, heatmap, overwrite, report)
     if jobs:
         plan = _Plan.for_device(target, dtype, batch_size)
-        generator = _prepare_generator(model, direction, revision, plan)
+        with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
+            generator = _prepare_generator(model, direction, revision, plan)
         size = _check_size(generator.config, size)
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
