@@ -295,3 +295,14 @@ def test_losses_go_to_tensorboard_when_it_is_installed(dataset, tmp_path):
     logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [e.step for e in events.Scalars("loss/g_loss")] == [entry["iteration"] for entry in logged]
     assert [e.value for e in events.Scalars("loss/g_loss")] == pytest.approx([entry["g_loss"] for entry in logged])
+
+
+def test_a_bf16_run_trains_saves_and_loads(dataset, tmp_path):
+    """bf16 autocast through a whole run (the CPU can run it): finite losses, fp32 weights in the checkpoint."""
+    run = tmp_path / "run"
+    summary = train(dataset, {**TINY, "iterations": 2, "precision": "bf16"}, output=run, device="cpu", progress=False)
+    assert all(np.isfinite(value) for value in summary.losses.values())
+    generator = ugatit_cli.load_generator(run, direction="a2b")
+    assert all(p.dtype == torch.float32 for p in generator.parameters())
+    with torch.no_grad():
+        assert torch.isfinite(generator(torch.rand(1, 3, 32, 32) * 2 - 1)[0]).all()
