@@ -26,6 +26,7 @@ from huggingface_hub import constants
 
 from . import __version__
 from .errors import UserError
+from .files import atomic_file
 from .hub import (
     CARD_NAME,
     CONFIG_NAME,
@@ -212,12 +213,8 @@ def export_onnx(generator: Generator, path: Path, *, opset: int = ONNX_OPSET, ha
     onnx.helper.set_model_props(model, {"ugatit_cli.version": __version__,
                                         "ugatit_cli.weights_dtype": "float16" if half else "float32"})
     large = sum(t.ByteSize() for t in model.graph.initializer) > ONNX_INLINE_LIMIT
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         onnx.save_model(model, tmp, save_as_external_data=large, location=f"{path.name}.data" if large else None)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def store_initializers_as_float16(model: Any, names: set[str]) -> None:

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 
 from .devices import select_device
 from .errors import UserError
+from .files import atomic_file
 from .images import BadImageError, InputImage, InputProblem, collect_images, open_rgb
 from .progress import count_progress
 
@@ -211,16 +212,9 @@ def _load_cached(path: Path, folder: Path) -> FolderFeatures | None:
 
 def _store(path: Path, result: FolderFeatures) -> None:
     failures = [[Path(p.path).relative_to(result.folder).as_posix(), p.reason] for p in result.failures]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"features": result.features.contiguous()}, tmp,
+    with atomic_file(path) as tmp:
+        save_file({"features": result.features.contiguous()}, str(tmp),
                   metadata={"failures": json.dumps(failures), "folder": str(result.folder)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _pixels(path: Path) -> torch.Tensor:

@@ -6,7 +6,6 @@ all of them with the same words.
 
 import glob
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .errors import ProcessingError
+from .files import atomic_file
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -88,16 +88,8 @@ def save_image_atomic(img: Image.Image, path: str | os.PathLike) -> None:
 
     A crash or a full disk never leaves a half-written file under the final name.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        img.save(tmp, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG"))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
+from ..files import atomic_file, fsync
 
 RUN_CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -43,28 +44,10 @@ def checkpoint_name(iteration: int) -> str:
     return f"step_{iteration:08d}"
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems cannot fsync a folder; the rename is still atomic
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder, flush it to disk, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, durable=True) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -94,12 +77,12 @@ def save_checkpoint(run_dir: Path, trainer_state: Mapping[str, Any], run_config:
         torch.save({**rest, "has_ema": trainer_state.get("ema") is not None, **extra}, tmp / STATE)
         (tmp / RUN_CONFIG).write_text(json.dumps({**run_config, "iteration": iteration}, indent=2, sort_keys=True))
         for child in tmp.iterdir():
-            _fsync(child)
-        _fsync(tmp)
+            fsync(child)
+        fsync(tmp)
         if final.exists():  # the same iteration saved again (e.g. Ctrl-C right after a scheduled save)
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync(folder)
+        fsync(folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
