@@ -76,8 +76,8 @@ class RefLocal(nn.Module):
                    nn.ReLU(True)]
             if n == n_local:
                 up += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
-            setattr(self, "model%d_1" % n, nn.Sequential(*down))
-            setattr(self, "model%d_2" % n, nn.Sequential(*up))
+            setattr(self, f"model{n}_1", nn.Sequential(*down))
+            setattr(self, f"model{n}_2", nn.Sequential(*up))
         self.downsample = nn.AvgPool2d(3, stride=2, padding=[1, 1], count_include_pad=False)
 
     def forward(self, x):
@@ -86,7 +86,7 @@ class RefLocal(nn.Module):
             levels.append(self.downsample(levels[-1]))
         prev = self.model(levels[-1])
         for n in range(1, self.n_local + 1):
-            prev = getattr(self, "model%d_2" % n)(getattr(self, "model%d_1" % n)(levels[self.n_local - n]) + prev)
+            prev = getattr(self, f"model{n}_2")(getattr(self, f"model{n}_1")(levels[self.n_local - n]) + prev)
         return prev
 
 
@@ -137,9 +137,9 @@ class RefMultiscaleD(nn.Module):
             seq.append([nn.Conv2d(nf, 1, kernel_size=4, stride=1, padding=padw)])
             if interm:
                 for j, part in enumerate(seq):
-                    setattr(self, "scale%d_layer%d" % (i, j), nn.Sequential(*part))
+                    setattr(self, f"scale{i}_layer{j}", nn.Sequential(*part))
             else:
-                setattr(self, "layer%d" % i, nn.Sequential(*[m for part in seq for m in part]))
+                setattr(self, f"layer{i}", nn.Sequential(*[m for part in seq for m in part]))
         self.downsample = nn.AvgPool2d(3, stride=2, padding=[1, 1], count_include_pad=False)
 
     def forward(self, x):
@@ -149,10 +149,10 @@ class RefMultiscaleD(nn.Module):
             if self.interm:
                 feats = [x]
                 for j in range(self.n_layers + 2):
-                    feats.append(getattr(self, "scale%d_layer%d" % (k, j))(feats[-1]))
+                    feats.append(getattr(self, f"scale{k}_layer{j}")(feats[-1]))
                 out.append(feats[1:])
             else:
-                out.append([getattr(self, "layer%d" % k)(x)])
+                out.append([getattr(self, f"layer{k}")(x)])
             if i != self.num_D - 1:
                 x = self.downsample(x)
         return out
@@ -227,7 +227,7 @@ def official_step(net_g, net_d, opt_g, opt_d, vgg, batch, label_nc, n_layers_D=3
     if vgg is not None:
         xf, yf = vgg(fake), vgg(real)
         weights = [1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0]
-        for w, a, b in zip(weights, xf, yf):
+        for w, a, b in zip(weights, xf, yf, strict=True):
             loss_g_vgg += w * F.l1_loss(a, b.detach())
         loss_g_vgg = loss_g_vgg * lambda_feat
     loss_d = (loss_d_fake + loss_d_real) * 0.5
@@ -238,6 +238,6 @@ def official_step(net_g, net_d, opt_g, opt_d, vgg, batch, label_nc, n_layers_D=3
     opt_d.zero_grad()
     loss_d.backward()
     opt_d.step()
-    as_float = lambda v: float(v) if not isinstance(v, int) else 0.0  # noqa: E731
+    as_float = lambda v: float(v.detach()) if not isinstance(v, int) else 0.0  # noqa: E731
     return {"G_GAN": as_float(loss_g_gan), "G_GAN_Feat": as_float(loss_g_feat), "G_VGG": as_float(loss_g_vgg),
             "D_real": as_float(loss_d_real), "D_fake": as_float(loss_d_fake)}
