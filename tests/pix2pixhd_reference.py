@@ -166,7 +166,8 @@ class RefVgg19(nn.Module):
         from torchvision.models.vgg import cfgs, make_layers
 
         features = make_layers(cfgs["E"])
-        features.load_state_dict(features_state)
+        result = features.load_state_dict(features_state, strict=False)  # the layers after relu5_1 are unused
+        assert not result.unexpected_keys and all(int(k.split(".")[0]) >= 30 for k in result.missing_keys)
         bounds = [(0, 2), (2, 7), (7, 12), (12, 21), (21, 30)]
         self.slices = nn.ModuleList(nn.Sequential(*[features[i] for i in range(a, b)]) for a, b in bounds)
         self.requires_grad_(False)

@@ -15,6 +15,8 @@ What this step does differently, with the same values (float rounding aside):
   only into D's parameters, which does not reach G (as the official ``detach`` does);
 - the real image's VGG features are computed without a graph (the official code builds none either: VGG's
   weights are frozen and the real image needs no gradient) and instance norm runs as ``group_norm``;
+- Adam runs as PyTorch's fused kernel (same formula, one pass over memory; see ``_adam``): with the
+  official 182M-parameter generator at small sizes, the optimiser is most of an iteration;
 - with ``niter_fix_global`` the global generator does not require gradients while only the local enhancer
   trains (the official code computes its gradients and leaves them out of the optimiser).
 
@@ -72,10 +74,17 @@ class Pix2PixHDTrainer:
             raise UserError(f"--ema must be in [0, 1), got {ema}")
         self.ema_decay = ema
         self.ema = None if ema is None else self._ema_copy(self.nets["netG"])
-        adam = {"lr": config.lr, "betas": (config.beta1, config.beta2)}
-        self.g_optim = torch.optim.Adam(self._g_parameters(), **adam)
-        self.d_optim = torch.optim.Adam(self.nets["netD"].parameters(), **adam)
+        self.g_optim = self._adam(self._g_parameters())
+        self.d_optim = self._adam(self.nets["netD"].parameters())
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+
+    def _adam(self, params) -> torch.optim.Adam:
+        """Official Adam settings; the fused kernel where PyTorch has one (one pass over each parameter instead
+        of one per arithmetic operation: 3-4x faster on the CPU; the same formula, rounded differently at the
+        level of 1e-7 relative)."""
+        fused = self.device.type in ("cpu", "cuda")
+        return torch.optim.Adam(params, lr=self.config.lr, betas=(self.config.beta1, self.config.beta2),
+                                fused=fused or None)
 
     @staticmethod
     def _ema_copy(net: nn.Module) -> nn.Module:
@@ -136,7 +145,7 @@ class Pix2PixHDTrainer:
         step = self.iteration + 1
         if self.config.niter_fix_global and step == self.config.niter_fix_global + 1:
             # official update_fixed_params: a fresh Adam over all of G (and E)
-            self.g_optim = torch.optim.Adam(self._g_parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+            self.g_optim = self._adam(self._g_parameters())
         g_params = self._set_trainable()
         d_params = list(nets["netD"].parameters())
         lr = cfg.lr_at(step)
@@ -246,9 +255,7 @@ class Pix2PixHDTrainer:
         self.iteration = int(state["iteration"])
         # G's optimiser holds the parameters of the phase the saved iteration ran in (niter_fix_global); step()
         # rebuilds it when the next iteration starts the other phase
-        self.g_optim = torch.optim.Adam(self._g_parameters(fixed=self.global_fixed(max(1, self.iteration))),
-                                        lr=self.config.lr,
-                                        betas=(self.config.beta1, self.config.beta2))
+        self.g_optim = self._adam(self._g_parameters(fixed=self.global_fixed(max(1, self.iteration))))
         self.g_optim.load_state_dict(state["g_optim"])
         self.d_optim.load_state_dict(state["d_optim"])
         if state.get("scaler"):
