@@ -8,8 +8,12 @@ The official way (NVIDIA/pix2pixHD ``train.py`` + ``Pix2PixHDModel.forward``), a
 fake with graph), the generator loss back-propagated into G and D, G's step, then D's loss and step. Same
 initial weights, same batches, same Adam settings, same VGG19 weights (random ones of the real layout: the
 cost is the same and no download is needed). Prints one JSON object: median seconds per iteration of each
-variant, the speed-up, and the largest relative difference between the two variants' loss terms at the
-first iteration (they start from the same weights).
+variant, the speed-up, the largest relative difference between the two variants' loss terms at the
+first iteration (they start from the same weights), and the generator's images per second at
+``--translate-size`` (ours against the official modules; translation is that forward pass).
+
+The official way's Adam is ``torch.optim.Adam``'s default implementation, as the official code constructs it
+(on the CPU: one parameter at a time); ours is the fused kernel.
 """
 
 import argparse
@@ -44,6 +48,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per variant and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--translate-size", type=int, default=256, help="side of the generator-only timing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -88,6 +93,21 @@ def main() -> None:
                           cfg.lambda_feat)
             times["official_way"].append(time.perf_counter() - t)
     ours, official = statistics.median(times["ours"]), statistics.median(times["official_way"])
+
+    # translation: the generator's forward pass at --translate-size, ours against the official modules
+    side = args.translate_size
+    x = torch.randn(1, model.netG_input_nc, side, side)
+    net_g, ref_g = trainer.nets["netG"].eval(), ref_g.eval()
+    per_image = {"ours": [], "official_way": []}
+    with torch.no_grad():
+        for net in (net_g, ref_g):  # warm-up
+            net(x)
+        for _ in range(args.rounds * 2):
+            for name, net in (("ours", net_g), ("official_way", ref_g)):
+                t = time.perf_counter()
+                net(x)
+                per_image[name].append(time.perf_counter() - t)
+    translate = {k: round(1.0 / statistics.median(v), 3) for k, v in per_image.items()}
     print(json.dumps({
         "benchmark": "pix2pixhd_train_step",
         "device": "cpu", "threads": args.threads, "size": args.size, "batch_size": n, "label_nc": model.label_nc,
@@ -96,6 +116,9 @@ def main() -> None:
         "seconds_per_iteration": {"ours": round(ours, 4), "official_way": round(official, 4)},
         "speedup": round(official / ours, 3),
         "first_step_loss_terms_max_rel_diff": diff,
+        "translate_size": side,
+        "translate_images_per_second": translate,
+        "translate_speedup": round(translate["ours"] / translate["official_way"], 3),
     }))
 
 
