@@ -81,3 +81,22 @@ def test_models_with_features_need_clusters_or_a_photo(tmp_path):
         generate(cfg, net, batch)
     out = generate(cfg, net, batch, clusters={0: np.full((2, 3), 0.5, np.float32)})
     assert out.shape == (1, 3, 16, 16)
+
+
+def test_paired_metrics_are_scikit_images():
+    from skimage.metrics import structural_similarity
+
+    from ugatit_cli.families.pix2pixhd.paired_metrics import paired_scores, psnr_ssim
+
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    noisy = np.clip(real.astype(int) + rng.integers(-8, 9, real.shape), 0, 255).astype(np.uint8)
+    psnr, ssim = psnr_ssim(noisy, real)
+    mse = np.mean((noisy.astype(float) - real.astype(float)) ** 2)
+    assert psnr == pytest.approx(10 * np.log10(255**2 / mse))
+    assert ssim == pytest.approx(structural_similarity(real, noisy, data_range=255, channel_axis=-1))
+    assert psnr_ssim(real, real) == (float("inf"), 1.0)
+    summary = paired_scores([(noisy, real), (real // 2, real)]).summary()
+    assert summary["pairs"] == 2 and summary["psnr_std"] > 0 and 0 < summary["ssim_mean"] < 1
+    with pytest.raises(ValueError, match="one shape"):
+        psnr_ssim(real[:8], real)
