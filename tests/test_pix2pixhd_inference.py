@@ -100,3 +100,17 @@ def test_paired_metrics_are_scikit_images():
     assert summary["pairs"] == 2 and summary["psnr_std"] > 0 and 0 < summary["ssim_mean"] < 1
     with pytest.raises(ValueError, match="one shape"):
         psnr_ssim(real[:8], real)
+
+
+def test_label_colours_and_sample_grid():
+    from ugatit_cli.families.pix2pixhd.visuals import colorize, label_palette, sample_grid
+
+    assert tuple(label_palette(35)[7]) == (128, 64, 128)  # Cityscapes "road"
+    voc = label_palette(4)  # the bit-interleaved palette: 1 -> (128, 0, 0), 2 -> (0, 128, 0), 3 -> (128, 128, 0)
+    assert [tuple(c) for c in voc] == [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0)]
+    assert tuple(label_palette(9)[8]) == (64, 0, 0)
+    ids = torch.tensor([[0, 1], [2, 9]])
+    assert colorize(ids, 4)[1, 1].tolist() == [0, 0, 0]  # out of range: black
+    grid = sample_grid(torch.zeros(2, 1, 8, 8, dtype=torch.long), torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8), 4)
+    assert grid.size == (24, 16)
+    assert np.asarray(grid)[0, 20].tolist() == [255, 255, 255]
