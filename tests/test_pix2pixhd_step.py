@@ -194,3 +194,25 @@ def test_vgg_weights_wrong_layout(tmp_path):
         VGG19Features.pretrained(path)
     with pytest.raises(UserError, match="no such file"):
         VGG19Features.pretrained(tmp_path / "missing.pth")
+
+
+def test_load_official_checkpoints_folder_and_sample_grid(tmp_path):
+    model = Pix2PixHDConfig(label_nc=3, ngf=4, n_downsample_global=2, n_blocks_global=1)
+    cfg = Pix2PixHDTrainConfig(model=model, ndf=8, no_vgg_loss=True, iterations=4)
+    torch.manual_seed(0)
+    source = Pix2PixHDTrainer(cfg)
+    # what the official save_network writes (DataParallel keys carry "module.")
+    torch.save({f"module.{k}": v for k, v in source.nets["netG"].state_dict().items()}, tmp_path / "latest_net_G.pth")
+    torch.save(source.nets["netD"].state_dict(), tmp_path / "latest_net_D.pth")
+    torch.manual_seed(1)
+    trainer = Pix2PixHDTrainer(cfg)
+    trainer.load_official(tmp_path)
+    for name in ("netG", "netD"):
+        for key, value in source.nets[name].state_dict().items():
+            assert torch.equal(trainer.nets[name].state_dict()[key], value), (name, key)
+    bigger = Pix2PixHDTrainConfig(model=Pix2PixHDConfig(label_nc=3, ngf=8, n_downsample_global=2, n_blocks_global=1),
+                                  ndf=8, no_vgg_loss=True, iterations=4)
+    with pytest.raises(UserError, match="latest_net_G.pth: netG does not fit the training settings"):
+        Pix2PixHDTrainer(bigger).load_official(tmp_path / "latest_net_G.pth")
+    grid = trainer.sample_grids(_batch(3, size=(16, 16)))["samples"]
+    assert grid.size == (48, 32)  # 2 rows of label | generated | real

@@ -234,6 +234,28 @@ class Pix2PixHDTrainer:
         if self.ema is not None and "netG" in states:
             self.ema = self._ema_copy(self.nets["netG"])
 
+    def load_official(self, path) -> None:
+        """Start from official checkpoints (``--load_pretrain``): ``{epoch}_net_G.pth`` (a file or the
+        ``latest``/highest one of a folder) and, beside it, ``{epoch}_net_D.pth`` and ``{epoch}_net_E.pth`` when
+        they exist; each read with ``torch.load(weights_only=True)``. The optimisers are left as they are."""
+        from .losses import load_weights_file
+        from .official import find_generator_file, strip_module
+
+        g_path = find_generator_file(path)
+        states = {"netG": strip_module(load_weights_file(g_path, "pix2pixHD generator"))}
+        for name, letter in (("netD", "D"), ("netE", "E")):
+            other = g_path.with_name(g_path.name.replace("_net_G.pth", f"_net_{letter}.pth"))
+            if name in self.nets and other.is_file():
+                states[name] = strip_module(load_weights_file(other, f"pix2pixHD {name}"))
+        self.load_nets(states, str(g_path))
+
+    def sample_grids(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The sample grid of ``batch``: one row per image, label | generated | real (PIL image)."""
+        from .visuals import sample_grid
+
+        fake = self.sample(batch)["generated"]
+        return {"samples": sample_grid(batch["label"], fake, batch.get("image"), self.model_config.label_nc)}
+
     def state_dict(self) -> dict[str, Any]:
         """Weights, EMA weights, both Adam states, the GradScaler and the iteration."""
         return {
