@@ -114,3 +114,18 @@ def test_label_colours_and_sample_grid():
     grid = sample_grid(torch.zeros(2, 1, 8, 8, dtype=torch.long), torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8), 4)
     assert grid.size == (24, 16)
     assert np.asarray(grid)[0, 20].tolist() == [255, 255, 255]
+
+
+def test_label_to_image_graph_equals_encode_input_then_generator():
+    from ugatit_cli.families.pix2pixhd.data import encode_input
+    from ugatit_cli.families.pix2pixhd.graph import LabelToImage
+
+    torch.manual_seed(0)
+    cfg = Pix2PixHDConfig(label_nc=5, ngf=4, n_downsample_global=2, n_blocks_global=1)
+    net = build_generator(cfg).eval()
+    label = torch.randint(0, 5, (2, 1, 16, 20))
+    inst = torch.randint(0, 3, (2, 1, 16, 20))
+    graph = LabelToImage(cfg, net).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(graph(label.float(), inst.float()), net(encode_input(cfg, label, inst)))
+        assert torch.equal(LabelToImage.edges(inst.float()), encode_input(cfg, label, inst)[:, -1:])
