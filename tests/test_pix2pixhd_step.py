@@ -216,3 +216,28 @@ def test_load_official_checkpoints_folder_and_sample_grid(tmp_path):
         Pix2PixHDTrainer(bigger).load_official(tmp_path / "latest_net_G.pth")
     grid = trainer.sample_grids(_batch(3, size=(16, 16)))["samples"]
     assert grid.size == (48, 32)  # 2 rows of label | generated | real
+
+
+def test_ema_and_exact_resume(tmp_path):
+    model = Pix2PixHDConfig(label_nc=3, ngf=4, n_downsample_global=2, n_blocks_global=1)
+    cfg = Pix2PixHDTrainConfig(model=model, ndf=8, no_vgg_loss=True, iterations=6)
+    torch.manual_seed(0)
+    straight = Pix2PixHDTrainer(cfg, ema=0.5)
+    torch.manual_seed(0)
+    first = Pix2PixHDTrainer(cfg, ema=0.5)
+    for i in range(2):
+        first.step(_batch(3, seed=i))
+    path = tmp_path / "state.pt"
+    torch.save(first.state_dict(), path)
+    resumed = Pix2PixHDTrainer(cfg, ema=0.5)
+    resumed.load_state_dict(torch.load(path, weights_only=True))
+    for i in range(4):
+        a = straight.train_step(_batch(3, seed=i))
+        if i >= 2:
+            b = resumed.train_step(_batch(3, seed=i))
+            assert a == b
+    for key, value in straight.ema["netG"].state_dict().items():
+        assert torch.equal(resumed.ema["netG"].state_dict()[key], value)
+    assert not torch.equal(straight.ema["netG"].model[1].weight, straight.nets["netG"].model[1].weight)
+    with pytest.raises(UserError, match="keeps an EMA generator"):
+        Pix2PixHDTrainer(cfg).load_state_dict(torch.load(path, weights_only=True))

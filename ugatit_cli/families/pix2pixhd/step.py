@@ -73,7 +73,8 @@ class Pix2PixHDTrainer:
         if ema is not None and not 0.0 <= ema < 1.0:
             raise UserError(f"--ema must be in [0, 1), got {ema}")
         self.ema_decay = ema
-        self.ema = None if ema is None else self._ema_copy(self.nets["netG"])
+        #: EMA copies by net name (the generator only), or None
+        self.ema: dict[str, nn.Module] | None = None if ema is None else {"netG": self._ema_copy(self.nets["netG"])}
         self.g_optim = self._adam(self._g_parameters())
         self.d_optim = self._adam(self.nets["netD"].parameters())
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
@@ -187,20 +188,23 @@ class Pix2PixHDTrainer:
         values = torch.stack([t.detach().double() for t in ordered.values()]).tolist()  # one device sync
         return {**dict(zip(ordered, values, strict=True)), "lr": lr}
 
+    train_step = step  # the name the shared run machinery calls
+
     @torch.no_grad()
     def _update_ema(self) -> None:
         if self.ema is None:
             return
-        live = self.nets["netG"]
-        torch._foreach_lerp_(list(self.ema.parameters()), list(live.parameters()), 1.0 - self.ema_decay)
-        for ema_buffer, buffer in zip(self.ema.buffers(), live.buffers(), strict=True):
-            ema_buffer.copy_(buffer)
+        for name, average in self.ema.items():
+            live = self.nets[name]
+            torch._foreach_lerp_(list(average.parameters()), list(live.parameters()), 1.0 - self.ema_decay)
+            for ema_buffer, buffer in zip(average.buffers(), live.buffers(), strict=True):
+                ema_buffer.copy_(buffer)
 
     # --- what a run needs around the steps -------------------------------------------------------------------
 
     def generator(self) -> nn.Module:
         """The generator to sample and export: the EMA one when kept."""
-        return self.ema if self.ema is not None else self.nets["netG"]
+        return self.ema["netG"] if self.ema is not None else self.nets["netG"]
 
     @torch.no_grad()
     def sample(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -232,7 +236,7 @@ class Pix2PixHDTrainer:
                 reason = lines[1].strip() if len(lines) > 1 else (lines[0] if lines else "mismatch")
                 raise UserError(f"{source}: {name} does not fit the training settings: {reason}") from None
         if self.ema is not None and "netG" in states:
-            self.ema = self._ema_copy(self.nets["netG"])
+            self.ema = {"netG": self._ema_copy(self.nets["netG"])}
 
     def load_official(self, path) -> None:
         """Start from official checkpoints (``--load_pretrain``): ``{epoch}_net_G.pth`` (a file or the
@@ -261,7 +265,7 @@ class Pix2PixHDTrainer:
         return {
             "iteration": self.iteration,
             "nets": {name: net.state_dict() for name, net in self.nets.items()},
-            "ema": None if self.ema is None else self.ema.state_dict(),
+            "ema": None if self.ema is None else {name: net.state_dict() for name, net in self.ema.items()},
             "g_optim": self.g_optim.state_dict(),
             "d_optim": self.d_optim.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -273,7 +277,8 @@ class Pix2PixHDTrainer:
             raise UserError(f"{source}: the checkpoint {kept} an EMA generator; run with the same --ema setting")
         self.load_nets(state["nets"], source)
         if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+            for name, net in self.ema.items():
+                net.load_state_dict(state["ema"][name])
         self.iteration = int(state["iteration"])
         # G's optimiser holds the parameters of the phase the saved iteration ran in (niter_fix_global); step()
         # rebuilds it when the next iteration starts the other phase
