@@ -92,7 +92,7 @@ def test_size_rule_and_validation():
     assert Pix2PixHDConfig().size_multiple == 16
     assert Pix2PixHDConfig(netG="local", n_local_enhancers=1).size_multiple == 32
     with pytest.raises(ValueError, match="multiples of 16"):
-        Pix2PixHDConfig().check_size(40, 64)
+        Pix2PixHDConfig().check_shape(40, 64)
     assert Pix2PixHDConfig().rounded_size(24, 40) == (32, 32)  # round(1.5) = 2, round(2.5) = 2 (halves to even)
     with pytest.raises(ValueError, match="rounds to 0"):
         Pix2PixHDConfig().rounded_size(7, 64)

@@ -101,7 +101,7 @@ class Pix2PixHDConfig:
             base *= 2 ** self.n_local_enhancers
         return base
 
-    def check_size(self, height: int, width: int) -> None:
+    def check_shape(self, height: int, width: int) -> None:
         """Raise ``ValueError`` unless (height, width) is a size the generator maps onto itself."""
         m = self.size_multiple
         if height < m or width < m or height % m or width % m:
