@@ -20,6 +20,11 @@ because its ImageNet weights cannot be downloaded here), a small generator (``--
 3 residual blocks). Printed: the held-out PSNR (dB, mean over tiles) of the untrained generator, of a
 copy-the-class-mean-colour baseline (each pixel gets the mean training colour of its class), and of the
 generator every ``--eval-every`` iterations (the curve), then one JSON object.
+
+Reading the numbers: with ``--clustering shared`` a class id nearly fixes the colour, so the class mean is
+close to the best any per-pixel prediction can do in PSNR, while a GAN draws a sample of the colours a label
+map allows: a sample from the right distribution has twice the squared error of the mean, 3 dB less PSNR.
+The curve shows how fast the generator gets there from its untrained start.
 """
 
 import argparse
