@@ -122,6 +122,20 @@ class Pix2PixHDConfig:
                              f"and at least one rounds to 0")
         return h, w
 
+    def default_size(self) -> int:
+        """0: with no ``--size`` each map runs at its own size, rounded to :attr:`size_multiple` (official test)."""
+        return 0
+
+    def check_size(self, size: int | None) -> int:
+        """``--size`` (the width a map is scaled to; its height keeps the aspect ratio; both then rounded to the
+        side multiple), or 0 for None. ``ValueError`` below half the multiple (it would round to 0)."""
+        if size is None:
+            return 0
+        if size * 2 < self.size_multiple:
+            raise ValueError(f"--size {size} is too small for this generator (sides are rounded to multiples of "
+                             f"{self.size_multiple})")
+        return size
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
