@@ -241,3 +241,24 @@ def test_ema_and_exact_resume(tmp_path):
     assert not torch.equal(straight.ema["netG"].model[1].weight, straight.nets["netG"].model[1].weight)
     with pytest.raises(UserError, match="keeps an EMA generator"):
         Pix2PixHDTrainer(cfg).load_state_dict(torch.load(path, weights_only=True))
+
+
+def test_rgb_inputs_label_nc_0_train_from_the_official_a_b_layout(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ugatit_cli.families.pix2pixhd.data import PairedBatches, scan_dataset
+
+    rng = np.random.default_rng(0)
+    for folder in ("train_A", "train_B"):
+        (tmp_path / folder).mkdir()
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / folder / f"{i}.png")
+    model = Pix2PixHDConfig(label_nc=0, no_instance=True, ngf=4, n_downsample_global=2, n_blocks_global=1)
+    cfg = Pix2PixHDTrainConfig(model=model, ndf=8, num_D=1, no_vgg_loss=True, iterations=2, resize_or_crop="none")
+    batch = PairedBatches(cfg, scan_dataset(tmp_path, model))[0]
+    assert batch["label"].shape == (1, 3, 16, 16) and batch["label"].dtype == torch.float32 and "inst" not in batch
+    trainer = Pix2PixHDTrainer(cfg)
+    assert trainer.nets["netD"].scale0_layer0[0].in_channels == 6  # input photo + image, no edge map
+    losses = trainer.step(batch)
+    assert all(v == v for v in losses.values()) and losses["G_VGG"] == 0.0
