@@ -262,3 +262,15 @@ def test_rgb_inputs_label_nc_0_train_from_the_official_a_b_layout(tmp_path):
     assert trainer.nets["netD"].scale0_layer0[0].in_channels == 6  # input photo + image, no edge map
     losses = trainer.step(batch)
     assert all(v == v for v in losses.values()) and losses["G_VGG"] == 0.0
+
+
+def test_bf16_autocast_step_on_the_cpu():
+    model = Pix2PixHDConfig(label_nc=3, ngf=4, n_downsample_global=2, n_blocks_global=1)
+    cfg = Pix2PixHDTrainConfig(model=model, ndf=8, num_D=1, no_vgg_loss=True, iterations=2)
+    torch.manual_seed(0)
+    trainer = Pix2PixHDTrainer(cfg, precision="bf16")
+    losses = trainer.step(_batch(3, size=(16, 16)))
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    assert all(p.dtype == torch.float32 for p in trainer.nets["netG"].parameters())  # weights stay fp32
+    with pytest.raises(UserError, match="fp16 autocast needs a GPU"):
+        Pix2PixHDTrainer(cfg, precision="fp16")
