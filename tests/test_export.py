@@ -20,11 +20,11 @@ from test_loading import write_official_checkpoint
 from typer.testing import CliRunner
 
 import ugatit_cli
-from ugatit_cli.cli import app
+from ugatit_cli.cli.app import app
 from ugatit_cli.errors import UserError
 from ugatit_cli.export import ONNX_OPSET, export_model, push_model_folder
-from ugatit_cli.hub import UGATITModel, write_model_folder
-from ugatit_cli.model import Generator, UGATITConfig
+from ugatit_cli.families.ugatit import Generator, UGATITConfig
+from ugatit_cli.store.model_folder import UGATITModel, write_model_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

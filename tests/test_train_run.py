@@ -14,10 +14,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import ugatit_cli
-from ugatit_cli.cli import app
+from ugatit_cli.cli.app import app
+from ugatit_cli.core.images import image_to_tensor, open_rgb, tensor_to_image
 from ugatit_cli.errors import UserError
-from ugatit_cli.images import image_to_tensor, open_rgb, tensor_to_image
-from ugatit_cli.train import checkpoint as ckpt
+from ugatit_cli.store import run_folder as ckpt
 from ugatit_cli.train.run import train
 
 TINY = {"size": 32, "ch": 4, "n_res": 1, "light": True, "workers": 0, "log_every": 1, "decay": False}

@@ -25,9 +25,11 @@ import torch
 from huggingface_hub import constants
 
 from . import __version__
+from .core.files import atomic_file
+from .core.progress import progress_disabled, step_progress
 from .errors import UserError
-from .files import atomic_file
-from .hub import (
+from .families.ugatit import Generator, UGATITConfig
+from .store.model_folder import (
     CARD_NAME,
     CONFIG_NAME,
     DIRECTIONS,
@@ -39,10 +41,8 @@ from .hub import (
     is_model_folder,
     weights_name,
 )
-from .loading import resolve_model
-from .model import Generator, UGATITConfig
-from .progress import progress_disabled, step_progress
-from .registry import MODELS
+from .store.registry import MODELS
+from .store.sources import resolve_model
 
 FORMATS = ("safetensors", "onnx")
 ONNX_OPSET = 20  # stated, not left to the exporter's default, so an export does not change with torch versions

@@ -22,10 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .devices import autocast, check_precision, select_device
-from .errors import UserError
-from .hub import check_direction
-from .images import (
+from .core.devices import autocast, check_precision, select_device
+from .core.images import (
     BadImageError,
     InputImage,
     collect_images,
@@ -36,9 +34,11 @@ from .images import (
     save_image_atomic,
     tensor_to_pixels,
 )
-from .loading import resolve_model
-from .model import Generator, UGATITConfig
-from .progress import count_progress, progress_disabled
+from .core.progress import count_progress, progress_disabled
+from .errors import UserError
+from .families.ugatit import Generator, UGATITConfig
+from .store.model_folder import check_direction
+from .store.sources import resolve_model
 
 #: Images per forward pass when none is given. On CPUs one image per pass is fastest (measured on a 2-core
 #: Xeon: 1.9 img/s at 1, 1.7 at 4, 1.3 at 8 for a light 256 px model: activations stay in cache); GPUs want
@@ -175,7 +175,7 @@ def translate(
     """Translate image files, folders (recursively) and glob patterns into one PNG each under ``output``.
 
     ``model`` is a MODEL source (registered name, Hub repo id, model folder or checkpoint; loaded only when
-    there is something to translate) or an already loaded :class:`~ugatit_cli.model.Generator`, used as is
+    there is something to translate) or an already loaded :class:`~ugatit_cli.families.ugatit.Generator`, used as is
     (``direction`` and ``revision`` then do not apply): it is put in eval mode and the memory format that
     is fastest for the device and precision and, unless ``device`` is None, moved to ``device``, in place.
     ``size`` defaults to the model's training size; a full model runs only at that size, a light one at any

@@ -24,11 +24,11 @@ import torch
 import torch.distributed as dist
 
 from .. import __version__
-from ..devices import check_precision, select_device
+from ..core.devices import check_precision, select_device
+from ..data.streams import TrainingStreams, list_images, sample_images, scan_training_data, training_loader
 from ..errors import UserError
-from . import checkpoint as ckpt
-from .config import TrainConfig
-from .data import TrainingStreams, list_images, sample_images, scan_training_data, training_loader
+from ..families.ugatit.train_config import TrainConfig
+from ..store import run_folder as ckpt
 
 # Settings a resumed run may change: they decide how long and how the run is watched, not what it computes
 # (a longer --iterations with --decay moves the start of the learning-rate decay, which is announced).
@@ -389,7 +389,7 @@ def train(data_dir: str | os.PathLike, config: TrainConfig | Mapping[str, Any] |
     """
     from rich.console import Console
 
-    from .trainer import SAMPLE_ROWS, Trainer
+    from ..families.ugatit.trainer import SAMPLE_ROWS, Trainer
 
     began = time.perf_counter()
     target, ranks = _device_and_ranks(device)
@@ -493,7 +493,7 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
                 if ranks.main:
                     watch.step(iteration, losses)
                     if iteration % config.sample_every == 0:
-                        from .samples import write_samples
+                        from ..families.ugatit.samples import write_samples
 
                         write_samples(run_dir / "samples", iteration, trainer.sample(samples["A"], samples["B"]),
                                       sample_rows)

@@ -19,9 +19,17 @@ from urllib.parse import quote
 
 from huggingface_hub import HfApi, HfFileSystem, constants, hf_hub_download
 
-from ..errors import UserError
-from ..hub import CONFIG_NAME, DIRECTIONS, UGATITModel, check_direction, hub_errors, weights_name, write_model_folder
-from ..progress import byte_progress
+from ....core.progress import byte_progress
+from ....errors import UserError
+from ....store.model_folder import (
+    CONFIG_NAME,
+    DIRECTIONS,
+    UGATITModel,
+    check_direction,
+    hub_errors,
+    weights_name,
+    write_model_folder,
+)
 from .tf_checkpoint import TFCheckpoint, TFCheckpointError, parse_index
 from .tf_convert import (
     TF_SCOPES,

@@ -3,7 +3,7 @@
 With a model, the test images of the source domain are translated into a temporary folder (removed
 afterwards) and compared with the real test images of the target domain: ``a2b`` compares translations of
 ``testA`` with ``testB``. Two folders can also be compared directly. Features come from torch-fidelity's
-FID Inception network (:mod:`ugatit_cli.features`); the numbers from :mod:`ugatit_cli.metrics`.
+FID Inception network (:mod:`ugatit_cli.evaluate.features`); the numbers from :mod:`ugatit_cli.evaluate.metrics`.
 """
 
 import os
@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from ..core.images import InputProblem
+from ..errors import UserError
+from ..store.model_folder import DIRECTIONS, UGATITModel, check_direction
 from .features import FeatureExtractor, FolderFeatures, InceptionFeatures, folder_features
-from .hub import DIRECTIONS, UGATITModel, check_direction
-from .images import InputProblem
 from .metrics import fid_from_features, kid_from_features
 
 #: direction -> (folder translated, folder of the real target images), in the official dataset layout
@@ -148,8 +148,8 @@ def evaluate_model(
     Translation runs through :func:`ugatit_cli.translate` at the model's size; ``batch_size`` applies to it and
     to the features (default: translate's per-device choice, and 16). Other options as :func:`evaluate_folders`.
     """
-    from .loading import resolve_model
-    from .translation import translate
+    from ..store.sources import resolve_model
+    from ..translation import translate
 
     directions = DIRECTIONS if direction == "both" else (check_direction(direction),)
     data_dir = Path(data_dir)

@@ -26,11 +26,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .devices import select_device
-from .errors import UserError
-from .files import atomic_file
-from .images import BadImageError, InputImage, InputProblem, collect_images, open_rgb
-from .progress import count_progress
+from ..core.devices import select_device
+from ..core.files import atomic_file
+from ..core.images import BadImageError, InputImage, InputProblem, collect_images, open_rgb
+from ..core.progress import count_progress
+from ..errors import UserError
 
 CACHE_FORMAT = 1
 INSTALL_HINT = "KID/FID need torch-fidelity's Inception network: pip install 'ugatit-cli[eval]'"

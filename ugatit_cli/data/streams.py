@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ..core.images import BadImageError, collect_images, image_to_tensor, open_rgb
 from ..errors import UserError
-from ..images import BadImageError, collect_images, image_to_tensor, open_rgb
 
 STREAMS = ("A", "B")
 RESIZE_MARGIN = 30  # official: Resize((size + 30, size + 30)) before RandomCrop(size)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-from ..hub import DIRECTIONS, UGATITModel, check_direction, write_model_folder
-from ..model import Generator, UGATITConfig
-from ..progress import byte_progress
+from .... import __version__
+from ....core.progress import byte_progress
+from ....store.model_folder import DIRECTIONS, UGATITModel, check_direction, write_model_folder
+from .. import Generator, UGATITConfig
 from .tf_checkpoint import TensorEntry, TFCheckpoint, TFCheckpointError, find_prefix, open_local_checkpoint
 
 #: our direction -> the TF variable scope of the generator that performs it

@@ -24,7 +24,7 @@ from pathlib import Path
 import google_crc32c
 import torch
 
-from ..errors import ProcessingError
+from ....errors import ProcessingError
 
 #: fetch(shard file name, offset, length) -> exactly ``length`` bytes of that data shard
 Fetch = Callable[[str, int, int], bytes]

@@ -24,12 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..devices import autocast, check_precision
-from ..errors import UserError
-from ..importers.official_pytorch import NETWORK_NAMES, read_official_checkpoint
-from ..model import Generator, build_discriminators, clip_rho_
-from . import losses
-from .config import TrainConfig
+from ...core.devices import autocast, check_precision
+from ...errors import UserError
+from . import Generator, build_discriminators, clip_rho_, losses
+from .importers.official_pytorch import NETWORK_NAMES, read_official_checkpoint
+from .train_config import TrainConfig
 
 GENERATOR_NAMES = ("genA2B", "genB2A")
 DISCRIMINATOR_NAMES = ("disGA", "disGB", "disLA", "disLB")  # the official D_optim order

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ProcessingError, UserError
-from ..model import UGATITConfig
+from ....errors import ProcessingError, UserError
+from .. import UGATITConfig
 
 NETWORK_NAMES = ("genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB")
 GENERATOR_NAMES = {"a2b": "genA2B", "b2a": "genB2A"}

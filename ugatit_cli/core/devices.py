@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..images import heatmap_to_image, save_image_atomic, tensor_to_image
+from ...core.images import heatmap_to_image, save_image_atomic, tensor_to_image
 
 GRID_NAMES = {"A": "A2B", "B": "B2A"}
 

@@ -33,8 +33,8 @@ from huggingface_hub.errors import (
 )
 from safetensors.torch import load_file, save_file
 
-from .errors import ProcessingError, UserError
-from .model import Generator, UGATITConfig
+from ..errors import ProcessingError, UserError
+from ..families.ugatit import Generator, UGATITConfig
 
 DIRECTIONS = ("a2b", "b2a")
 CONFIG_NAME = "config.json"
@@ -188,7 +188,7 @@ class UGATITModel(
         ``tags`` (a list) adds Hub tags to the class's own, e.g. ``onnx`` for an ONNX export; ``base_model``
         names the Hub repo the model was exported from.
         """
-        from . import __version__
+        from .. import __version__
 
         first = next(iter(self.generators), "a2b")
         files = {weights_name(d): f"generator {d} ({'A -> B' if d == 'a2b' else 'B -> A'}), safetensors"

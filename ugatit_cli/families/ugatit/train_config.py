@@ -3,7 +3,7 @@
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..model import UGATITConfig
+from . import UGATITConfig
 
 
 @dataclass

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from .errors import UserError
+from ..errors import UserError
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # soft_wrap: a message stays one line
@@ -44,7 +44,7 @@ app = typer.Typer(cls=_UserErrorsAsExitCodes, add_completion=False, no_args_is_h
 
 def _print_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .. import __version__
 
         typer.echo(f"ugatit-cli {__version__}")
         raise typer.Exit()
@@ -83,7 +83,7 @@ def translate(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
     """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
-    from .translation import translate as run_translation
+    from ..translation import translate as run_translation
 
     report = run_translation(
         inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
@@ -159,7 +159,7 @@ def train(
     With --resume, settings not given are the run's own. Ctrl-C saves a checkpoint and stops. Run under
     `torchrun --nproc_per_node=N -m ugatit_cli train ...` for several GPUs (or CPU processes).
     """
-    from .train.run import train as run_training
+    from ..train.run import train as run_training
 
     given = {"light": light, "size": size, "ch": ch, "n_res": n_res, "iterations": iterations,
              "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "adv_weight": adv_weight,
@@ -224,7 +224,7 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Export a model's generators to a model folder (safetensors or ONNX), optionally pushed to the Hub."""
-    from .export import export_model, parse_directions
+    from ..export import export_model, parse_directions
 
     if quiet or as_json:
         from huggingface_hub.utils import disable_progress_bars
@@ -292,8 +292,8 @@ def eval_command(
         raise typer.BadParameter("DATA_DIR needs --model MODEL to translate its test images", param_hint="--model")
     if not (kid or fid):
         raise typer.BadParameter("nothing to measure: pass --kid and/or --fid", param_hint="--kid/--fid")
-    from .evaluation import evaluate_folders, evaluate_model
-    from .features import extractor_from_spec
+    from ..evaluate.evaluation import evaluate_folders, evaluate_model
+    from ..evaluate.features import extractor_from_spec
 
     options = dict(kid=kid, fid=fid, inception_weights=inception_weights, device=device, batch_size=batch_size,
                    kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
@@ -339,7 +339,7 @@ def _evaluation_table(report) -> Table:
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table.")) -> None:
     """List the registered model names and where each one comes from."""
-    from .registry import MODELS
+    from ..store.registry import MODELS
 
     if as_json:
         rows = [{"name": m.name, "description": m.description, "origin": m.origin} for m in MODELS.values()]
