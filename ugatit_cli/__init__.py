@@ -12,7 +12,7 @@ _LAZY = {
     "load_generator": "ugatit_cli.store.sources",
     "resolve_model": "ugatit_cli.store.sources",
     "UGATITConfig": "ugatit_cli.families.ugatit",
-    "UGATITModel": "ugatit_cli.store.model_folder",
+    "UGATITModel": "ugatit_cli.families.model_folder",
     "export_model": "ugatit_cli.export",
     "push_model_folder": "ugatit_cli.export",
     "translate": "ugatit_cli.translation",

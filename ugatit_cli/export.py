@@ -28,8 +28,7 @@ from . import __version__
 from .core.files import atomic_file
 from .core.progress import progress_disabled, step_progress
 from .errors import UserError
-from .families.ugatit import Generator, UGATITConfig
-from .store.model_folder import (
+from .families.model_folder import (
     CARD_NAME,
     CONFIG_NAME,
     DIRECTIONS,
@@ -41,6 +40,7 @@ from .store.model_folder import (
     is_model_folder,
     weights_name,
 )
+from .families.ugatit import Generator, UGATITConfig
 from .store.registry import MODELS
 from .store.sources import resolve_model
 

@@ -36,8 +36,8 @@ from .core.images import (
 )
 from .core.progress import count_progress, progress_disabled
 from .errors import UserError
+from .families.model_folder import check_direction
 from .families.ugatit import Generator, UGATITConfig
-from .store.model_folder import check_direction
 from .store.sources import resolve_model
 
 #: Images per forward pass when none is given. On CPUs one image per pass is fastest (measured on a 2-core

@@ -16,7 +16,7 @@ import torch
 
 from ..core.images import InputProblem
 from ..errors import UserError
-from ..store.model_folder import DIRECTIONS, UGATITModel, check_direction
+from ..families.model_folder import DIRECTIONS, UGATITModel, check_direction
 from .features import FeatureExtractor, FolderFeatures, InceptionFeatures, folder_features
 from .metrics import fid_from_features, kid_from_features
 

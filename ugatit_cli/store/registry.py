@@ -3,8 +3,8 @@
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..families.model_folder import UGATITModel
 from ..families.ugatit.importers.tf_hub import HubTFCheckpoint
-from .model_folder import UGATITModel
 
 #: resolve(directions, revision) -> the model with those generators loaded
 Resolver = Callable[[Sequence[str], str | None], UGATITModel]

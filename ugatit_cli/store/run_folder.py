@@ -183,8 +183,8 @@ def is_run_or_checkpoint(path: Path) -> bool:
 def load_run_model(path: Path, directions: Sequence[str]):
     """The generators of a run folder's newest checkpoint (or of one checkpoint) as a ``UGATITModel``; the
     EMA generators when the run keeps them. ``card`` carries the training configuration for model cards."""
+    from ..families.model_folder import UGATITModel, generator_from_state
     from ..families.ugatit import UGATITConfig
-    from .model_folder import UGATITModel, generator_from_state
 
     folder = checkpoint_folder(path)
     config = read_run_config(folder)

@@ -14,11 +14,18 @@ import torch
 
 from ..core.devices import select_device
 from ..errors import UserError
+from ..families.model_folder import (
+    DIRECTIONS,
+    UGATITModel,
+    check_direction,
+    generator_from_state,
+    hub_errors,
+    is_model_folder,
+)
 from ..families.ugatit import Generator
 from ..families.ugatit.importers.official_pytorch import GENERATOR_NAMES, load_official_checkpoint
 from ..families.ugatit.importers.tf_checkpoint import is_tf_checkpoint
 from ..families.ugatit.importers.tf_convert import load_tf_checkpoint
-from .model_folder import DIRECTIONS, UGATITModel, check_direction, generator_from_state, hub_errors, is_model_folder
 from .registry import MODELS
 from .run_folder import is_run_or_checkpoint, load_run_model
 

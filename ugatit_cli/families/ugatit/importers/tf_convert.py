@@ -24,7 +24,7 @@ import torch
 
 from .... import __version__
 from ....core.progress import byte_progress
-from ....store.model_folder import DIRECTIONS, UGATITModel, check_direction, write_model_folder
+from ...model_folder import DIRECTIONS, UGATITModel, check_direction, write_model_folder
 from .. import Generator, UGATITConfig
 from .tf_checkpoint import TensorEntry, TFCheckpoint, TFCheckpointError, find_prefix, open_local_checkpoint
 

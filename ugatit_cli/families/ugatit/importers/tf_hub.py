@@ -21,7 +21,7 @@ from huggingface_hub import HfApi, HfFileSystem, constants, hf_hub_download
 
 from ....core.progress import byte_progress
 from ....errors import UserError
-from ....store.model_folder import (
+from ...model_folder import (
     CONFIG_NAME,
     DIRECTIONS,
     UGATITModel,

@@ -34,7 +34,7 @@ from huggingface_hub.errors import (
 from safetensors.torch import load_file, save_file
 
 from ..errors import ProcessingError, UserError
-from ..families.ugatit import Generator, UGATITConfig
+from .ugatit import Generator, UGATITConfig
 
 DIRECTIONS = ("a2b", "b2a")
 CONFIG_NAME = "config.json"
