@@ -56,8 +56,9 @@ def make_inputs(folder: Path, count: int) -> None:
 def make_model(folder: Path, size: int) -> None:
     import torch
 
-    from ugatit_cli.families.model_folder import UGATITModel, write_model_folder
+    from ugatit_cli.families.model_folder import write_model_folder
     from ugatit_cli.families.ugatit import Generator, UGATITConfig
+    from ugatit_cli.families.ugatit.family import UGATITModel
 
     torch.manual_seed(0)
     config = UGATITConfig(img_size=size, ch=64, n_res=4, light=True)

@@ -21,8 +21,9 @@ from ugatit_cli.errors import UserError
 from ugatit_cli.evaluate import metrics
 from ugatit_cli.evaluate.evaluation import evaluate_folders
 from ugatit_cli.evaluate.features import InceptionFeatures, default_cache_dir, folder_features, random_inception_weights
-from ugatit_cli.families.model_folder import UGATITModel, write_model_folder
+from ugatit_cli.families.model_folder import write_model_folder
 from ugatit_cli.families.ugatit import Generator, UGATITConfig
+from ugatit_cli.families.ugatit.family import UGATITModel
 from ugatit_cli.translation import translate
 
 SMALL = "small_extractor:SmallFeatures"

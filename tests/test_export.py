@@ -23,8 +23,9 @@ import ugatit_cli
 from ugatit_cli.cli.app import app
 from ugatit_cli.errors import UserError
 from ugatit_cli.export import ONNX_OPSET, export_model, push_model_folder
-from ugatit_cli.families.model_folder import UGATITModel, write_model_folder
+from ugatit_cli.families.model_folder import write_model_folder
 from ugatit_cli.families.ugatit import Generator, UGATITConfig
+from ugatit_cli.families.ugatit.family import UGATITModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

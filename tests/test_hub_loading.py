@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ugatit_cli.families.model_folder import UGATITModel, write_model_folder
+from ugatit_cli.families.model_folder import write_model_folder
 from ugatit_cli.families.ugatit import Generator, UGATITConfig
+from ugatit_cli.families.ugatit.family import UGATITModel
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -19,8 +19,7 @@ import ugatit_cli
 from ugatit_cli.errors import UserError
 from ugatit_cli.families.ugatit.importers.tf_checkpoint import open_local_checkpoint
 from ugatit_cli.families.ugatit.importers.tf_convert import generator_tensor_names
-from ugatit_cli.families.ugatit.importers.tf_hub import HubTFCheckpoint, converted_dir
-from ugatit_cli.store.registry import SELFIE2ANIME
+from ugatit_cli.families.ugatit.importers.tf_hub import SELFIE2ANIME, HubTFCheckpoint, converted_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DIR = Path(__file__).resolve().parent

@@ -17,6 +17,7 @@ import ugatit_cli
 from ugatit_cli.cli.app import app
 from ugatit_cli.core.images import image_to_tensor, open_rgb, tensor_to_image
 from ugatit_cli.errors import UserError
+from ugatit_cli.families.ugatit.importers.official_pytorch import NETWORK_NAMES
 from ugatit_cli.store import run_folder as ckpt
 from ugatit_cli.train.run import train
 
@@ -69,7 +70,7 @@ def test_resume_continues_exactly(dataset, tmp_path):
                     progress=False)
     assert resumed.iteration == 4
     assert states_equal(straight.trainer.state_dict(), resumed.trainer.state_dict())  # weights, EMA, both Adams
-    for name in ckpt.NETWORK_NAMES:  # and the files say the same
+    for name in NETWORK_NAMES:  # and the files say the same
         a = ckpt.load_checkpoint(straight.checkpoint)
         b = ckpt.load_checkpoint(resumed.checkpoint)
         assert states_equal(a["nets"][name], b["nets"][name])

@@ -1,6 +1,7 @@
 """Training data as the official PyTorch loaders prepare it, with a data order that survives a restart.
 
-Layout: ``DATA_DIR/trainA trainB testA testB`` (znxlwm/UGATIT-pytorch ``dataset.py``). Every training image
+Streams of images, one per training folder a family names (two unpaired domains, as the official PyTorch
+``dataset.py`` of U-GAT-IT reads them). Every training image
 goes through the official train transform: random horizontal flip, bilinear resize to ``size + 30``
 square, random ``size`` crop, scale to [-1, 1]; sample images through the test transform (resize to
 ``size``). A and B are two independent shuffled streams that restart with a new order at every epoch.
@@ -29,7 +30,6 @@ from torch.utils.data import DataLoader, Dataset
 from ..core.images import BadImageError, collect_images, image_to_tensor, open_rgb
 from ..errors import UserError
 
-STREAMS = ("A", "B")
 RESIZE_MARGIN = 30  # official: Resize((size + 30, size + 30)) before RandomCrop(size)
 
 
@@ -42,8 +42,8 @@ class TrainingData:
     """The readable images of each domain (sorted paths) and the sample images' folders."""
 
     root: Path
-    train: dict[str, list[Path]]  # "A" / "B" -> readable training images
-    test: dict[str, Path | None]  # "A" / "B" -> testA / testB when present
+    train: dict[str, list[Path]]  # stream -> readable training images
+    test: dict[str, Path | None]  # stream -> its test folder when present (sample images)
 
     def relative(self) -> dict[str, list[str]]:
         """The file lists relative to the data folder, as a run folder records them."""
@@ -64,26 +64,28 @@ def list_images(folder: Path) -> list[Path]:
     return [image.path for image in found]
 
 
-def _domain_files(folder: Path) -> list[Path]:
+def _domain_files(folder: Path, layout: str) -> list[Path]:
     if not folder.is_dir():
-        raise UserError(f"{folder}: no such folder; DATA_DIR must hold trainA/ and trainB/ "
-                        f"(and testA/ testB/ for samples), like the official datasets")
+        raise UserError(f"{folder}: no such folder; DATA_DIR must hold {layout}")
     files = list_images(folder)
     if not files:
         raise UserError(f"{folder}: folder contains no images")
     return files
 
 
-def scan_training_data(data_dir: str | os.PathLike, threads: int | None = None) -> TrainingData:
+def scan_folders(data_dir: str | os.PathLike, train: dict[str, str], test: dict[str, str], layout: str,
+                 threads: int | None = None) -> TrainingData:
     """Find and fully decode every training image once; unreadable ones are named in one warning and left out.
 
-    Decoding (threads: Pillow releases the GIL) costs a few seconds per thousand images once per start, and
-    means a run never meets a bad file mid-way.
+    ``train`` maps each stream to its folder under ``data_dir``, ``test`` to its folder of sample images (used
+    when present); ``layout`` says in words what ``data_dir`` must hold, for the error. Decoding (threads:
+    Pillow releases the GIL) costs a few seconds per thousand images once per start, and means a run never
+    meets a bad file mid-way.
     """
     root = Path(data_dir)
     if not root.is_dir():
         raise UserError(f"{root}: no such data folder")
-    candidates = {stream: _domain_files(root / f"train{stream}") for stream in STREAMS}
+    candidates = {stream: _domain_files(root / folder, layout) for stream, folder in train.items()}
     everything = [path for files in candidates.values() for path in files]
     with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
         problems = dict(zip(everything, pool.map(_readable, everything), strict=True))
@@ -92,12 +94,13 @@ def scan_training_data(data_dir: str | os.PathLike, threads: int | None = None) 
         listing = "; ".join(f"{Path(e.path).relative_to(root).as_posix()} ({e.reason})" for e in bad)
         warnings.warn(f"skipping {len(bad)} unreadable training image(s): {listing}", SkippedImagesWarning,
                       stacklevel=2)
-    train = {stream: [p for p in files if problems[p] is None] for stream, files in candidates.items()}
-    for stream, files in train.items():
+    readable = {stream: [p for p in files if problems[p] is None] for stream, files in candidates.items()}
+    for stream, files in readable.items():
         if not files:
-            raise UserError(f"{root / f'train{stream}'}: none of its {len(candidates[stream])} images can be read")
-    test = {stream: (root / f"test{stream}") if (root / f"test{stream}").is_dir() else None for stream in STREAMS}
-    return TrainingData(root, train, test)
+            raise UserError(f"{root / train[stream]}: none of its {len(candidates[stream])} images can be read")
+    test = {stream: (root / test[stream]) if stream in test and (root / test[stream]).is_dir() else None
+            for stream in train}
+    return TrainingData(root, readable, test)
 
 
 def _seed(*parts: int) -> np.random.Generator:
@@ -116,7 +119,8 @@ def train_transform(img: Image.Image, size: int, rng: np.random.Generator) -> to
 
 
 class TrainingStreams(Dataset):
-    """Item ``k`` is the pair of batches ``(real_A, real_B)`` of training iteration ``k`` (0-based) on this rank.
+    """Item ``k`` is the tuple of batches (one per stream, in the order of ``files``) of training iteration
+    ``k`` (0-based) on this rank.
 
     Every epoch of a stream is one permutation of its images; with ``world_size`` ranks, rank ``r`` takes
     positions ``r, r + world_size, ...`` of it (padded by wrapping so every rank has as many), cut into
@@ -127,7 +131,8 @@ class TrainingStreams(Dataset):
                  rank: int = 0, world_size: int = 1):
         if seed < 0:
             raise UserError(f"--seed must be >= 0, got {seed}")
-        self.files = {stream: list(files[stream]) for stream in STREAMS}
+        self.files = {stream: list(paths) for stream, paths in files.items()}
+        self.streams = tuple(self.files)
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self._orders: dict[tuple[int, int], np.ndarray] = {}
@@ -144,7 +149,7 @@ class TrainingStreams(Dataset):
         if key not in self._orders:
             if len(self._orders) > 4:  # the epochs in use; workers hold their own copies
                 self._orders.clear()
-            n = len(self.files[STREAMS[stream_id]])
+            n = len(self.files[self.streams[stream_id]])
             self._orders[key] = _seed(self.seed, stream_id, epoch).permutation(n)
         return self._orders[key]
 
@@ -155,7 +160,7 @@ class TrainingStreams(Dataset):
         return epoch, list(mine[batch * self.batch_size:(batch + 1) * self.batch_size])
 
     def batch(self, stream: str, iteration: int) -> torch.Tensor:
-        stream_id = STREAMS.index(stream)
+        stream_id = self.streams.index(stream)
         epoch, positions = self.positions(stream, iteration)
         order = self._order(stream_id, epoch)
         tensors = [self._image(stream, order, position, _seed(self.seed, stream_id, epoch, position))
@@ -173,10 +178,10 @@ class TrainingStreams(Dataset):
             except BadImageError as exc:
                 warnings.warn(f"skipping {exc} (it became unreadable during the run)", SkippedImagesWarning,
                               stacklevel=2)
-        raise UserError(f"train{stream}: no image can be read any more")
+        raise UserError(f"stream {stream}: no image can be read any more")
 
-    def __getitem__(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.batch("A", iteration), self.batch("B", iteration)
+    def __getitem__(self, iteration: int) -> tuple[torch.Tensor, ...]:
+        return tuple(self.batch(stream, iteration) for stream in self.streams)
 
 
 def _worker_init(_: int) -> None:

@@ -1,8 +1,9 @@
 """``ugatit eval``: KID (and FID) of translations against real images, as the U-GAT-IT paper reports them.
 
-With a model, the test images of the source domain are translated into a temporary folder (removed
-afterwards) and compared with the real test images of the target domain: ``a2b`` compares translations of
-``testA`` with ``testB``. Two folders can also be compared directly. Features come from torch-fidelity's
+With a model, the family says what to compare (``Family.eval_pairs``; U-GAT-IT: the translations of one
+domain's test images with the real test images of the other): the source images are translated into a
+temporary folder (removed afterwards) and compared with the real images. Two folders can also be compared
+directly. Features come from torch-fidelity's
 FID Inception network (:mod:`ugatit_cli.evaluate.features`); the numbers from :mod:`ugatit_cli.evaluate.metrics`.
 """
 
@@ -16,12 +17,10 @@ import torch
 
 from ..core.images import InputProblem
 from ..errors import UserError
-from ..families.model_folder import DIRECTIONS, UGATITModel, check_direction
+from ..families.base import Direction, EvalPair, Family, Model
 from .features import FeatureExtractor, FolderFeatures, InceptionFeatures, folder_features
 from .metrics import fid_from_features, kid_from_features
 
-#: direction -> (folder translated, folder of the real target images), in the official dataset layout
-TEST_FOLDERS = {"a2b": ("testA", "testB"), "b2a": ("testB", "testA")}
 FEATURE_BATCH_SIZE = 16  # Inception batches when none is given; translation has its own per-device default
 
 
@@ -136,41 +135,56 @@ def evaluate_folders(
 
 
 def evaluate_model(
-    data_dir: str | os.PathLike, model: str | os.PathLike | UGATITModel, *, direction: str = "a2b",
+    data_dir: str | os.PathLike, model: str | os.PathLike | Model, *, direction: str | None = None,
     kid: bool = True, fid: bool = False, extractor: FeatureExtractor | None = None,
     inception_weights: str | os.PathLike | None = None, device: str | torch.device = "auto",
     batch_size: int | None = None, revision: str | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
     seed: int = 0, cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool = True,
 ) -> EvaluationReport:
-    """Translate ``testA`` (a2b) and/or ``testB`` (b2a) of ``data_dir`` with ``model`` and measure the
-    translations against the real test images of the target domain (``direction="both"`` for both).
+    """Translate the test images of ``data_dir`` with ``model`` and measure the translations against the real
+    test images the family pairs them with (U-GAT-IT: ``testA`` translated a2b against ``testB``, b2a the
+    other way; ``direction="both"`` for both; None: the family's default direction).
 
     Translation runs through :func:`ugatit_cli.translate` at the model's size; ``batch_size`` applies to it and
     to the features (default: translate's per-device choice, and 16). Other options as :func:`evaluate_folders`.
     """
-    from ..store.sources import resolve_model
+    from ..store.sources import peek_family, resolve_model
     from ..translation import translate
 
-    directions = DIRECTIONS if direction == "both" else (check_direction(direction),)
     data_dir = Path(data_dir)
-    for d in directions:
-        for name in TEST_FOLDERS[d]:
-            if not (data_dir / name).is_dir():
-                raise UserError(f"{data_dir}: no {name}/ folder (expected the official layout testA/ testB/)")
+    family = model.family if isinstance(model, Model) else peek_family(model)
+    directions, pairs = _pairs(family, data_dir, direction) if family is not None else (None, [])
     settings = _settings(kid, fid, extractor, inception_weights, device, progress, batch_size=batch_size,
                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
                          cache_dir=cache_dir)
-    loaded = model if isinstance(model, UGATITModel) else resolve_model(model, directions, revision)
+    if isinstance(model, Model):
+        loaded = model
+    else:  # a Hub repo's family is known once loaded: ask for the one direction named, or all
+        wanted = directions if family is not None else None if direction in (None, "both") else (direction,)
+        loaded = resolve_model(model, wanted, revision)
+    if family is None:
+        directions, pairs = _pairs(loaded.family, data_dir, direction)
     comparisons, failures = [], []
-    for d in directions:
-        source, target = (data_dir / name for name in TEST_FOLDERS[d])
-        real_features = settings.features(target)
-        with tempfile.TemporaryDirectory(prefix=f"ugatit-eval-{d}-") as tmp:
-            translation = translate([source], loaded.generators[d], output=tmp, batch_size=batch_size, device=device,
-                                    progress=progress)
+    for pair in pairs:
+        real_features = settings.features(pair.real)
+        with tempfile.TemporaryDirectory(prefix=f"ugatit-eval-{pair.label}-") as tmp:
+            translation = translate([pair.source], loaded, direction=pair.direction, output=tmp,
+                                    batch_size=batch_size, device=device, progress=progress)
             failures += [InputProblem(str(f.source), f.reason) for f in translation.failed]
             # translations are new files every run: caching their features could never hit
-            fake_features = settings.features(tmp, cache=False, label=f"{source.name} translated {d}")
-        comparisons.append(settings.compare(real_features, fake_features, f"{source} translated {d}", d))
+            fake_features = settings.features(tmp, cache=False, label=f"{pair.source.name} translated {pair.label}")
+        comparisons.append(settings.compare(real_features, fake_features, f"{pair.source} translated {pair.label}",
+                                            pair.label))
         failures += real_features.failures + fake_features.failures
     return settings.report(comparisons, failures)
+
+
+def _pairs(family: Family, data_dir: Path, direction: str | None) -> tuple[tuple[str, ...] | None, list[EvalPair]]:
+    """The directions asked for and what to compare (UserError when ``data_dir`` lacks a folder)."""
+    directions = None
+    if family.directions:
+        directions = tuple(d.name for d in Direction.parse(direction or family.default_direction, family,
+                                                            allow_both=True))
+    elif direction not in (None, "both"):
+        Direction.parse(direction, family)  # raises: the family has no directions
+    return directions, family.eval_pairs(data_dir, directions)

@@ -91,6 +91,48 @@ class TranslateOption:
         return self.flag or "--" + self.name.replace("_", "-")
 
 
+# --- the run settings every family shares ------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    """How a training run goes, whatever the family: length, batch, seed, numerics, cadence. A family's own
+    hyper-parameters (losses, optimiser, architecture) are its :attr:`Family.hyper_params`; a family may
+    change these defaults in :attr:`Family.run_defaults`. Each field is an ``ugatit train`` option."""
+
+    iterations: int = option(100_000, help="Total training iterations.")
+    batch_size: int = option(1, help="Images per iteration (per domain where there are two; per process "
+                                     "under torchrun).")
+    seed: int = option(0, help="Seed of the initial weights, data order and augmentation.")
+    ema: float | None = option(None, help="Keep an exponential moving average of the generators with this decay "
+                                          "(e.g. 0.999); samples and models loaded from the run use it.")
+    precision: str = option("fp32", help="fp32, bf16 or fp16 (autocast; GradScaler for fp16).")
+    compile: bool = option(False, help="torch.compile the networks.", negative="--no-compile")
+    workers: int = option(2, help="Data-loading worker processes.")
+    save_every: int = option(1000, help="Iterations between checkpoints.")
+    keep_checkpoints: int = option(3, help="Checkpoints to keep (the newest).", flag="--keep")
+    sample_every: int = option(1000, help="Iterations between sample grids.")
+    log_every: int = option(10, help="Iterations between lines of log.jsonl.")
+
+    def check(self) -> None:
+        """UserError for values no run can use."""
+        for name in ("iterations", "batch_size", "save_every", "sample_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise UserError(f"--workers must be >= 0, got {self.workers}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}")
+        if self.ema is not None and not 0.0 <= self.ema < 1.0:
+            raise UserError(f"--ema must be in [0, 1), got {self.ema}")
+
+
+def dataclass_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """``cls`` from the mapping's keys that are its fields (others are ignored, so newer files still load)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
 # --- directions --------------------------------------------------------------------------------------------
 
 
@@ -162,7 +204,7 @@ class LocalSource:
 @dataclass(frozen=True)
 class RegisteredModel:
     """A named pretrained model (``ugatit models``, ``--model NAME``); ``resolve(keys, revision)`` returns
-    the Model with those networks loaded."""
+    the :class:`Model` with those networks loaded."""
 
     name: str
     description: str
@@ -207,6 +249,42 @@ class EvalPair:
     source: Path
     real: Path
     direction: str | None = None
+
+
+# --- a loaded model ------------------------------------------------------------------------------------------
+
+WEIGHTS_DTYPES = ("float32", "float16")
+
+
+class Model:
+    """A family's networks for inference: what a model folder holds and every MODEL source loads.
+
+    ``nets`` maps the family's network keys (:meth:`Family.weight_files`) to modules in eval mode; a model
+    may hold a subset (one direction). ``card`` holds what a loader knows for the model card (``source``: a
+    Markdown sentence; ``training``: hyper-parameters; ``metrics``). ``weights_dtype`` is the dtype a model
+    folder stores the weights in (``float32``, or ``float16`` for half-size exports; loading casts back).
+    The store (``ugatit_cli.store.model_folder``) reads and writes model folders and the Hub.
+    """
+
+    def __init__(self, family: Family | str, config: Any, nets: Mapping[str, nn.Module] | None = None,
+                 card: Mapping[str, Any] | None = None, weights_dtype: str = "float32"):
+        if weights_dtype not in WEIGHTS_DTYPES:
+            raise ValueError(f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
+        self.family = get_family(family) if isinstance(family, str) else family
+        self.config = config
+        self.nets: dict[str, nn.Module] = dict(nets or {})
+        self.card: dict[str, Any] = dict(card or {})
+        self.weights_dtype = weights_dtype
+
+    @property
+    def generators(self) -> dict[str, nn.Module]:
+        """The networks by key (U-GAT-IT's name for them: one generator per direction)."""
+        return self.nets
+
+    def with_(self, **changes: Any) -> Model:
+        """A shallow copy with some of ``config``, ``nets``, ``card``, ``weights_dtype`` replaced."""
+        values = {"config": self.config, "nets": self.nets, "card": self.card, "weights_dtype": self.weights_dtype}
+        return Model(self.family, **(values | changes))
 
 
 # --- inference ------------------------------------------------------------------------------------------------
@@ -319,7 +397,11 @@ class Family(ABC):
     #: Hub tags and paper link for model cards
     tags: ClassVar[tuple[str, ...]] = ()
     paper_url: ClassVar[str | None] = None
-    citation: ClassVar[str] = ""
+    #: model card pieces (Jinja, rendered with the card's facts): the opening sentence's subject, the "Use"
+    #: section (ending in a blank line) and the "Citation" section
+    card_summary: ClassVar[str] = "An image-to-image translation model"
+    card_use: ClassVar[str] = ""
+    card_citation: ClassVar[str] = ""
 
     # -- networks and model folders --
 
@@ -350,6 +432,21 @@ class Family(ABC):
         return ()
 
     # -- translation --
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` restricted to :attr:`translate_options`; UserError for a given option (not None, not
+        False) that this family does not have."""
+        known = {o.name: o for o in self.translate_options}
+        for name, value in options.items():
+            if name not in known and value not in (None, False):
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} does not apply to {self.title} models")
+        return {name: options.get(name) for name in known}
+
+    def outputs(self, options: Mapping[str, Any]) -> tuple[OutputSpec, ...]:
+        """The files written per input with these options (known before the model is loaded, so that existing
+        outputs can be skipped without loading it). The translator's ``outputs`` must be the same."""
+        return (OutputSpec("image"),)
 
     @abstractmethod
     def translator(self, model: Any, direction: str | None, size: int | None,
@@ -408,9 +505,9 @@ class Family(ABC):
     # -- model card --
 
     def card_facts(self, model: Any) -> dict[str, Any]:
-        """Facts for the model card template: ``title``, ``summary`` (one Markdown sentence), ``usage``
-        (a Python snippet), ``files`` descriptions are filled in by the store."""
-        return {"title": f"{self.title} model"}
+        """More facts for the model card template (the store fills in ``title``, ``files``, ``config``,
+        ``direction``, ``model_id``, ``weights_dtype``, ``version``, ``onnx``)."""
+        return {}
 
 
 # --- the registry -------------------------------------------------------------------------------------------

@@ -1,21 +1,23 @@
-"""The model folder format and the Hugging Face Hub, through huggingface_hub's ``ModelHubMixin``.
+"""The model folder format, shared by every family, and the Hugging Face Hub, through huggingface_hub's
+``ModelHubMixin``.
 
-A model folder is ``config.json`` + one safetensors file per generator direction + a ``README.md`` model
-card. One file per direction lets a user who translates selfies to anime download only that generator
-(~1.1 GB for the full 256 px model). Download, cache, revisions, offline mode and upload are
-huggingface_hub's own.
+A model folder is ``config.json`` + one safetensors file per network key of the family (U-GAT-IT: one per
+generator direction, so that a user who translates selfies to anime downloads only that ~1.1 GB generator)
++ a ``README.md`` model card. Download, cache, revisions, offline mode and upload are huggingface_hub's own.
 
-``config.json`` holds the architecture (``UGATITConfig``) plus ``weights_dtype``, the dtype the weights are
-stored in (``float32``, or ``float16`` for half-size exports); each safetensors file records it in its
+``config.json`` holds ``family`` and ``format_version`` (a folder without them was written by ugatit-cli
+0.1.0 and holds U-GAT-IT), the family's architecture dataclass, and ``weights_dtype``, the dtype the weights
+are stored in (``float32``, or ``float16`` for half-size exports); each safetensors file records it in its
 metadata too. Loading always casts back to float32. Readers ignore keys they do not know.
+
+This module sits in ``families/`` (below the store) because families' importers cache converted weights as
+model folders; it knows a family only through :class:`~ugatit_cli.families.base.Family`.
 """
 
 import copy
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,23 +35,16 @@ from huggingface_hub.errors import (
 )
 from safetensors.torch import load_file, save_file
 
-from ..errors import ProcessingError, UserError
-from .ugatit import Generator, UGATITConfig
+from ..core.files import atomic_folder
+from ..core.nets import load_strict
+from ..errors import ProcessingError, UserError, first_line
+from .base import DEFAULT_FAMILY, FORMAT_VERSION, Family, Model, get_family
 
-DIRECTIONS = ("a2b", "b2a")
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-
-
-def weights_name(direction: str) -> str:
-    return f"generator_{direction}.safetensors"
-
-
-def check_direction(direction: str) -> str:
-    if direction not in DIRECTIONS:
-        raise UserError(f"unknown direction {direction!r}; expected a2b or b2a")
-    return direction
+#: keys of config.json that are the folder's, not the family config's
+FOLDER_KEYS = ("family", "format_version", "weights_dtype", "onnx")
 
 
 MODEL_CARD = """---
@@ -58,7 +53,7 @@ MODEL_CARD = """---
 
 # {{ title }}
 
-A [U-GAT-IT](https://arxiv.org/abs/1907.10830) image-to-image translation model exported by
+<<SUMMARY>> exported by
 [ugatit-cli](https://pypi.org/project/ugatit-cli/) {{ version }}{% if onnx %} to ONNX{% endif %}.
 
 ## Files
@@ -73,34 +68,7 @@ Weights are stored in **{{ weights_dtype }}**{% if weights_dtype != "float32" %}
 casts them back to float32{% endif %}{% endif %}.
 Discriminators and optimizer state are not included.
 
-## Use
-{% if onnx %}
-Each file is one generator, ONNX opset {{ onnx.opset }}: input `input`, float32 `B x 3 x H x W` in [-1, 1];
-outputs `image` (same shape, in [-1, 1]), `cam_logit` (`B x 2`) and `heatmap` (`B x 1 x H/4 x W/4`).
-{% if config.light %}The batch size and the image size are dynamic (H and W multiples of 4; trained at
-{{ config.img_size }} px).{% else %}The batch size is dynamic; H = W = {{ config.img_size }} (the full model's
-MLP reads the whole feature map).{% endif %}
-
-```python
-import numpy as np
-import onnxruntime as ort
-
-session = ort.InferenceSession("generator_{{ direction }}.onnx")
-image, cam_logit, heatmap = session.run(None, {"input": batch.astype(np.float32)})
-```
-{% else %}
-```bash
-pip install ugatit-cli
-ugatit translate photos/ --model {{ model_id }} --direction {{ direction }} --output translated/
-```
-
-```python
-import ugatit_cli
-generator = ugatit_cli.load_generator("{{ model_id }}", direction="{{ direction }}")
-image, cam_logit, heatmap = generator(batch)  # batch: B x 3 x H x W in [-1, 1]
-```
-{% endif %}
-## Architecture
+<<USE>>## Architecture
 
 | setting | value |
 | --- | --- |
@@ -127,81 +95,72 @@ image, cam_logit, heatmap = generator(batch)  # batch: B x 3 x H x W in [-1, 1]
 {% for key, value in metrics.items() %}| {{ key }} | {{ value }} |
 {% endfor %}
 {% endif %}
-## Citation
-
-```bibtex
-@inproceedings{kim2020ugatit,
-  title     = {U-GAT-IT: Unsupervised Generative Attentional Networks with Adaptive Layer-Instance
-               Normalization for Image-to-Image Translation},
-  author    = {Junho Kim and Minjae Kim and Hyeonwoo Kang and Kwang Hee Lee},
-  booktitle = {International Conference on Learning Representations},
-  year      = {2020}
-}
-```
-"""
+<<CITATION>>"""
 
 
-class UGATITModel(
+class ModelFolder(
     ModelHubMixin,
     library_name="ugatit-cli",
     license="mit",
     pipeline_tag="image-to-image",
-    tags=["u-gat-it", "gan", "image-to-image", "pytorch"],
-    paper_url="https://arxiv.org/abs/1907.10830",
+    tags=[],
     model_card_template=MODEL_CARD,
 ):
-    """Both generators of a U-GAT-IT model (either may be absent when only one direction was loaded).
+    """A :class:`~ugatit_cli.families.base.Model` as huggingface_hub saves, loads and pushes it.
 
-    ``card`` holds what a loader knows about the model's origin for its model card (``source``: a
-    Markdown sentence; ``training``: the training hyper-parameters; ``metrics``: measured scores).
-    ``weights_dtype`` is the dtype ``save_pretrained``/``push_to_hub`` store the weights in.
+    ``save_pretrained``/``push_to_hub`` store the model's networks in its ``weights_dtype``;
+    ``from_pretrained(model_id, directions=...)`` loads the networks those directions need
+    (``Family.keys_for``; None: every network a local folder holds, all of the family's on the Hub) and
+    returns the ModelFolder; its ``model`` is the loaded Model.
     """
 
-    def __init__(self, config: UGATITConfig, generators: Mapping[str, Generator] | None = None,
-                 card: Mapping[str, Any] | None = None, weights_dtype: str = "float32"):
-        if weights_dtype not in WEIGHTS_DTYPES:
-            raise ValueError(f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
-        self.config = config
-        self.generators: dict[str, Generator] = dict(generators or {})
-        self.card: dict[str, Any] = dict(card or {})
-        self.weights_dtype = weights_dtype
+    def __init__(self, model: Model):
+        self.model = model
+
+    @property
+    def family(self) -> Family:
+        return self.model.family
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        if not self.generators:
-            raise UserError("nothing to save: the model holds no generator")
-        dtype = WEIGHTS_DTYPES[self.weights_dtype]
-        for direction, generator in self.generators.items():
+        model = self.model
+        if not model.nets:
+            raise UserError("nothing to save: the model holds no network")
+        dtype = WEIGHTS_DTYPES[model.weights_dtype]
+        names = model.family.weight_files(model.config)
+        for key, net in model.nets.items():
             state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
-                     for k, v in generator.state_dict().items()}
-            save_file(state, str(save_directory / weights_name(direction)),
-                      metadata={"format": "pt", "dtype": self.weights_dtype})
+                     for k, v in net.state_dict().items()}
+            save_file(state, str(save_directory / names[key]), metadata={"format": "pt", "dtype": model.weights_dtype})
         self.write_config(save_directory)
 
     def write_config(self, folder: Path, **extra: Any) -> None:
-        """``config.json``: the architecture, the stored weights' dtype and any ``extra`` facts."""
-        data = self.config.to_dict() | {"weights_dtype": self.weights_dtype} | extra
+        """``config.json``: the family and format version, the architecture, the stored weights' dtype and any
+        ``extra`` facts."""
+        model = self.model
+        data = ({"family": model.family.name, "format_version": FORMAT_VERSION} | model.config.to_dict()
+                | {"weights_dtype": model.weights_dtype} | extra)
         (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def generate_model_card(self, **kwargs: Any) -> ModelCard:
-        """The template's facts come from the model and ``card``; ``kwargs`` (the exporter's) win.
-
-        ``tags`` (a list) adds Hub tags to the class's own, e.g. ``onnx`` for an ONNX export; ``base_model``
-        names the Hub repo the model was exported from.
-        """
+        """The template's facts come from the family, the model and its ``card``; ``kwargs`` (the exporter's)
+        win. ``tags`` (a list) adds Hub tags to the family's, e.g. ``onnx`` for an ONNX export;
+        ``base_model`` names the Hub repo the model was exported from."""
         from .. import __version__
 
-        first = next(iter(self.generators), "a2b")
-        files = {weights_name(d): f"generator {d} ({'A -> B' if d == 'a2b' else 'B -> A'}), safetensors"
-                 for d in self.generators}
-        facts = {"title": "U-GAT-IT model", "model_id": "path/to/this/folder", "direction": first,
-                 "files": files, "config": self.config.to_dict(), "weights_dtype": self.weights_dtype,
-                 "version": __version__} | self.card | kwargs
+        model, family = self.model, self.model.family
+        facts = {"title": f"{family.title} model", "model_id": "path/to/this/folder",
+                 "direction": next(iter(model.nets), family.default_direction),
+                 "files": {family.weight_files(model.config)[k]: family.describe_file(k) + ", safetensors"
+                           for k in model.nets},
+                 "config": model.config.to_dict(), "weights_dtype": model.weights_dtype, "version": __version__}
+        facts = facts | family.card_facts(model) | model.card | kwargs
         card_data = copy.deepcopy(self._hub_mixin_info.model_card_data)
-        card_data.tags = list(dict.fromkeys([*(card_data.tags or []), *facts.pop("tags", [])]))
+        card_data.tags = list(dict.fromkeys([*family.tags, *(card_data.tags or []), *facts.pop("tags", [])]))
         card_data.base_model = facts.pop("base_model", None)  # the Hub repo this one was exported from
-        return ModelCard.from_template(card_data, template_str=self._hub_mixin_info.model_card_template,
-                                       repo_url=self._hub_mixin_info.repo_url, paper_url=self._hub_mixin_info.paper_url,
-                                       docs_url=self._hub_mixin_info.docs_url, **facts)
+        template = (self._hub_mixin_info.model_card_template.replace("<<SUMMARY>>", family.card_summary)
+                    .replace("<<USE>>", family.card_use).replace("<<CITATION>>", family.card_citation))
+        return ModelCard.from_template(card_data, template_str=template, repo_url=self._hub_mixin_info.repo_url,
+                                       paper_url=family.paper_url, docs_url=self._hub_mixin_info.docs_url, **facts)
 
     @classmethod
     def _from_pretrained(
@@ -213,99 +172,95 @@ class UGATITModel(
         force_download: bool,
         local_files_only: bool,
         token: str | bool | None,
-        config: UGATITConfig | None = None,
-        directions: Iterable[str] = DIRECTIONS,
+        config: Any = None,
+        directions: Sequence[str] | None = None,
         **_: Any,
-    ) -> "UGATITModel":
-        if not isinstance(config, UGATITConfig):
-            if not os.path.isdir(model_id):
+    ) -> "ModelFolder":
+        local = os.path.isdir(model_id)
+        if not isinstance(config, dict):
+            if not local:
                 # The mixin logs and swallows Hub errors on config.json; ask again so the real cause
                 # (no such repo, bad revision, no network) reaches the caller.
                 hf_hub_download(repo_id=model_id, filename=CONFIG_NAME, revision=revision, cache_dir=cache_dir,
                                 local_files_only=local_files_only, token=token)
             raise UserError(f"{model_id}: no readable {CONFIG_NAME}; not a ugatit-cli model folder")
-        generators = {}
-        for direction in directions:
-            name = weights_name(check_direction(direction))
-            if os.path.isdir(model_id):
+        family, model_config, weights_dtype = read_config(config, model_id)
+        names = family.weight_files(model_config)
+        keys = family.keys_for(directions)
+        if directions is None and local:  # every network the folder holds
+            keys = [k for k in keys if os.path.isfile(os.path.join(model_id, names[k]))]
+        nets = {}
+        for key in keys:
+            name = names[key]
+            if local:
                 path = os.path.join(model_id, name)
                 if not os.path.isfile(path):
-                    raise UserError(f"{model_id}: model folder has no {name} (direction {direction})")
+                    raise UserError(f"{model_id}: model folder has no {name} ({family.describe_file(key)})")
             else:
                 path = hf_hub_download(
                     repo_id=model_id, filename=name, revision=revision, cache_dir=cache_dir,
                     force_download=force_download, local_files_only=local_files_only, token=token,
                 )
-            generators[direction] = generator_from_state(config, load_file(path), origin=path)
-        return cls(config, generators)
+            nets[key] = net_from_state(family, model_config, key, load_file(path), origin=path)
+        return cls(Model(family, model_config, nets, weights_dtype=weights_dtype))
 
 
-def generator_from_state(config: UGATITConfig, state: Mapping[str, torch.Tensor], origin: str) -> Generator:
-    """Build a generator and load ``state`` strictly, casting stored fp16/bf16 weights back to fp32."""
-    generator = Generator(config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+def read_config(data: dict[str, Any], origin: str) -> tuple[Family, Any, str]:
+    """The family, its config and the weights dtype of a ``config.json`` mapping (UserError when invalid)."""
+    family = get_family(data.get("family") or DEFAULT_FAMILY)
+    version = data.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(f"{origin}: {CONFIG_NAME} has format_version {version!r}; this ugatit-cli reads up to "
+                        f"{FORMAT_VERSION} (upgrade ugatit-cli)")
     try:
-        generator.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first_line = str(exc).splitlines()[0]
-        raise UserError(f"{origin}: weights do not match its config ({first_line})") from None
-    return generator.eval()
+        model_config = family.model_config.from_dict({k: v for k, v in data.items() if k not in FOLDER_KEYS})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{origin}: invalid {CONFIG_NAME} ({exc})") from None
+    weights_dtype = data.get("weights_dtype", "float32")
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise UserError(f"{origin}: invalid {CONFIG_NAME} (weights_dtype {weights_dtype!r})")
+    return family, model_config, weights_dtype
 
 
-@contextmanager
-def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder to fill; on success rename it to ``output_dir``.
-
-    An interrupted write leaves no folder under the final name; ``overwrite`` replaces an existing one only
-    after the new one is complete. A non-empty ``output_dir`` without ``overwrite`` is refused up front.
-    """
-    output_dir = Path(output_dir)
-    check_output_folder(output_dir, overwrite=overwrite)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should be an ordinary folder
-        yield tmp
-        if output_dir.exists():
-            old = output_dir.with_name(f".{output_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(output_dir, old)
-            os.replace(tmp, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def net_from_state(family: Family, config: Any, key: str, state: dict[str, torch.Tensor], origin: str):
+    """Build network ``key`` and load ``state`` strictly (stored fp16/bf16 weights cast back to fp32)."""
+    return load_strict(family.build_net(config, key), state, origin, to_float=True).eval()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def check_output_folder(output_dir: Path, *, overwrite: bool) -> None:
-    """Refuse an output that is a file, or a non-empty folder unless ``overwrite``."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"{output_dir}: exists and is not a folder")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise UserError(f"{output_dir}: folder exists and is not empty (pass --overwrite to replace it)")
+def read_model_folder(model_id: str | os.PathLike, directions: Sequence[str] | None = None,
+                      revision: str | None = None) -> Model:
+    """The Model in a local model folder or Hub repo, with the networks ``directions`` need (see
+    :class:`ModelFolder`). UserError for a folder that is not one, a missing file, weights that do not fit."""
+    return ModelFolder.from_pretrained(str(model_id), directions=None if directions is None else tuple(directions),
+                                       revision=revision).model
 
 
 def write_model_folder(
-    model: UGATITModel, output_dir: str | os.PathLike, *, overwrite: bool = False, **card: Any
+    model: Model, output_dir: str | os.PathLike, *, overwrite: bool = False, **card: Any
 ) -> Path:
     """``save_pretrained`` into a temporary sibling folder, then rename it into place (see ``atomic_folder``)."""
     with atomic_folder(output_dir, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp, model_card_kwargs=card)
+        ModelFolder(model).save_pretrained(tmp, model_card_kwargs=card)
     return Path(output_dir)
 
 
+def folder_family(path: Path) -> Family | None:
+    """The family of a model folder (config.json names it; none named: U-GAT-IT), or None when ``path`` is
+    not a model folder (no config.json, or none of the family's weight files)."""
+    if not path.is_dir() or not (path / CONFIG_NAME).is_file():
+        return None
+    try:
+        data = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") is not None:  # a training run's config.json
+        return None
+    family = get_family(data.get("family") or DEFAULT_FAMILY)
+    return family if any((path / name).is_file() for name in family.weight_files(None).values()) else None
+
+
 def is_model_folder(path: Path) -> bool:
-    return path.is_dir() and (path / CONFIG_NAME).is_file() and any(
-        (path / weights_name(d)).is_file() for d in DIRECTIONS
-    )
+    return folder_family(path) is not None
 
 
 @contextmanager
@@ -326,11 +281,11 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
     except RepositoryNotFoundError:
         raise UserError(f"{at}: no such model on the Hugging Face Hub (or it is private: log in first)") from None
     except EntryNotFoundError as exc:
-        raise UserError(f"{at}: file not found in the repository ({_first_line(exc)})") from None
+        raise UserError(f"{at}: file not found in the repository ({first_line(exc)})") from None
     except HfHubHTTPError as exc:
-        raise UserError(f"{at}: Hub request failed: {_first_line(exc)}") from None
+        raise UserError(f"{at}: Hub request failed: {first_line(exc)}") from None
     except (ConnectionError, TimeoutError) as exc:
-        raise UserError(f"{at}: could not reach {constants.ENDPOINT}: {_first_line(exc)}") from None
+        raise UserError(f"{at}: could not reach {constants.ENDPOINT}: {first_line(exc)}") from None
 
 
 @contextmanager
@@ -347,11 +302,11 @@ def hub_write_errors(repo_id: str) -> Iterator[None]:
             raise
         if isinstance(cause, RuntimeError):  # a failed upload thread, its cause lost to the others
             inner = cause.__cause__ or cause.__context__
-            detail = f" ({_first_line(inner)})" if inner else ""
-            raise ProcessingError(f"{repo_id}: upload failed: {_first_line(cause)}{detail}; check the connection to "
+            detail = f" ({first_line(inner)})" if inner else ""
+            raise ProcessingError(f"{repo_id}: upload failed: {first_line(cause)}{detail}; check the connection to "
                             f"{constants.ENDPOINT} and try again") from None
         if not isinstance(cause, HfHubHTTPError):
-            raise ProcessingError(f"{repo_id}: could not reach {constants.ENDPOINT}: {_first_line(cause)}") from None
+            raise ProcessingError(f"{repo_id}: could not reach {constants.ENDPOINT}: {first_line(cause)}") from None
         status = cause.response.status_code if cause.response is not None else None
         said = (cause.server_message or "").strip().splitlines()
         reason = f" ({said[0]})" if said else ""
@@ -361,7 +316,7 @@ def hub_write_errors(repo_id: str) -> Iterator[None]:
         if status == 403:
             raise ProcessingError(f"{repo_id}: no write access (403 Forbidden){reason}; use a token with write "
                             "permission on that namespace") from None
-        raise ProcessingError(f"{repo_id}: upload failed: {_first_line(cause)}") from None
+        raise ProcessingError(f"{repo_id}: upload failed: {first_line(cause)}") from None
 
 
 def _upload_failure(exc: BaseException | None) -> BaseException | None:
@@ -384,8 +339,3 @@ def _upload_failure(exc: BaseException | None) -> BaseException | None:
             break
         exc = exc.__cause__ or exc.__context__
     return top if isinstance(top, RuntimeError) and str(top).startswith("Error while uploading") else None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

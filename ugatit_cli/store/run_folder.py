@@ -2,9 +2,10 @@
 
 A run folder::
 
-    config.json                   the resolved TrainConfig ("train"), the networks built ("model"), the data
+    config.json                   the family and format version, the resolved settings ("train": run settings
+                                  and the family's hyper-parameters), the networks built ("model"), the data
     checkpoints/latest            name of the newest checkpoint (replaced atomically)
-    checkpoints/step_00001000/    genA2B ... disLB.safetensors (+ ema_genA2B/B2A), state.pt, config.json
+    checkpoints/step_00001000/    <net>.safetensors per trainer network (+ ema_<net>), state.pt, config.json
     samples/A2B_00001000.png      sample grids (samples.py)
     log.jsonl                     every loss term (run.py)
 
@@ -15,10 +16,8 @@ at any moment leaves the previous checkpoint intact and in use.
 """
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..core.files import atomic_file, fsync
+from ..core.files import atomic_file, atomic_folder
 from ..errors import UserError
+from ..families.base import DEFAULT_FAMILY, Model, get_family
+from ..families.model_folder import net_from_state
 
 RUN_CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
 POINTER = "latest"
 STATE = "state.pt"
-NETWORK_NAMES = ("genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB")
-GENERATORS = {"a2b": "genA2B", "b2a": "genB2A"}
 FORMAT = "ugatit-cli training run"
 _STEP = re.compile(r"^step_(\d+)$")
 
@@ -67,8 +66,8 @@ def save_checkpoint(run_dir: Path, trainer_state: Mapping[str, Any], run_config:
     folder.mkdir(parents=True, exist_ok=True)
     iteration = int(trainer_state["iteration"])
     final = folder / checkpoint_name(iteration)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder))
-    try:
+    # overwrite: the same iteration saved again (e.g. Ctrl-C right after a scheduled save)
+    with atomic_folder(final, overwrite=True, durable=True) as tmp:
         for name, state in trainer_state["nets"].items():
             save_file(_cpu_state(state), str(tmp / f"{name}.safetensors"), metadata={"format": "pt"})
         for name, state in (trainer_state.get("ema") or {}).items():
@@ -76,16 +75,6 @@ def save_checkpoint(run_dir: Path, trainer_state: Mapping[str, Any], run_config:
         rest = {k: v for k, v in trainer_state.items() if k not in ("nets", "ema")}
         torch.save({**rest, "has_ema": trainer_state.get("ema") is not None, **extra}, tmp / STATE)
         (tmp / RUN_CONFIG).write_text(json.dumps({**run_config, "iteration": iteration}, indent=2, sort_keys=True))
-        for child in tmp.iterdir():
-            fsync(child)
-        fsync(tmp)
-        if final.exists():  # the same iteration saved again (e.g. Ctrl-C right after a scheduled save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        fsync(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     write_text_atomic(folder / POINTER, final.name + "\n")
     prune_checkpoints(run_dir, keep)
     return final
@@ -145,17 +134,23 @@ def _load_net(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{path}: unreadable safetensors file ({exc})") from None
 
 
-def load_checkpoint(path: Path, names: Sequence[str] = NETWORK_NAMES) -> dict[str, Any]:
-    """A checkpoint as ``Trainer.load_state_dict`` takes it, plus what ``save_checkpoint`` got as ``extra``."""
+def net_names(path: Path) -> list[str]:
+    """The trainer networks a checkpoint holds (``<name>.safetensors``, EMA copies aside), sorted."""
+    return sorted(p.stem for p in path.glob("*.safetensors") if not p.name.startswith("ema_"))
+
+
+def load_checkpoint(path: Path, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """A checkpoint as ``FamilyTrainer.load_state_dict`` takes it, plus what ``save_checkpoint`` got as
+    ``extra``. ``names``: the networks to read (default: every one it holds)."""
     try:
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: not a checkpoint (no {STATE})") from None
     except Exception as exc:  # any unpickling failure means the same thing to the user
         raise UserError(f"{path / STATE}: unreadable ({type(exc).__name__}: {exc})") from None
-    state["nets"] = {name: _load_net(path / f"{name}.safetensors") for name in names}
+    state["nets"] = {name: _load_net(path / f"{name}.safetensors") for name in (names or net_names(path))}
     has_ema = state.pop("has_ema", False)
-    state["ema"] = {name: _load_net(path / f"ema_{name}.safetensors") for name in GENERATORS.values()} \
+    state["ema"] = {p.stem[len("ema_"):]: _load_net(p) for p in sorted(path.glob("ema_*.safetensors"))} \
         if has_ema else None
     return state
 
@@ -180,24 +175,30 @@ def is_run_or_checkpoint(path: Path) -> bool:
         return False
 
 
-def load_run_model(path: Path, directions: Sequence[str]):
-    """The generators of a run folder's newest checkpoint (or of one checkpoint) as a ``UGATITModel``; the
-    EMA generators when the run keeps them. ``card`` carries the training configuration for model cards."""
-    from ..families.model_folder import UGATITModel, generator_from_state
-    from ..families.ugatit import UGATITConfig
+def run_family(config: Mapping[str, Any]):
+    """The family of a run's config.json (runs of 0.1.0 name none: U-GAT-IT)."""
+    return get_family(config.get("family") or DEFAULT_FAMILY)
 
+
+def load_run_model(path: Path, directions: Sequence[str] | None = None) -> Model:
+    """The networks ``directions`` need (the family's ``trained_nets``) from a run folder's newest checkpoint
+    (or from one checkpoint), as a Model; the EMA copies when the run keeps them. ``card`` carries the
+    training configuration for model cards."""
     folder = checkpoint_folder(path)
     config = read_run_config(folder)
+    family = run_family(config)
     try:
-        model_config = UGATITConfig.from_dict(config["model"])
+        model_config = family.model_config.from_dict(config["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{folder / RUN_CONFIG}: invalid model configuration ({exc})") from None
-    ema = all((folder / f"ema_{GENERATORS[d]}.safetensors").is_file() for d in directions)
-    generators = {}
-    for direction in directions:
-        file = folder / f"{'ema_' if ema else ''}{GENERATORS[direction]}.safetensors"
-        generators[direction] = generator_from_state(model_config, _load_net(file), origin=str(file))
+    keys = family.keys_for(directions)
+    trained = family.trained_nets
+    ema = all((folder / f"ema_{trained[k]}.safetensors").is_file() for k in keys)
+    nets = {}
+    for key in keys:
+        file = folder / f"{'ema_' if ema else ''}{trained[key]}.safetensors"
+        nets[key] = net_from_state(family, model_config, key, _load_net(file), origin=str(file))
     iteration = config.get("iteration", "?")
     source = (f"Trained with `ugatit train` (ugatit-cli) on `{config.get('data_name', 'unknown data')}` for "
               f"{iteration} iterations{' (EMA generators)' if ema else ''}; checkpoint `{folder.name}`.")
-    return UGATITModel(model_config, generators, card={"training": config.get("train", {}), "source": source})
+    return Model(family, model_config, nets, card={"training": config.get("train", {}), "source": source})

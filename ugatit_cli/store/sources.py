@@ -1,105 +1,111 @@
-"""Turn a MODEL argument into generators: registered name, local folder or checkpoint, or Hub repo id.
+"""Turn a MODEL argument into a loaded model: registered name, local folder or checkpoint, or Hub repo id.
 
-Each local format is recognised by one entry in ``LOCAL_SOURCES`` (a predicate and a loader), tried in
-order; everything that is not a local path or a registered name is treated as a Hub repo id.
+Local formats are tried in order: a model folder (any family; ``config.json`` names it), a training run
+folder or checkpoint (any family), then every family's importers of official checkpoints
+(``Family.sources``: a predicate and a loader each). Everything that is not a local path or a registered
+name is treated as a Hub repo id.
 """
 
 import os
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from ..core.devices import select_device
 from ..errors import UserError
-from ..families.model_folder import (
-    DIRECTIONS,
-    UGATITModel,
-    check_direction,
-    generator_from_state,
-    hub_errors,
-    is_model_folder,
-)
-from ..families.ugatit import Generator
-from ..families.ugatit.importers.official_pytorch import GENERATOR_NAMES, load_official_checkpoint
-from ..families.ugatit.importers.tf_checkpoint import is_tf_checkpoint
-from ..families.ugatit.importers.tf_convert import load_tf_checkpoint
-from .registry import MODELS
-from .run_folder import is_run_or_checkpoint, load_run_model
+from ..families.base import Family, LocalSource, Model, families, get_family
+from ..families.model_folder import folder_family, hub_errors, read_model_folder
+from .registry import registered_models
+from .run_folder import is_run_or_checkpoint, load_run_model, read_run_config, run_family
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-@dataclass(frozen=True)
-class LocalSource:
-    """One local model format: ``matches(path)`` recognises it, ``load(path, directions)`` reads it."""
-
-    kind: str
-    matches: Callable[[Path], bool]
-    load: Callable[[Path, Sequence[str]], UGATITModel]
+def _load_model_folder(path: Path, directions: Sequence[str] | None) -> Model:
+    return read_model_folder(path, directions)
 
 
-def _load_model_folder(path: Path, directions: Sequence[str]) -> UGATITModel:
-    try:
-        return UGATITModel.from_pretrained(str(path), directions=tuple(directions))
-    except ValueError as exc:  # config.json with values our config rejects
-        raise UserError(f"{path}: invalid config.json ({exc})") from None
+def _is_model_folder(path: Path) -> bool:
+    return folder_family(path) is not None
 
 
-def _load_official_pytorch(path: Path, directions: Sequence[str]) -> UGATITModel:
-    config, states = load_official_checkpoint(path)
-    generators = {}
-    for direction in directions:
-        name = GENERATOR_NAMES[direction]
-        if name not in states:
-            raise UserError(f"{path}: checkpoint has no {name} (direction {direction})")
-        generators[direction] = generator_from_state(config, states[name], origin=f"{path} [{name}]")
-    source = (f"Converted from the official U-GAT-IT PyTorch checkpoint `{path.name}` (znxlwm/UGATIT-pytorch); "
-              "hyper-parameters read from its tensor shapes.")
-    return UGATITModel(config, generators, card={"source": source})
-
-
-LOCAL_SOURCES: list[LocalSource] = [
-    LocalSource("model folder", is_model_folder, _load_model_folder),
-    LocalSource("official PyTorch checkpoint", lambda p: p.is_file() and p.suffix == ".pt", _load_official_pytorch),
-    LocalSource("official TensorFlow checkpoint (folder or .index)", is_tf_checkpoint, load_tf_checkpoint),
-    LocalSource("ugatit train run folder or checkpoint", is_run_or_checkpoint, load_run_model),
-]
+def local_sources() -> list[LocalSource]:
+    """The local formats, in the order they are tried."""
+    shared = [LocalSource("model folder", _is_model_folder, _load_model_folder),
+              LocalSource("ugatit train run folder or checkpoint", is_run_or_checkpoint, load_run_model)]
+    return shared + [source for family in families().values() for source in family.sources]
 
 
 def resolve_model(
-    source: str | os.PathLike, directions: Sequence[str] = DIRECTIONS, revision: str | None = None
-) -> UGATITModel:
-    """Load the generators for ``directions`` from any supported MODEL source."""
-    directions = tuple(check_direction(d) for d in directions)
+    source: str | os.PathLike, directions: Sequence[str] | None = None, revision: str | None = None
+) -> Model:
+    """Load the networks for ``directions`` (None: every direction the model's family has, or its one way)
+    from any supported MODEL source. UserError (exit 2) when the source cannot be found or read."""
+    directions = None if directions is None else tuple(directions)
+    if directions:  # a direction no family has is wrong whatever the source: say so before looking for it
+        known = [d for family in families().values() for d in family.directions]
+        for direction in directions:
+            if direction not in known:
+                raise UserError(f"unknown direction {direction!r}; expected {' or '.join(dict.fromkeys(known))}")
     text = str(source)
-    if text in MODELS:
-        return MODELS[text].resolve(directions, revision)
+    named = registered_models()
+    if text in named:
+        return named[text].resolve(get_family(named[text].family).keys_for(directions), revision)
     path = Path(text).expanduser()
     if path.exists():
-        for local in LOCAL_SOURCES:
+        sources = local_sources()
+        for local in sources:
             if local.matches(path):
-                return local.load(path, directions)
-        kinds = ", ".join(s.kind for s in LOCAL_SOURCES)
+                return _checked(local.load(path, directions), directions)
+        kinds = ", ".join(s.kind for s in sources)
         raise UserError(f"{path}: not a recognised model (expected one of: {kinds})")
     if _REPO_ID.match(text) and not text.startswith((".", "/")):
         with hub_errors(text, revision):
-            return UGATITModel.from_pretrained(text, directions=directions, revision=revision)
-    names = ", ".join(sorted(MODELS))
+            return _checked(read_model_folder(text, directions, revision=revision), directions)
+    names = ", ".join(sorted(named))
     raise UserError(f"{text}: no such file, registered model ({names}) or Hub repo id (user/name)")
+
+
+def _checked(model: Model, directions: Sequence[str] | None) -> Model:
+    """A loader that read every direction it was asked for: nothing to check but that it read some."""
+    if not model.nets:
+        raise UserError("the model holds no network")
+    return model
 
 
 def load_generator(
     source: str | os.PathLike, direction: str = "a2b", device: str | torch.device = "cpu",
     revision: str | None = None,
-) -> Generator:
+) -> torch.nn.Module:
     """The generator for one direction, in eval mode on ``device`` (``"auto"`` picks the best one).
 
-    Calling it on a ``B x 3 x H x W`` tensor in [-1, 1] returns ``(image, cam_logit, heatmap)`` like the
-    official PyTorch ``ResnetGenerator.forward``.
+    For U-GAT-IT, calling it on a ``B x 3 x H x W`` tensor in [-1, 1] returns ``(image, cam_logit, heatmap)``
+    like the official PyTorch ``ResnetGenerator.forward``.
     """
     model = resolve_model(source, (direction,), revision)
     target = select_device(device) if isinstance(device, str) else device
-    return model.generators[direction].to(target).eval()
+    return model.nets[direction].to(target).eval()
+
+
+def peek_family(source: str | os.PathLike) -> Family | None:
+    """The family of a MODEL source without loading its weights (None for a Hub repo id, whose config.json
+    is read when the model is loaded). UserError for nothing; an unrecognised source is ``resolve_model``'s
+    to report."""
+    text = str(source)
+    named = registered_models()
+    if text in named:
+        return get_family(named[text].family)
+    path = Path(text).expanduser()
+    if not path.exists():
+        return None
+    found = folder_family(path)
+    if found is not None:
+        return found
+    if is_run_or_checkpoint(path):
+        return run_family(read_run_config(path))
+    for family in families().values():
+        if any(local.matches(path) for local in family.sources):
+            return family
+    return None

@@ -3,6 +3,8 @@
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ...errors import UserError
+
 #: Layer counts of the paper's discriminators (official PyTorch `n_layers`): 5 and 3 stride-2 convs.
 PAPER_GLOBAL_DIS_LAYERS = 7
 PAPER_LOCAL_DIS_LAYERS = 5
@@ -59,6 +61,36 @@ class UGATITConfig:
                              f"got n_res={self.n_res}")
         self.dis_global_layers = deepest_discriminator(self.img_size, self.dis_global_layers)
         self.dis_local_layers = deepest_discriminator(self.img_size, self.dis_local_layers)
+
+    # --- the size rules ---
+
+    @staticmethod
+    def check_side(size: int) -> int:
+        """A square side any U-GAT-IT generator can take: a multiple of 4 (the encoder halves it twice), >= 16.
+        Raises :class:`~ugatit_cli.errors.UserError` otherwise."""
+        if size % 4 or size < 16:
+            raise UserError(f"size must be a multiple of 4 and at least 16, got {size}")
+        return size
+
+    def default_size(self) -> int:
+        """The training size: what the model runs at unless told otherwise."""
+        return self.img_size
+
+    def check_size(self, size: int | None) -> int:
+        """The side to run at: the training size by default; a full model's gamma/beta MLP is sized by it, so
+        only it works; a light one pools first and runs at any side ``check_side`` accepts."""
+        if size is None:
+            return self.img_size
+        self.check_side(size)
+        if not self.light and size != self.img_size:
+            raise UserError(f"size {size}: this full (non-light) model runs only at its training size "
+                            f"{self.img_size} (its gamma/beta MLP is sized by it); leave the size out, or use a "
+                            "light model")
+        return size
+
+    def dynamic_sides(self) -> bool:
+        """Whether an export may leave height and width dynamic (light models: the MLP pools the map first)."""
+        return self.light
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

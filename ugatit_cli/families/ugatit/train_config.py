@@ -1,9 +1,41 @@
-"""Every training hyper-parameter in one dataclass; the defaults are the paper's and the official code's."""
+"""U-GAT-IT's training hyper-parameters (``UGATITHyperParams``: the ``ugatit train`` options of its help
+panel) and ``TrainConfig``, the flat dataclass of the Python API: the run settings plus the hyper-parameters,
+defaults equal to the paper's and the official code's."""
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from . import UGATITConfig
+from ..base import RunConfig, dataclass_from_dict, option
+from .config import UGATITConfig
+
+#: U-GAT-IT's changes to the shared run defaults (official main.py: iteration 1M, batch_size 1, print_freq
+#: and save_freq 1000)
+RUN_DEFAULTS = {"iterations": 1_000_000, "batch_size": 1}
+
+
+@dataclass
+class UGATITHyperParams:
+    """Networks (official: img_size, ch, n_res, light; the discriminators are 7 global / 5 local layers) and
+    the optimisation (official names in comments)."""
+
+    size: int = option(256, help="Image size in pixels (official img_size).")
+    ch: int = option(64, help="Base channel count.")
+    n_res: int = option(4, help="Residual blocks.")
+    light: bool = option(False, help="The light model.", flag="--light", negative="--full")
+    lr: float = option(1e-4, help="Adam learning rate.")
+    beta1: float = option(0.5, help="Adam beta1.")
+    beta2: float = option(0.999, help="Adam beta2.")
+    weight_decay: float = option(1e-4, help="Adam's L2 term, as the official code passes it.")
+    adv_weight: float = option(1.0, help="Weight of the adversarial losses.")
+    cycle_weight: float = option(10.0, help="Weight of the cycle losses.")
+    identity_weight: float = option(10.0, help="Weight of the identity losses.")
+    cam_weight: float = option(1000.0, help="Weight of the CAM losses.")
+    decay: bool = option(True, help="Lower the learning rate linearly to 0 over the second half (official "
+                                    "decay_flag).", negative="--no-decay")
+
+    def model_config(self) -> UGATITConfig:
+        """The architecture these settings train (discriminator depth lowered for small images)."""
+        return UGATITConfig(img_size=self.size, ch=self.ch, n_res=self.n_res, light=self.light)
 
 
 @dataclass
@@ -12,6 +44,8 @@ class TrainConfig:
 
     The first block defines the networks, the second the optimisation (official names in comments), the
     third what is beyond the official recipe (off by default), the last how the run is kept and watched.
+    The fields are those of :class:`UGATITHyperParams` and :class:`~ugatit_cli.families.base.RunConfig`
+    (``split``/``combine`` convert; a test keeps them in step).
     """
 
     # networks (official: img_size, ch, n_res, light; the discriminators are 7 global / 5 local layers)
@@ -49,6 +83,14 @@ class TrainConfig:
     def model_config(self) -> UGATITConfig:
         """The architecture these settings train (discriminator depth lowered for small images)."""
         return UGATITConfig(img_size=self.size, ch=self.ch, n_res=self.n_res, light=self.light)
+
+    def split(self) -> tuple[RunConfig, UGATITHyperParams]:
+        data = self.to_dict()
+        return dataclass_from_dict(RunConfig, data), dataclass_from_dict(UGATITHyperParams, data)
+
+    @classmethod
+    def combine(cls, run: RunConfig, hyper: UGATITHyperParams) -> "TrainConfig":
+        return cls(**asdict(run), **asdict(hyper))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

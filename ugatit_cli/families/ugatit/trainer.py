@@ -17,14 +17,17 @@ order: every training-mode forward advances the spectral norm's power iteration,
 change the discriminator's normalised weights.
 """
 
-import copy
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
 from ...core.devices import autocast, check_precision
+from ...core.nets import ema_copy, load_strict, update_ema, wrap_for_training
 from ...errors import UserError
 from . import Generator, build_discriminators, clip_rho_, losses
 from .importers.official_pytorch import NETWORK_NAMES, read_official_checkpoint
@@ -71,7 +74,7 @@ class Trainer:
         if config.ema is not None:
             if not 0.0 <= config.ema < 1.0:
                 raise UserError(f"--ema must be in [0, 1), got {config.ema}")
-            self.ema = {name: self._ema_copy(self.nets[name]) for name in GENERATOR_NAMES}
+            self.ema = {name: ema_copy(self.nets[name]) for name in GENERATOR_NAMES}
 
         # Official: Adam with weight decay as its L2 term. PyTorch's default implementation, as the official
         # code runs it: the fused kernel saves ~1% of a step here but rounds differently, and GAN training
@@ -92,22 +95,8 @@ class Trainer:
 
     # --- construction helpers -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _ema_copy(generator: nn.Module) -> nn.Module:
-        ema = copy.deepcopy(generator).eval()
-        ema.requires_grad_(False)
-        return ema
-
     def _wrap(self, net: nn.Module, distributed: bool, compile: bool) -> nn.Module:
-        if distributed:
-            if not torch.distributed.is_available() or not torch.distributed.is_initialized():
-                raise RuntimeError("Trainer(distributed=True) needs torch.distributed.init_process_group() first")
-            device_ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
-                if self.device.type == "cuda" else None
-            net = nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
-        if compile and self.config.compile:
-            net = torch.compile(net)
-        return net
+        return wrap_for_training(net, self.device, distributed=distributed, compile=compile and self.config.compile)
 
     # --- the schedule -----------------------------------------------------------------------------------------
 
@@ -184,16 +173,14 @@ class Trainer:
         values = torch.stack([t.detach().double() for t in terms.values()]).tolist()  # one device sync
         return {**dict(zip(terms, values, strict=True)), "lr": lr}
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
         """ema <- decay * ema + (1 - decay) * live, for every generator parameter (buffers are copied)."""
-        if self.ema is None:
-            return
-        for name, ema in self.ema.items():
-            live = self.nets[name]
-            torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), 1.0 - self.config.ema)
-            for ema_buffer, buffer in zip(ema.buffers(), live.buffers(), strict=True):
-                ema_buffer.copy_(buffer)
+        if self.ema is not None:
+            update_ema(self.ema, self.nets, self.config.ema)
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        """The family interface's step: ``batch`` is the loader's ``(real_A, real_B)``."""
+        return self.step(*batch)
 
     # --- what the run needs around the steps ------------------------------------------------------------------
 
@@ -216,6 +203,15 @@ class Trainer:
             out[f"fake_{src}2{src}"], _, out[f"fake_{src}2{src}_heatmap"] = backward(real)
         return {key: value.float().cpu().contiguous() for key, value in out.items()}
 
+    def sample_grids(self, batch: Mapping[str, torch.Tensor]) -> dict[str, "Image.Image"]:
+        """The official sample grids (``A2B``, ``B2A``) of the fixed images ``batch`` (``{"A": .., "B": ..}``,
+        from ``Family.sample_batch``); a domain without images has no grid."""
+        from .samples import GRID_NAMES, sample_grid
+
+        outputs = self.sample(batch["A"], batch["B"])
+        return {GRID_NAMES[domain]: sample_grid(outputs, rows) for domain, rows in SAMPLE_ROWS.items()
+                if outputs[rows[0]].shape[0]}
+
     def load_official(self, path) -> None:
         """Start from an official ``*_params_*.pt`` checkpoint: all six networks (the EMA restarts from the
         loaded generators; the iteration and the optimiser states are left as they are)."""
@@ -226,17 +222,12 @@ class Trainer:
         for name in NETWORK_NAMES:
             self._load_net(name, states[name], str(path))
         if self.ema is not None:
-            self.ema = {name: self._ema_copy(self.nets[name]) for name in GENERATOR_NAMES}
+            self.ema = {name: ema_copy(self.nets[name]) for name in GENERATOR_NAMES}
 
-    def _load_net(self, name: str, state: dict[str, torch.Tensor], source: str) -> None:
-        try:
-            self.nets[name].load_state_dict(state)
-        except RuntimeError as exc:
-            detail = str(exc).strip().splitlines()
-            reason = detail[1].strip() if len(detail) > 1 else detail[0] if detail else "mismatch"
-            raise UserError(f"{source}: {name} does not fit the training settings "
-                            f"(size {self.config.size}, ch {self.config.ch}, n_res {self.config.n_res}, "
-                            f"light {self.config.light}): {reason}") from None
+    def _load_net(self, name: str, state: Mapping[str, torch.Tensor], source: str) -> None:
+        cfg = self.config
+        load_strict(self.nets[name], state, source, name, verb="does not fit",
+                    hint=f"the training settings (size {cfg.size}, ch {cfg.ch}, n_res {cfg.n_res}, light {cfg.light})")
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs except the RNG: weights, EMA weights, both Adam states, the

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ....errors import ProcessingError, UserError
-from .. import UGATITConfig
+from ....errors import ProcessingError, UserError, first_line
+from ..config import UGATITConfig
 
 NETWORK_NAMES = ("genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB")
-GENERATOR_NAMES = {"a2b": "genA2B", "b2a": "genB2A"}
 
 
 def read_official_checkpoint(path: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
@@ -25,8 +24,7 @@ def read_official_checkpoint(path: str | os.PathLike) -> dict[str, dict[str, tor
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ProcessingError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+        raise ProcessingError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc)})") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(data, dict) or not any(name in data for name in NETWORK_NAMES):

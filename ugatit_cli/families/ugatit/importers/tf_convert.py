@@ -24,8 +24,11 @@ import torch
 
 from .... import __version__
 from ....core.progress import byte_progress
-from ...model_folder import DIRECTIONS, UGATITModel, check_direction, write_model_folder
-from .. import Generator, UGATITConfig
+from ....errors import first_line
+from ...model_folder import write_model_folder
+from ..config import UGATITConfig
+from ..family import DIRECTIONS, UGATITModel, check_direction
+from ..networks import Generator
 from .tf_checkpoint import TensorEntry, TFCheckpoint, TFCheckpointError, find_prefix, open_local_checkpoint
 
 #: our direction -> the TF variable scope of the generator that performs it
@@ -177,8 +180,7 @@ def convert_generator(
     try:
         generator.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise TFCheckpointError(f"{checkpoint.origin}: generator shapes do not match ({first_line})") from None
+        raise TFCheckpointError(f"{checkpoint.origin}: generator shapes do not match ({first_line(exc)})") from None
     return generator.eval()
 
 

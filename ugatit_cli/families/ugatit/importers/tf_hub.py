@@ -20,16 +20,9 @@ from urllib.parse import quote
 from huggingface_hub import HfApi, HfFileSystem, constants, hf_hub_download
 
 from ....core.progress import byte_progress
-from ....errors import UserError
-from ...model_folder import (
-    CONFIG_NAME,
-    DIRECTIONS,
-    UGATITModel,
-    check_direction,
-    hub_errors,
-    weights_name,
-    write_model_folder,
-)
+from ....errors import UserError, first_line
+from ...model_folder import CONFIG_NAME, hub_errors, read_model_folder, write_model_folder
+from ..family import DIRECTIONS, UGATITModel, check_direction, weights_name
 from .tf_checkpoint import TFCheckpoint, TFCheckpointError, parse_index
 from .tf_convert import (
     TF_SCOPES,
@@ -87,7 +80,7 @@ def load_hub_tf_checkpoint(
     generators = {}
     config = None
     for direction in directions:
-        model = UGATITModel.from_pretrained(str(root / direction), directions=(direction,))
+        model = read_model_folder(root / direction, (direction,))
         config, generators[direction] = model.config, model.generators[direction]
     return UGATITModel(config, generators)
 
@@ -119,8 +112,8 @@ def convert_from_hub(
             return fs.cat_file(f"{folder_path}/{shard}", start=offset, end=offset + length, revision=commit,
                                cache_type="none")
         except Exception as exc:  # any transport failure, whatever HTTP library huggingface_hub uses
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"hf://{folder_path}/{shard}: download failed at byte {offset} ({first})") from exc
+            raise UserError(f"hf://{folder_path}/{shard}: download failed at byte {offset} ({first_line(exc)})"
+                            ) from exc
 
     checkpoint = TFCheckpoint(index, source.prefix, fetch, origin=source.url)
     smoothing = smoothing_from_folder_name(source.folder)
@@ -135,3 +128,11 @@ def convert_from_hub(
             write_model_folder(model, root / direction, overwrite=True, title=f"U-GAT-IT {source.folder}",
                                source=conversion_note(where, (direction,)))
             del model
+
+
+#: The official TF release (taki0112/UGATIT): full model, 256 px, ch 64, 4 residual blocks, 1M iterations.
+SELFIE2ANIME = HubTFCheckpoint(
+    repo_id="hylee/UGATIT_model",
+    folder="UGATIT_selfie2anime_lsgan_4resblock_6dis_1_1_10_10_1000_sn_smoothing",
+    prefix="UGATIT.model-1000000",
+)
