@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 import ugatit_cli
 from ugatit_cli.cli.app import _UserErrorsAsExitCodes, app
-from ugatit_cli.core.images import BadImageError, heatmap_to_image, image_to_tensor, open_rgb, tensor_to_image
+from ugatit_cli.core.images import BadImageError, image_to_tensor, open_rgb, tensor_to_image
+from ugatit_cli.core.images import jet_image as heatmap_to_image
 from ugatit_cli.errors import UserError
 from ugatit_cli.families.model_folder import write_model_folder
 from ugatit_cli.families.ugatit import Generator, UGATITConfig

@@ -29,7 +29,7 @@ from .core.images import (
     BadImageError,
     InputImage,
     collect_images,
-    heatmap_to_image,
+    jet_image,
     open_rgb,
     pixels_to_tensor,
     resized_pixels,
@@ -56,7 +56,7 @@ EXISTS_REASON = "output exists (pass --overwrite to replace it)"
 @dataclass(frozen=True)
 class Translated:
     """An input and the files written for it: ``output`` (the image) and ``extras``, the family's other
-    outputs by key (U-GAT-IT's ``heatmap`` with ``heatmap=True``), also readable as attributes."""
+    outputs by key (e.g. U-GAT-IT's attention map with its ``--heatmap``), also readable as attributes."""
 
     source: Path
     output: Path
@@ -191,10 +191,10 @@ def translate(
     (``revision`` then does not apply): the networks are put in eval mode and the memory format that is
     fastest for the device and precision and, unless ``device`` is None, moved to ``device``, in place.
     ``direction`` is one of the family's directions (default its first; families with one way take none).
-    ``size`` defaults to the model's training size; the family's config says which others work (U-GAT-IT: a
-    full model only that one, a light one any multiple of 4). ``keep_size`` scales each result back to its
-    input's size. ``options`` are the family's translate options (U-GAT-IT: ``heatmap=True`` also writes the
-    attention map as ``<name>_heatmap.png``). Existing outputs are kept and counted as skipped unless ``overwrite``.
+    ``size`` defaults to the model's training size; the family's config says which others work.
+    ``keep_size`` scales each result back to its input's size. ``options`` are the family's translate
+    options (``Family.translate_options``, e.g. U-GAT-IT's flag that also writes its attention maps).
+    Existing outputs are kept and counted as skipped unless ``overwrite``.
     ``batch_size`` defaults to 1 on a CPU (fastest there) and 8 on a GPU. ``workers`` is the number of
     decode/encode threads; ``progress`` shows a Rich bar on stderr.
 
@@ -379,7 +379,7 @@ def _batches(items: Iterator[_Decoded | Failed], batch_size: int, report: Transl
 
 def _forward(translator: Translator, batch: list[_Decoded], plan: _Plan) -> dict[str, Any]:
     """Run one batch: uint8 pixels in; per output key, uint8 pixels (B, H, W, 3) for images, float tensors
-    for heatmaps.
+    for one-channel maps.
 
     Runs on a model stream's thread, hence its own inference mode and autocast (both are per thread). The
     uint8 pixels travel to the device (a quarter of the bytes of floats) and are scaled there; on CUDA from
@@ -419,7 +419,7 @@ def _save(item: _Decoded, results: dict[str, Any], keep_size: bool) -> None:
     for spec, path, write in job.outputs:
         if not write:
             continue
-        picture = images[spec.key] if spec.kind == "image" else heatmap_to_image(results[spec.key], size)
+        picture = images[spec.key] if spec.kind == "image" else jet_image(results[spec.key], size)
         try:
             save_image_atomic(picture, path)
         except OSError as exc:

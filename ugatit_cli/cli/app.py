@@ -63,6 +63,12 @@ def main() -> None:
     app()
 
 
+def family_help(key: str, families: dict | None = None) -> str:
+    """What the families add to the help of a shared option (``Family.cli_help``), e.g. "U-GAT-IT: a2b or b2a"."""
+    found = [f"{f.title}: {f.cli_help[key]}" for f in (families or FAMILIES).values() if key in f.cli_help]
+    return "; ".join(found)
+
+
 def _families() -> dict:
     """Every model family (built in and plugins) for the generated options; a plugin's import error is
     kept and reported by the root command rather than as a traceback at import."""

@@ -7,19 +7,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .app import app, console, err_console, print_error
+from .app import app, console, err_console, family_help, print_error
 
 
 @app.command("eval")
 def eval_command(
     data_dir: Annotated[Path | None, typer.Argument(
-        help="Dataset folder in the official layout (testA/, testB/).")] = None,
+        help=f"Dataset folder in the official layout ({family_help('eval_data')}).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="MODEL to translate the test images with.")] = None,
     kid: Annotated[bool, typer.Option("--kid", help="Kernel Inception Distance (the paper's metric, x100).")] = False,
     fid: Annotated[bool, typer.Option("--fid", help="Frechet Inception Distance.")] = False,
     direction: Annotated[str | None, typer.Option(
-        help="For families with directions: one of them, or both (U-GAT-IT a2b: translations of testA vs testB; "
-             "b2a: of testB vs testA).", show_default="the family's first")] = None,
+        help=f"For families with directions ({family_help('eval_direction')}).",
+        show_default="the family's first")] = None,
     real: Annotated[Path | None, typer.Option("--real", help="Folder of real images (instead of DATA_DIR).")] = None,
     fake: Annotated[Path | None, typer.Option("--fake", help="Folder of generated images to compare with.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .app import app, console
+from .app import app, console, family_help
 
 
 class ExportFormat(str, Enum):
@@ -27,7 +27,7 @@ def _size(n: int) -> str:
 @app.command()
 def export(
     source: Annotated[str, typer.Argument(help="MODEL: registered name, Hub repo id, model folder, training run "
-                                              "or checkpoint, official PyTorch *_params_*.pt or TF checkpoint.")],
+                                              f"or checkpoint ({family_help('model')}).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write (must be empty or absent).")],
     format: Annotated[ExportFormat, typer.Option("--format", help="Weights format.")] = ExportFormat.safetensors,
     direction: Annotated[str, typer.Option("--direction", help="Network(s) to export: one direction of the "

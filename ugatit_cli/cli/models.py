@@ -5,7 +5,7 @@ import json
 import typer
 from rich.table import Table
 
-from .app import app, console
+from .app import app, console, family_help
 
 
 @app.command()
@@ -24,4 +24,4 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
         table.add_row(m.name, m.description, m.origin)
     console.print(table)
     console.print("--model also takes a Hub repo id (user/name), a model folder, a training run folder, "
-                  "an official PyTorch checkpoint (*_params_*.pt) or an official TensorFlow checkpoint folder.")
+                  f"or an official checkpoint ({family_help('model')}).", highlight=False)

@@ -29,8 +29,9 @@ class Generated:
     parameter: inspect.Parameter
 
 
-def _panel(families: list[Family]) -> str:
-    return ", ".join(f.title for f in families) + " (--arch " + "|".join(f.name for f in families) + ")"
+def _panel(families: list[Family], arch: bool = True) -> str:
+    titles = ", ".join(f.title for f in families)
+    return f"{titles} (--arch {'|'.join(f.name for f in families)})" if arch else f"{titles} models"
 
 
 def _shown(values: dict[str, Any]) -> str:
@@ -114,7 +115,7 @@ def translate_options(families: dict[str, Family]) -> list[Generated]:
     for name, entries in owners.items():
         opt = entries[0][1]
         annotation = bool if opt.type is bool else opt.type
-        parameter = _option(name, annotation, opt.cli_flag, None, opt.help, _panel([f for f, _ in entries]), None)
+        parameter = _option(name, annotation, opt.cli_flag, None, opt.help, _panel([f for f, _ in entries], arch=False), None)
         if opt.metavar:
             parameter.default.metavar = opt.metavar
         generated.append(Generated(name, [f.name for f, _ in entries], parameter))

@@ -12,7 +12,7 @@ import typer
 
 from ..errors import UserError
 from ..families.base import DEFAULT_FAMILY
-from .app import FAMILIES, app, print_error
+from .app import FAMILIES, app, family_help, print_error
 from .options import applies, train_options, with_options
 
 GENERATED = train_options(FAMILIES)
@@ -33,8 +33,8 @@ def train(
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --output from its newest checkpoint.")] = False,
     init_from: Annotated[Path | None, typer.Option(
-        "--init-from", help="Start from an official checkpoint (U-GAT-IT: *_params_*.pt) or another run's newest "
-                            "checkpoint.")] = None,
+        "--init-from", help=f"Start from an official checkpoint ({family_help('init_from')}) or another run's "
+                            "newest checkpoint.")] = None,
     device: Annotated[str, typer.Option(
         help="auto, cpu, cuda, cuda:N or mps (torchrun: one GPU per process).")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,

@@ -7,24 +7,23 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from .app import FAMILIES, app, err_console, print_error
+from .app import FAMILIES, app, err_console, family_help, print_error
 from .options import translate_options, with_options
 
 GENERATED = translate_options(FAMILIES)
-_DIRECTIONS = "; ".join(f"{f.name}: {' or '.join(f.directions)}" for f in FAMILIES.values() if f.directions)
 
 
 def translate(
     inputs: Annotated[list[str], typer.Argument(
         metavar="INPUT", help="Image files, folders (recursive; relative paths kept) or glob patterns.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Registered name, Hub repo id (user/name), model "
-                                       "folder, training run or checkpoint, official *_params_*.pt or TF checkpoint.")],
+                                       f"folder, training run or checkpoint ({family_help('model')}).")],
     direction: Annotated[str | None, typer.Option(help=f"Which way to translate, for families that have "
-                                                  f"directions ({_DIRECTIONS}; for selfie2anime, a2b is selfie -> "
-                                                  "anime).", show_default="the family's first")] = None,
+                                                  f"directions ({family_help('direction')}).",
+                                                  show_default="the family's first")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")] = Path("translated"),
-    size: Annotated[int | None, typer.Option(help="Square size the model runs at (U-GAT-IT light models: any "
-                                             "multiple of 4).", show_default="the model's training size")] = None,
+    size: Annotated[int | None, typer.Option(help=f"Square size the model runs at ({family_help('size')}).",
+                                             show_default="the model's training size")] = None,
     keep_size: Annotated[bool, typer.Option("--keep-size", help="Scale each result back to its input's size.")] = False,
     batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.",
                                                    show_default="1 on a CPU, where it is fastest; 8 on a GPU")] = None,

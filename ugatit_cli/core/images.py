@@ -199,12 +199,13 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(tensor_to_pixels(tensor).cpu().numpy(), mode="RGB")
 
 
-def heatmap_to_image(heatmap: torch.Tensor, size: tuple[int, int]) -> Image.Image:
-    """Attention map (h, w) -> a jet-coloured RGB image of ``size`` (width, height), like the official ``cam``.
+def jet_image(values: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+    """A one-channel map (h, w) -> a jet-coloured RGB image of ``size`` (width, height), like the official
+    U-GAT-IT ``cam`` drawing of attention maps.
 
-    As in the official code the map is min-max normalised to 8 bits, resized bilinearly, then colour-mapped.
+    As in that code the map is min-max normalised to 8 bits, resized bilinearly, then colour-mapped.
     """
-    values = heatmap.detach().float().cpu().squeeze()
+    values = values.detach().float().cpu().squeeze()
     values = values - values.min()
     peak = values.max()
     if peak > 0:

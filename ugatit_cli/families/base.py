@@ -218,7 +218,8 @@ class OutputSpec:
     """One file ``translate`` writes per input: ``<stem><suffix>.png`` from the forward pass's ``key``.
 
     ``kind`` is ``image`` (B x 3 x H x W in [-1, 1], resized to the input's size with ``--keep-size``) or
-    ``heatmap`` (B x 1 x h x w, any range; drawn in jet colours at the output image's size)."""
+    ``jet`` (a one-channel map B x 1 x h x w, any range; min-max normalised and drawn in jet colours at the
+    output image's size)."""
 
     key: str
     suffix: str = ""
@@ -297,7 +298,7 @@ class Translator(ABC):
     (every key), moves them to the device, calls :meth:`forward` and writes :attr:`outputs`.
     """
 
-    #: the files written per input; U-GAT-IT adds ("heatmap", "_heatmap", "heatmap") with --heatmap
+    #: the files written per input; U-GAT-IT adds its attention map (kind "jet") with --heatmap
     outputs: tuple[OutputSpec, ...] = (OutputSpec("image"),)
 
     @property
@@ -394,6 +395,9 @@ class Family(ABC):
     translate_options: ClassVar[tuple[TranslateOption, ...]] = ()
     #: what DATA_DIR must hold, one line for ``ugatit train --help`` and errors
     data_layout: ClassVar[str] = ""
+    #: what the family adds to the help of shared options, by key: ``model`` (the MODEL forms its importers
+    #: read), ``direction``, ``size``, ``init_from``, ``eval_direction``, ``eval_data``
+    cli_help: ClassVar[Mapping[str, str]] = {}
     #: Hub tags and paper link for model cards
     tags: ClassVar[tuple[str, ...]] = ()
     paper_url: ClassVar[str | None] = None

@@ -76,17 +76,24 @@ def _checked(model: Model, directions: Sequence[str] | None) -> Model:
 
 
 def load_generator(
-    source: str | os.PathLike, direction: str = "a2b", device: str | torch.device = "cpu",
+    source: str | os.PathLike, direction: str | None = None, device: str | torch.device = "cpu",
     revision: str | None = None,
 ) -> torch.nn.Module:
-    """The generator for one direction, in eval mode on ``device`` (``"auto"`` picks the best one).
+    """The generator for one direction (None: the family's default, U-GAT-IT's ``a2b``; families without
+    directions: their first network), in eval mode on ``device`` (``"auto"`` picks the best one).
 
     For U-GAT-IT, calling it on a ``B x 3 x H x W`` tensor in [-1, 1] returns ``(image, cam_logit, heatmap)``
     like the official PyTorch ``ResnetGenerator.forward``.
     """
-    model = resolve_model(source, (direction,), revision)
+    if direction is None:  # the family's default, known without loading for all but Hub repos
+        family = peek_family(source)
+        direction = family.default_direction if family is not None else None
+    model = resolve_model(source, None if direction is None else (direction,), revision)
+    key = direction or model.family.default_direction or next(iter(model.nets))
+    if key not in model.nets:  # a model with every network loaded
+        key = model.family.keys_for((key,))[0]
     target = select_device(device) if isinstance(device, str) else device
-    return model.nets[direction].to(target).eval()
+    return model.nets[key].to(target).eval()
 
 
 def peek_family(source: str | os.PathLike) -> Family | None:

@@ -134,6 +134,14 @@ class UGATITFamily(Family):
     default_direction = "a2b"
     translate_options = (TranslateOption("heatmap", bool, "Also write the attention map as NAME_heatmap.png."),)
     data_layout = DATA_LAYOUT
+    cli_help = {
+        "model": "official *_params_*.pt or TF checkpoint",
+        "direction": "a2b or b2a; for selfie2anime, a2b is selfie -> anime",
+        "size": "light models: any multiple of 4",
+        "init_from": "official *_params_*.pt",
+        "eval_direction": "a2b: translations of testA vs testB; b2a: of testB vs testA; or both",
+        "eval_data": "testA/, testB/",
+    }
     tags = ("u-gat-it", "gan", "image-to-image", "pytorch")
     paper_url = "https://arxiv.org/abs/1907.10830"
     card_summary = "A [U-GAT-IT](https://arxiv.org/abs/1907.10830) image-to-image translation model"
@@ -180,7 +188,7 @@ class UGATITFamily(Family):
     # -- translation, export, evaluation --
 
     def outputs(self, options):
-        heatmap = (OutputSpec("heatmap", "_heatmap", "heatmap"),) if options.get("heatmap") else ()
+        heatmap = (OutputSpec("heatmap", "_heatmap", "jet"),) if options.get("heatmap") else ()
         return (OutputSpec("image"), *heatmap)
 
     def translator(self, model, direction, size, options):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ...core.images import heatmap_to_image, save_image_atomic, tensor_to_image
+from ...core.images import jet_image, save_image_atomic, tensor_to_image
 
 GRID_NAMES = {"A": "A2B", "B": "B2A"}
 
@@ -24,7 +24,7 @@ def sample_grid(outputs: Mapping[str, torch.Tensor], rows: Sequence[str]) -> Ima
     for column in range(count):
         for row, key in enumerate(rows):
             value = outputs[key][column]
-            tile = heatmap_to_image(value, (width, height)) if key.endswith("_heatmap") else tensor_to_image(value)
+            tile = jet_image(value, (width, height)) if key.endswith("_heatmap") else tensor_to_image(value)
             grid.paste(tile, (column * width, row * height))
     return grid
 
