@@ -115,7 +115,8 @@ def translate_options(families: dict[str, Family]) -> list[Generated]:
     for name, entries in owners.items():
         opt = entries[0][1]
         annotation = bool if opt.type is bool else opt.type
-        parameter = _option(name, annotation, opt.cli_flag, None, opt.help, _panel([f for f, _ in entries], arch=False), None)
+        panel = _panel([f for f, _ in entries], arch=False)
+        parameter = _option(name, annotation, opt.cli_flag, None, opt.help, panel, None)
         if opt.metavar:
             parameter.default.metavar = opt.metavar
         generated.append(Generated(name, [f.name for f, _ in entries], parameter))

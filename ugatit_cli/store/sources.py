@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..core.devices import select_device
-from ..errors import UserError
+from ..errors import ProcessingError, UserError
 from ..families.base import Family, LocalSource, Model, families, get_family
 from ..families.model_folder import folder_family, hub_errors, read_model_folder
 from .registry import registered_models
@@ -42,7 +42,15 @@ def resolve_model(
     source: str | os.PathLike, directions: Sequence[str] | None = None, revision: str | None = None
 ) -> Model:
     """Load the networks for ``directions`` (None: every direction the model's family has, or its one way)
-    from any supported MODEL source. UserError (exit 2) when the source cannot be found or read."""
+    from any supported MODEL source. UserError (exit 2: nothing could start) when the source cannot be
+    found or read, whatever the reader raised (a corrupt checkpoint is no partial failure)."""
+    try:
+        return _resolve(source, directions, revision)
+    except ProcessingError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _resolve(source: str | os.PathLike, directions: Sequence[str] | None, revision: str | None) -> Model:
     directions = None if directions is None else tuple(directions)
     if directions:  # a direction no family has is wrong whatever the source: say so before looking for it
         known = [d for family in families().values() for d in family.directions]
