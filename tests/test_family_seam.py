@@ -22,7 +22,16 @@ from torch import nn
 
 from ugatit_cli.core.nets import ema_copy, update_ema, wrap_for_training
 from ugatit_cli.errors import UserError
-from ugatit_cli.families.base import EvalPair, Family, Model, OnnxIO, Translator, option, register_family
+from ugatit_cli.families.base import (
+    EvalPair,
+    Family,
+    Model,
+    OnnxIO,
+    TranslateOption,
+    Translator,
+    option,
+    register_family,
+)
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -76,8 +85,8 @@ class TinyNet(nn.Module):
 
 
 class TinyTranslator(Translator):
-    def __init__(self, net, size):
-        self.net, self._size = net, size
+    def __init__(self, net, size, native=False):
+        self.net, self._size, self.native = net, size, native
 
     @property
     def size(self):
@@ -85,6 +94,13 @@ class TinyTranslator(Translator):
 
     def modules(self):
         return [self.net]
+
+    def read(self, source):
+        if not self.native:
+            return super().read(source)
+        img = Image.open(source).convert("RGB")  # each image at its own size, cut to multiples of 4
+        w, h = img.size
+        return {"pixels": np.asarray(img.crop((0, 0, w - w % 4, h - h % 4)))}, img.size
 
     def forward(self, x, extras):
         return {"image": self.net(x)}
@@ -142,6 +158,7 @@ class TinyFamily(Family):
     run_defaults = {"iterations": 10, "save_every": 5, "sample_every": 5}
     data_layout = "train/ (and test/ for eval)"
     trained_nets = {"net": "net"}
+    translate_options = (TranslateOption("native", bool, "Run each image at its own size."),)
 
     def weight_files(self, config):
         return {"net": "net.safetensors"}
@@ -155,7 +172,7 @@ class TinyFamily(Family):
         return TinyNet(config)
 
     def translator(self, model, direction, size, options):
-        return TinyTranslator(model.nets["net"], model.config.check_size(size))
+        return TinyTranslator(model.nets["net"], model.config.check_size(size), bool(options.get("native")))
 
     def onnx_io(self, model, key):
         example = torch.zeros(2, 3, model.config.img_size, model.config.img_size)
@@ -290,3 +307,23 @@ def test_a_family_defined_here_trains_resumes_translates_exports_and_evaluates_t
     (result,) = report["results"]
     assert result["direction"] == "identity" and result["fake_images"] == result["real_images"] == 4
     assert result["kid_mean"] is not None
+
+
+def test_a_family_reads_its_own_inputs_and_images_of_other_shapes_go_in_other_batches(tmp_path):
+    import ugatit_cli
+
+    register_family(FAMILY)
+    sizes = [(20, 16), (24, 16), (20, 16), (33, 18)]
+    for i, size in enumerate(sizes):
+        Image.new("RGB", size, (40 * i, 80, 120)).save(tmp_path / f"{i}.png")
+    model = Model(FAMILY, TinyConfig(gain=1.0), {"net": TinyNet(TinyConfig(gain=1.0)).eval()})
+    report = ugatit_cli.translate(sorted(tmp_path.glob("*.png")), model, output=tmp_path / "out", native=True,
+                                  batch_size=4, device="cpu", progress=False)
+    assert not report.failed and len(report.done) == 4
+    for i, (w, h) in enumerate(sizes):
+        out = Image.open(tmp_path / "out" / f"{i}.png")
+        assert out.size == (w - w % 4, h - h % 4)
+        source = np.asarray(Image.open(tmp_path / f"{i}.png"), dtype=int)[: out.size[1], : out.size[0]]
+        assert np.abs(np.asarray(out, dtype=int) - source).max() <= 1  # gain 1: the identity
+    with pytest.raises(UserError, match="--heatmap does not apply to Tiny identity models"):
+        ugatit_cli.translate(tmp_path / "0.png", model, output=tmp_path / "x", heatmap=True, progress=False)

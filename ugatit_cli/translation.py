@@ -30,9 +30,7 @@ from .core.images import (
     InputImage,
     collect_images,
     jet_image,
-    open_rgb,
     pixels_to_tensor,
-    resized_pixels,
     save_image_atomic,
     tensor_to_pixels,
 )
@@ -161,9 +159,11 @@ class _Job:
 @dataclass(frozen=True)
 class _Decoded:
     job: _Job
-    pixels: np.ndarray  # (size, size, 3) uint8
+    arrays: dict[str, np.ndarray]  # Translator.read's: "pixels" (H, W, 3) uint8 and the family's extras
     original_size: tuple[int, int]  # (width, height) after EXIF orientation
-    extras: dict[str, Any]  # the translator's per-input arrays (Translator.prepare)
+
+    def shapes(self) -> tuple:
+        return tuple((key, value.shape) for key, value in self.arrays.items())
 
 
 def translate(
@@ -332,11 +332,10 @@ def _name_outputs(images: Iterable[InputImage], output_dir: Path, specs: Sequenc
 
 
 def _decode(job: _Job, translator: Translator) -> _Decoded | Failed:
-    """Worker: read one input and resize it like the official test transform; the translator's extras."""
+    """Worker: read one input as the translator wants it (by default the official test transform)."""
     try:
-        img = open_rgb(job.source)
-        pixels = resized_pixels(img, translator.size)
-        return _Decoded(job, pixels, img.size, translator.prepare(job.source, pixels))
+        arrays, original_size = translator.read(job.source)
+        return _Decoded(job, arrays, original_size)
     except BadImageError as exc:
         return Failed(str(job.source), exc.reason)
     except Exception as exc:  # whatever else a Pillow plugin raises on one file must not stop the others
@@ -362,13 +361,16 @@ def _decoded_in_order(jobs: Sequence[_Job], translator: Translator, pool: Thread
 
 def _batches(items: Iterator[_Decoded | Failed], batch_size: int, report: TranslationReport,
              advance: Callable[[], None]) -> Iterator[list[_Decoded]]:
-    """Group decoded images into batches; decode failures go straight to the report."""
+    """Group decoded images into batches of one shape; decode failures go straight to the report."""
     batch: list[_Decoded] = []
     for item in items:
         if isinstance(item, Failed):
             report.failed.append(item)
             advance()
             continue
+        if batch and item.shapes() != batch[0].shapes():
+            yield batch
+            batch = []
         batch.append(item)
         if len(batch) == batch_size:
             yield batch
@@ -386,22 +388,22 @@ def _forward(translator: Translator, batch: list[_Decoded], plan: _Plan) -> dict
     pinned memory, asynchronously.
     """
     device = plan.device
-    pixels = torch.from_numpy(np.stack([item.pixels for item in batch]))  # (B, H, W, 3)
+    stacked = {key: torch.from_numpy(np.stack([item.arrays[key] for item in batch])) for key in batch[0].arrays}
     if device.type == "cuda":
-        pixels = pixels.pin_memory().to(device, non_blocking=True)
+        stacked = {key: value.pin_memory().to(device, non_blocking=True) for key, value in stacked.items()}
     else:
-        pixels = pixels.to(device)
-    x = pixels_to_tensor(pixels).contiguous(memory_format=plan.memory_format)  # (B, 3, H, W)
-    extras = {key: torch.from_numpy(np.stack([item.extras[key] for item in batch])).to(device)
-              for key in batch[0].extras}
+        stacked = {key: value.to(device) for key, value in stacked.items()}
+    pixels = stacked.pop("pixels", None)  # (B, H, W, 3)
+    x = None if pixels is None else pixels_to_tensor(pixels).contiguous(memory_format=plan.memory_format)
+    extras = stacked
     try:
         with torch.inference_mode(), autocast(device, plan.dtype):
             outputs = translator.forward(x, extras)
             return {spec.key: tensor_to_pixels(outputs[spec.key]).contiguous().cpu().numpy() if spec.kind == "image"
                     else outputs[spec.key].float().cpu() for spec in translator.outputs}
     except torch.cuda.OutOfMemoryError:
-        raise UserError(f"out of memory on {device} with a batch of {len(batch)} images of {x.shape[-1]} px; "
-                        "lower the batch size") from None
+        raise UserError(f"out of memory on {device} with a batch of {len(batch)} images; lower the batch size"
+                        ) from None
 
 
 def _save(item: _Decoded, results: dict[str, Any], keep_size: bool) -> None:

@@ -294,8 +294,9 @@ class Model:
 class Translator(ABC):
     """A loaded model ready for ``translate``: one per call (model + direction/condition + size).
 
-    ``translate`` decodes each input with :meth:`prepare` on worker threads, stacks the arrays of a batch
-    (every key), moves them to the device, calls :meth:`forward` and writes :attr:`outputs`.
+    ``translate`` reads each input with :meth:`read` on worker threads, stacks the arrays of a batch (every
+    key; inputs whose arrays differ in shape go into different batches), moves them to the device, calls
+    :meth:`forward` and writes :attr:`outputs`.
     """
 
     #: the files written per input; U-GAT-IT adds its attention map (kind "jet") with --heatmap
@@ -310,15 +311,27 @@ class Translator(ABC):
     def modules(self) -> Sequence[nn.Module]:
         """The networks the forward pass uses (``translate`` moves them to the device and memory format)."""
 
+    def read(self, source: Path) -> tuple[dict[str, Any], tuple[int, int]]:
+        """Per input, on a worker thread: the NumPy arrays the forward pass needs, and the input's (width,
+        height) (``--keep-size`` scales the outputs back to it). The default is the official test transform:
+        the image in RGB, bilinearly resized to :attr:`size` square, as uint8 H x W x 3 under ``"pixels"``,
+        plus :meth:`prepare`'s extras. Override it for inputs that are not photos (label maps) or that run
+        at their own size. Raise :class:`~ugatit_cli.core.images.BadImageError` for an unusable input."""
+        from ..core.images import open_rgb, resized_pixels
+
+        img = open_rgb(source)
+        pixels = resized_pixels(img, self.size)
+        return {"pixels": pixels, **self.prepare(source, pixels)}, img.size
+
     def prepare(self, source: Path, pixels: Any) -> dict[str, Any]:
-        """Per input, on a worker thread: extra arrays the forward pass needs besides ``pixels`` (uint8
-        H x W x 3 at :attr:`size`; e.g. pix2pixHD's instance map for ``source``). Raise
-        :class:`~ugatit_cli.core.images.BadImageError` for an input that cannot be used."""
+        """Extra arrays for the default :meth:`read` (e.g. a map found beside ``source``); none by default."""
         return {}
 
     @abstractmethod
-    def forward(self, x: torch.Tensor, extras: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
-        """``x``: B x 3 x H x W float in [-1, 1] on the device; returns a tensor per :attr:`outputs` key."""
+    def forward(self, x: torch.Tensor | None, extras: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+        """``x``: the ``"pixels"`` of :meth:`read` as B x 3 x H x W float in [-1, 1] on the device (None when
+        ``read`` gives none); ``extras``: the other arrays, stacked, on the device as they were (dtype kept).
+        Returns a tensor per :attr:`outputs` key."""
 
 
 # --- training ---------------------------------------------------------------------------------------------------
