@@ -193,3 +193,10 @@ def test_a_new_model_folder_records_family_and_format_version(tmp_path):
 
     with pytest.raises(UserError, match="format_version 99"):
         read_model_folder(folder)
+
+
+def test_every_public_name_resolves():
+    import ugatit_cli
+
+    for name in ugatit_cli.__all__:
+        assert getattr(ugatit_cli, name) is not None, name

@@ -12,7 +12,7 @@ _LAZY = {
     "load_generator": "ugatit_cli.store.sources",
     "resolve_model": "ugatit_cli.store.sources",
     "UGATITConfig": "ugatit_cli.families.ugatit",
-    "UGATITModel": "ugatit_cli.families.model_folder",
+    "UGATITModel": "ugatit_cli.families.ugatit",
     "export_model": "ugatit_cli.export",
     "push_model_folder": "ugatit_cli.export",
     "translate": "ugatit_cli.translation",
@@ -23,6 +23,12 @@ _LAZY = {
     "evaluate_model": "ugatit_cli.evaluate.evaluation",
     "TrainConfig": "ugatit_cli.train",
     "Trainer": "ugatit_cli.train",
+    "RunConfig": "ugatit_cli.families.base",
+    "Family": "ugatit_cli.families.base",
+    "Model": "ugatit_cli.families.base",
+    "register_family": "ugatit_cli.families.base",
+    "get_family": "ugatit_cli.families.base",
+    "families": "ugatit_cli.families.base",
 }
 
 __all__ = ["__version__", *_LAZY]
