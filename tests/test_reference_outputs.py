@@ -61,3 +61,13 @@ def test_the_reference_training_run_gives_the_same_losses_and_weights(tmp_path):
         assert trained.keys() == exported.keys()
         for key, value in exported.items():
             torch.testing.assert_close(trained[key], value, rtol=1e-5, atol=1e-6, msg=lambda m, k=key: f"{k}: {m}")
+    # exported, the run gives 0.1.0's model folder: same card, same config plus family and format_version
+    from ugatit_cli import __version__
+    from ugatit_cli.export import export_model
+
+    export_model(tmp_path / "run", tmp_path / "exported", show_progress=False)
+    card = (tmp_path / "exported" / "README.md").read_text().replace(f"ugatit-cli {__version__}", "ugatit-cli 0.1.0")
+    assert card == (OLD_FOLDER / "README.md").read_text()
+    config = json.loads((tmp_path / "exported" / "config.json").read_text())
+    assert config.pop("family") == "ugatit" and config.pop("format_version") == 1
+    assert config == json.loads((OLD_FOLDER / "config.json").read_text())

@@ -155,7 +155,9 @@ class ModelFolder(
                  "config": model.config.to_dict(), "weights_dtype": model.weights_dtype, "version": __version__}
         facts = facts | family.card_facts(model) | model.card | kwargs
         card_data = copy.deepcopy(self._hub_mixin_info.model_card_data)
-        card_data.tags = list(dict.fromkeys([*family.tags, *(card_data.tags or []), *facts.pop("tags", [])]))
+        # sorted as huggingface_hub sorts a class's tags (so 0.1.0's cards come out the same), then the extras
+        tags = sorted({*family.tags, *(card_data.tags or [])})
+        card_data.tags = list(dict.fromkeys([*tags, *facts.pop("tags", [])]))
         card_data.base_model = facts.pop("base_model", None)  # the Hub repo this one was exported from
         template = (self._hub_mixin_info.model_card_template.replace("<<SUMMARY>>", family.card_summary)
                     .replace("<<USE>>", family.card_use).replace("<<CITATION>>", family.card_citation))
