@@ -28,8 +28,9 @@ def _peak_rss_mb() -> float:
 def make_source(root: Path, size: int, ch: int, light: bool) -> Path:
     import torch
 
-    from ugatit_cli.hub import UGATITModel, write_model_folder
-    from ugatit_cli.model import Generator, UGATITConfig
+    from ugatit_cli.families.model_folder import write_model_folder
+    from ugatit_cli.families.ugatit import Generator, UGATITConfig
+    from ugatit_cli.families.ugatit.family import UGATITModel
 
     torch.manual_seed(0)
     config = UGATITConfig(img_size=size, ch=ch, n_res=4, light=light)
@@ -42,7 +43,8 @@ def measure(source: str, output: str, fmt: str, half: bool) -> dict:
 
     from ugatit_cli import load_generator
     from ugatit_cli.export import export_model
-    from ugatit_cli.hub import UGATITModel, write_model_folder
+    from ugatit_cli.families.model_folder import write_model_folder
+    from ugatit_cli.families.ugatit.family import UGATITModel
 
     start = time.perf_counter()
     result = export_model(source, output, format=fmt, directions=("a2b",), half=half, show_progress=False)

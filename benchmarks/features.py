@@ -21,8 +21,8 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from ugatit_cli.features import InceptionFeatures, folder_features, random_inception_weights  # noqa: E402
-from ugatit_cli.metrics import fid_from_features, kid_from_features  # noqa: E402
+from ugatit_cli.evaluate.features import InceptionFeatures, folder_features, random_inception_weights  # noqa: E402
+from ugatit_cli.evaluate.metrics import fid_from_features, kid_from_features  # noqa: E402
 
 
 def write_images(folder: Path, count: int, size: int) -> None:

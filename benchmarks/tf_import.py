@@ -40,7 +40,7 @@ def remote_conversion(checkpoint_dir: str, repo_id: str, folder: str, prefix: st
     """Convert one direction (a2b) through the local Hub stand-in, then load it again from the cache."""
     from hub_server import LocalHub, repo_from_folder
 
-    from ugatit_cli.importers.tf_hub import HubTFCheckpoint, load_hub_tf_checkpoint
+    from ugatit_cli.families.ugatit.importers.tf_hub import HubTFCheckpoint, load_hub_tf_checkpoint
 
     files = repo_from_folder(checkpoint_dir, under=folder)
     data_path = f"{folder}/{prefix}.data-00000-of-00001"
@@ -70,7 +70,7 @@ def remote_conversion(checkpoint_dir: str, repo_id: str, folder: str, prefix: st
 
 def local_conversion(checkpoint_dir: str) -> dict:
     """``convert_tf_checkpoint`` of both directions into a model folder."""
-    from ugatit_cli.importers.tf_convert import convert_tf_checkpoint
+    from ugatit_cli.families.ugatit.importers.tf_convert import convert_tf_checkpoint
 
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
@@ -92,7 +92,7 @@ def write_release_sized_checkpoint(folder: Path, prefix: str) -> int:
     import torch
     from tf_writer import tf_generator_tensors, write_checkpoint
 
-    from ugatit_cli.model import Generator, UGATITConfig
+    from ugatit_cli.families.ugatit import Generator, UGATITConfig
 
     torch.manual_seed(0)
     generator = Generator(UGATITConfig(img_size=256, ch=64, n_res=4, variant="tf"))

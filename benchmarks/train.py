@@ -31,8 +31,7 @@ def official_way_step(trainer, real_a, real_b) -> None:
     """One official iteration on ``trainer``'s networks and optimisers (its ``lr`` is left constant)."""
     import torch
 
-    from ugatit_cli.model import clip_rho_
-    from ugatit_cli.train import losses
+    from ugatit_cli.families.ugatit import clip_rho_, losses
 
     n, cfg = trainer.nets, trainer.config
     trainer.d_optim.zero_grad()

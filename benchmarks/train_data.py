@@ -21,7 +21,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ugatit_cli.train.data import TrainingStreams, scan_training_data, training_loader  # noqa: E402
+from ugatit_cli.data.streams import TrainingStreams, training_loader  # noqa: E402
+from ugatit_cli.families.ugatit.data import scan_training_data  # noqa: E402
 
 
 def make_dataset(root: Path, images: int, side: int) -> None:

@@ -56,8 +56,9 @@ def make_inputs(folder: Path, count: int) -> None:
 def make_model(folder: Path, size: int) -> None:
     import torch
 
-    from ugatit_cli.hub import UGATITModel, write_model_folder
-    from ugatit_cli.model import Generator, UGATITConfig
+    from ugatit_cli.families.model_folder import write_model_folder
+    from ugatit_cli.families.ugatit import Generator, UGATITConfig
+    from ugatit_cli.families.ugatit.family import UGATITModel
 
     torch.manual_seed(0)
     config = UGATITConfig(img_size=size, ch=64, n_res=4, light=True)
@@ -70,7 +71,7 @@ def plain_loop(inputs: str, model: str, output: str) -> dict:
     from PIL import Image
 
     from ugatit_cli import load_generator
-    from ugatit_cli.images import image_to_tensor, tensor_to_image
+    from ugatit_cli.core.images import image_to_tensor, tensor_to_image
 
     generator = load_generator(model, direction="a2b")
     size = generator.config.img_size

@@ -17,12 +17,13 @@ from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics
 from torch_fidelity.metric_kid import kid_features_to_metric
 
 import ugatit_cli
-from ugatit_cli import metrics
 from ugatit_cli.errors import UserError
-from ugatit_cli.evaluation import evaluate_folders
-from ugatit_cli.features import InceptionFeatures, default_cache_dir, folder_features, random_inception_weights
-from ugatit_cli.hub import UGATITModel, write_model_folder
-from ugatit_cli.model import Generator, UGATITConfig
+from ugatit_cli.evaluate import metrics
+from ugatit_cli.evaluate.evaluation import evaluate_folders
+from ugatit_cli.evaluate.features import InceptionFeatures, default_cache_dir, folder_features, random_inception_weights
+from ugatit_cli.families.model_folder import write_model_folder
+from ugatit_cli.families.ugatit import Generator, UGATITConfig
+from ugatit_cli.families.ugatit.family import UGATITModel
 from ugatit_cli.translation import translate
 
 SMALL = "small_extractor:SmallFeatures"

@@ -20,11 +20,12 @@ from test_loading import write_official_checkpoint
 from typer.testing import CliRunner
 
 import ugatit_cli
-from ugatit_cli.cli import app
+from ugatit_cli.cli.app import app
 from ugatit_cli.errors import UserError
 from ugatit_cli.export import ONNX_OPSET, export_model, push_model_folder
-from ugatit_cli.hub import UGATITModel, write_model_folder
-from ugatit_cli.model import Generator, UGATITConfig
+from ugatit_cli.families.model_folder import write_model_folder
+from ugatit_cli.families.ugatit import Generator, UGATITConfig
+from ugatit_cli.families.ugatit.family import UGATITModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -331,7 +332,8 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
 @pytest.mark.parametrize("make_source,code,message", [
     (lambda d: d / "absent", 2, "no such file, registered model"),
     (lambda d: (d / "notes.txt").write_text("hi") and d / "notes.txt", 2, "not a recognised model"),
-    (lambda d: (d / "x_params_latest.pt").write_bytes(b"garbage") and d / "x_params_latest.pt", 1,
+    # a MODEL that cannot be read: nothing could start, exit 2 (README "Exit status"; 0.1.0 said 1 here)
+    (lambda d: (d / "x_params_latest.pt").write_bytes(b"garbage") and d / "x_params_latest.pt", 2,
      "not a readable PyTorch checkpoint"),
 ])
 def test_bad_sources_are_one_line_without_a_traceback(tmp_path, make_source, code, message):

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ugatit_cli.hub import UGATITModel, write_model_folder
-from ugatit_cli.model import Generator, UGATITConfig
+from ugatit_cli.families.model_folder import write_model_folder
+from ugatit_cli.families.ugatit import Generator, UGATITConfig
+from ugatit_cli.families.ugatit.family import UGATITModel
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -106,7 +107,7 @@ def test_hub_errors_are_one_clear_line(tmp_path, monkeypatch):
     from hub_server import LocalHub
 
     from ugatit_cli.errors import UserError
-    from ugatit_cli.loading import resolve_model
+    from ugatit_cli.store.sources import resolve_model
 
     _, repos = served_model(tmp_path)
     with LocalHub(repos) as hub:

@@ -3,7 +3,8 @@
 import torch
 from PIL import Image
 
-from ugatit_cli.images import heatmap_to_image, image_to_tensor, tensor_to_image
+from ugatit_cli.core.images import image_to_tensor, tensor_to_image
+from ugatit_cli.core.images import jet_image as heatmap_to_image
 
 
 def test_image_to_tensor_scales_to_minus_one_one_and_back_exactly():

@@ -7,8 +7,9 @@ from safetensors.torch import load_file
 
 import ugatit_cli
 from ugatit_cli.errors import UserError
-from ugatit_cli.hub import UGATITModel, weights_name, write_model_folder
-from ugatit_cli.model import Generator, UGATITConfig, build_discriminators
+from ugatit_cli.families.model_folder import write_model_folder
+from ugatit_cli.families.ugatit import Generator, UGATITConfig, build_discriminators
+from ugatit_cli.families.ugatit.family import UGATITModel, weights_name
 
 
 def tiny_model(light=False, size=32, seed=0):

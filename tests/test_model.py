@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ugatit_cli.model import AdaLIN, Generator, UGATITConfig, build_discriminators, clip_rho_
-from ugatit_cli.model.config import deepest_discriminator
+from ugatit_cli.families.ugatit import AdaLIN, Generator, UGATITConfig, build_discriminators, clip_rho_
+from ugatit_cli.families.ugatit.config import deepest_discriminator
 
 
 def official_generator_parameter_count(ch: int, n_res: int, img_size: int, light: bool) -> int:

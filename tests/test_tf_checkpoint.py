@@ -7,8 +7,8 @@ import torch
 from tf_fixtures import tf_fixture
 
 from ugatit_cli.errors import UserError
-from ugatit_cli.importers import tf_checkpoint
-from ugatit_cli.importers.tf_checkpoint import (
+from ugatit_cli.families.ugatit.importers import tf_checkpoint
+from ugatit_cli.families.ugatit.importers.tf_checkpoint import (
     TFCheckpointError,
     find_prefix,
     open_local_checkpoint,

@@ -9,8 +9,9 @@ from tf_writer import tf_generator_tensors, write_checkpoint
 
 import ugatit_cli
 from ugatit_cli.errors import UserError
-from ugatit_cli.importers.tf_checkpoint import open_local_checkpoint
-from ugatit_cli.importers.tf_convert import (
+from ugatit_cli.families.ugatit import Generator, UGATITConfig
+from ugatit_cli.families.ugatit.importers.tf_checkpoint import open_local_checkpoint
+from ugatit_cli.families.ugatit.importers.tf_convert import (
     convert_checkpoint,
     convert_tf_checkpoint,
     generator_tensor_names,
@@ -18,7 +19,6 @@ from ugatit_cli.importers.tf_convert import (
     load_tf_checkpoint,
     smoothing_from_folder_name,
 )
-from ugatit_cli.model import Generator, UGATITConfig
 
 
 @pytest.mark.parametrize("kind", ["full", "light"])

@@ -17,10 +17,9 @@ from tf_fixtures import OFFICIAL_FOLDER, assert_matches_official, tf_fixture
 
 import ugatit_cli
 from ugatit_cli.errors import UserError
-from ugatit_cli.importers.tf_checkpoint import open_local_checkpoint
-from ugatit_cli.importers.tf_convert import generator_tensor_names
-from ugatit_cli.importers.tf_hub import HubTFCheckpoint, converted_dir
-from ugatit_cli.registry import SELFIE2ANIME
+from ugatit_cli.families.ugatit.importers.tf_checkpoint import open_local_checkpoint
+from ugatit_cli.families.ugatit.importers.tf_convert import generator_tensor_names
+from ugatit_cli.families.ugatit.importers.tf_hub import SELFIE2ANIME, HubTFCheckpoint, converted_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DIR = Path(__file__).resolve().parent
@@ -176,7 +175,7 @@ def test_ugatit_translate_with_model_selfie2anime_downloads_converts_then_runs_o
     Image.linear_gradient("L").convert("RGB").save(photos / "gradient.png")
 
     def translate(env: dict[str, str], output: Path) -> dict:
-        process = run_python("from ugatit_cli.cli import main; main()", env, "translate", str(photos),
+        process = run_python("from ugatit_cli.cli.app import main; main()", env, "translate", str(photos),
                              "--model", "selfie2anime", "--output", str(output), "--json")
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr

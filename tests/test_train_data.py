@@ -7,15 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from ugatit_cli.errors import UserError
-from ugatit_cli.images import image_to_tensor
-from ugatit_cli.train.data import (
+from ugatit_cli.core.images import image_to_tensor
+from ugatit_cli.data.streams import (
     SkippedImagesWarning,
     TrainingStreams,
-    scan_training_data,
     train_transform,
     training_loader,
 )
+from ugatit_cli.errors import UserError
+from ugatit_cli.families.ugatit.data import scan_training_data
 
 
 def make_domain(folder, count, offset=0, size=(40, 36)):

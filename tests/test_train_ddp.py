@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from test_train_run import TINY, TINY_ARGS, make_dataset, states_equal
 
-from ugatit_cli.train import checkpoint as ckpt
+from ugatit_cli.store import run_folder as ckpt
 
 
 def free_port():

@@ -14,10 +14,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import ugatit_cli
-from ugatit_cli.cli import app
+from ugatit_cli.cli.app import app
+from ugatit_cli.core.images import image_to_tensor, open_rgb, tensor_to_image
 from ugatit_cli.errors import UserError
-from ugatit_cli.images import image_to_tensor, open_rgb, tensor_to_image
-from ugatit_cli.train import checkpoint as ckpt
+from ugatit_cli.families.ugatit.importers.official_pytorch import NETWORK_NAMES
+from ugatit_cli.store import run_folder as ckpt
 from ugatit_cli.train.run import train
 
 TINY = {"size": 32, "ch": 4, "n_res": 1, "light": True, "workers": 0, "log_every": 1, "decay": False}
@@ -69,7 +70,7 @@ def test_resume_continues_exactly(dataset, tmp_path):
                     progress=False)
     assert resumed.iteration == 4
     assert states_equal(straight.trainer.state_dict(), resumed.trainer.state_dict())  # weights, EMA, both Adams
-    for name in ckpt.NETWORK_NAMES:  # and the files say the same
+    for name in NETWORK_NAMES:  # and the files say the same
         a = ckpt.load_checkpoint(straight.checkpoint)
         b = ckpt.load_checkpoint(resumed.checkpoint)
         assert states_equal(a["nets"][name], b["nets"][name])

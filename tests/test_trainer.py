@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from ugatit_cli.errors import UserError
-from ugatit_cli.model import LIN, AdaLIN
-from ugatit_cli.train import TrainConfig, Trainer, losses
-from ugatit_cli.train.trainer import SAMPLE_ROWS
+from ugatit_cli.families.ugatit import LIN, AdaLIN, losses
+from ugatit_cli.families.ugatit.trainer import SAMPLE_ROWS
+from ugatit_cli.train import TrainConfig, Trainer
 
 SIZE = 32
 

@@ -21,11 +21,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import ugatit_cli
-from ugatit_cli.cli import _UserErrorsAsExitCodes, app
+from ugatit_cli.cli.app import _UserErrorsAsExitCodes, app
+from ugatit_cli.core.images import BadImageError, image_to_tensor, open_rgb, tensor_to_image
+from ugatit_cli.core.images import jet_image as heatmap_to_image
 from ugatit_cli.errors import UserError
-from ugatit_cli.hub import UGATITModel, write_model_folder
-from ugatit_cli.images import BadImageError, heatmap_to_image, image_to_tensor, open_rgb, tensor_to_image
-from ugatit_cli.model import Generator, UGATITConfig
+from ugatit_cli.families.model_folder import write_model_folder
+from ugatit_cli.families.ugatit import Generator, UGATITConfig
+from ugatit_cli.families.ugatit.family import UGATITModel
 
 
 def _model_folder(root: Path, config: UGATITConfig) -> Path:

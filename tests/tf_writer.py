@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ugatit_cli.importers.tf_checkpoint import TABLE_MAGIC, masked_crc32c
-from ugatit_cli.importers.tf_convert import CHANNEL, CONV, DENSE, DENSE_FROM_NHWC, tf_variable_map
-from ugatit_cli.model import Generator
+from ugatit_cli.families.ugatit import Generator
+from ugatit_cli.families.ugatit.importers.tf_checkpoint import TABLE_MAGIC, masked_crc32c
+from ugatit_cli.families.ugatit.importers.tf_convert import CHANNEL, CONV, DENSE, DENSE_FROM_NHWC, tf_variable_map
 
 DT_FLOAT = 1
 

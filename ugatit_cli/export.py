@@ -1,7 +1,9 @@
 """``ugatit export``: any MODEL source -> a model folder (safetensors or ONNX), optionally pushed to the Hub.
 
-Only generators are exported: ``resolve_model`` never loads discriminators or optimizer state. The folder
-is filled under a temporary sibling name and renamed into place (``hub.atomic_folder``), so an interrupted
+Only the networks translation needs are exported (the family's ``weight_files``): ``resolve_model`` never
+loads discriminators or optimizer state. What goes into an ONNX graph (module, inputs, outputs, dynamic
+axes) is the family's ``onnx_io``. The folder is filled under a temporary sibling name and renamed into
+place (``core.files.atomic_folder``), so an interrupted
 export leaves nothing under the final name and ``--overwrite`` replaces an old folder only once the new
 one is complete.
 
@@ -25,36 +27,19 @@ import torch
 from huggingface_hub import constants
 
 from . import __version__
+from .core.files import atomic_file, atomic_folder, check_output_folder
+from .core.progress import progress_disabled, step_progress
 from .errors import UserError
-from .files import atomic_file
-from .hub import (
-    CARD_NAME,
-    CONFIG_NAME,
-    DIRECTIONS,
-    UGATITModel,
-    atomic_folder,
-    check_direction,
-    check_output_folder,
-    hub_write_errors,
-    is_model_folder,
-    weights_name,
-)
-from .loading import resolve_model
-from .model import Generator, UGATITConfig
-from .progress import progress_disabled, step_progress
-from .registry import MODELS
+from .families.base import Direction, Model, OnnxIO
+from .families.model_folder import CARD_NAME, CONFIG_NAME, ModelFolder, folder_family, hub_write_errors
+from .store.registry import registered_models
+from .store.sources import peek_family, resolve_model
 
 FORMATS = ("safetensors", "onnx")
 ONNX_OPSET = 20  # stated, not left to the exporter's default, so an export does not change with torch versions
-ONNX_INPUT = "input"
-ONNX_OUTPUTS = ("image", "cam_logit", "heatmap")
 ONNX_EXTRA_HINT = 'pip install "ugatit-cli[onnx]"'
 #: protobuf cannot hold a model over 2 GiB; larger graphs keep their weights in a ``.onnx.data`` file
 ONNX_INLINE_LIMIT = 2**31 - 2**26
-
-
-def onnx_name(direction: str) -> str:
-    return f"generator_{direction}.onnx"
 
 
 @dataclass
@@ -63,12 +48,13 @@ class ExportResult:
 
     folder: Path
     format: str
-    directions: tuple[str, ...]
+    directions: tuple[str, ...]  # the network keys exported (U-GAT-IT: the directions)
     weights_dtype: str
     files: dict[str, int]
     seconds: float
     opset: int | None = None
     pushed: dict[str, str] = field(default_factory=dict)  # repo_id, branch, commit_url
+    onnx: dict[str, list[str]] = field(default_factory=dict)  # inputs, outputs of the ONNX graphs
 
     def to_dict(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "format": self.format, "directions": list(self.directions),
@@ -76,9 +62,13 @@ class ExportResult:
                 "seconds": round(self.seconds, 3), "pushed": self.pushed or None}
 
 
-def parse_directions(spec: str) -> tuple[str, ...]:
-    """``a2b``, ``b2a`` or ``both``."""
-    return DIRECTIONS if spec == "both" else (check_direction(spec),)
+def parse_directions(spec: str | None, family=None) -> tuple[str, ...] | None:
+    """A ``--direction`` value (one direction or ``both``; None: all) as the directions to load."""
+    if spec is None or spec == "both":
+        return None
+    if family is not None:
+        return tuple(d.name for d in Direction.parse(spec, family))
+    return (spec,)
 
 
 def export_model(
@@ -86,7 +76,7 @@ def export_model(
     output: str | os.PathLike,
     *,
     format: str = "safetensors",
-    directions: Sequence[str] = DIRECTIONS,
+    directions: Sequence[str] | None = None,
     half: bool = False,
     overwrite: bool = False,
     revision: str | None = None,
@@ -98,15 +88,20 @@ def export_model(
 ) -> ExportResult:
     """Load the generators of ``source`` (any MODEL) and write them to the folder ``output``.
 
+    ``directions``: the directions whose networks to export (None: every network the model has).
     ``half`` stores the weights in float16 (half the size; loaders compute in float32 again). With
     ``repo_id`` the folder is then pushed to that Hub repository (see ``push_model_folder``), and its model
     card names the repo in its usage lines.
     """
     if format not in FORMATS:
         raise UserError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    directions = tuple(dict.fromkeys(check_direction(d) for d in directions))
-    if not directions:
-        raise UserError("no direction to export")
+    if directions is not None:
+        directions = tuple(dict.fromkeys(directions))
+        if not directions:
+            raise UserError("no direction to export")
+        family = peek_family(source)
+        if family is not None:
+            family.keys_for(directions)  # a direction the family does not have fails before any work
     if (private or branch) and not repo_id:
         raise UserError("--private and --branch apply to a push: add --push-to-hub REPO_ID")
     output = Path(output).expanduser()
@@ -115,26 +110,33 @@ def export_model(
         _require_onnx()
     token = _hub_token(repo_id) if repo_id else None  # a missing token is found before the work, not after
     start = time.perf_counter()
-    steps = 1 + (len(directions) if format == "onnx" else 1) + (1 if repo_id else 0)
+    steps = 1 + (len(directions or (None, None)) if format == "onnx" else 1) + (1 if repo_id else 0)
     with step_progress(steps, enabled=show_progress) as step:
         step(f"loading {source}")
         with contextlib.nullcontext() if show_progress else progress_disabled():
             model = resolve_model(source, directions, revision)
-        exported = UGATITModel(model.config, model.generators, card=_card_facts(model, source),
-                               weights_dtype="float16" if half else "float32")
+        family = model.family
+        exported = model.with_(card=_card_facts(model, source), weights_dtype="float16" if half else "float32")
+        keys = tuple(exported.nets)
         card: dict[str, Any] = {"model_id": repo_id} if repo_id else {}
         with atomic_folder(output, overwrite=overwrite) as tmp:
             if format == "safetensors":
-                step(f"writing {', '.join(weights_name(d) for d in directions)}")
-                exported.save_pretrained(tmp, model_card_kwargs=card)
+                names = family.weight_files(exported.config)
+                step(f"writing {', '.join(names[k] for k in keys)}")
+                ModelFolder(exported).save_pretrained(tmp, model_card_kwargs=card)
             else:
-                for direction in directions:
-                    step(f"exporting {onnx_name(direction)} (ONNX opset {opset})")
-                    export_onnx(exported.generators[direction], tmp / onnx_name(direction), opset=opset, half=half)
-                _write_onnx_metadata(exported, tmp, opset, card)
+                ios = {}
+                for key in keys:
+                    step(f"exporting {family.onnx_name(key)} (ONNX opset {opset})")
+                    ios[key] = family.onnx_io(exported, key)
+                    export_onnx(ios[key], tmp / family.onnx_name(key), opset=opset, half=half)
+                _write_onnx_metadata(exported, ios, tmp, opset, card)
         files = {p.name: p.stat().st_size for p in sorted(output.iterdir()) if p.is_file()}
-        result = ExportResult(output, format, directions, exported.weights_dtype, files,
+        result = ExportResult(output, format, keys, exported.weights_dtype, files,
                               time.perf_counter() - start, opset if format == "onnx" else None)
+        if format == "onnx":
+            first = next(iter(ios.values()))
+            result.onnx = {"inputs": list(first.input_names), "outputs": list(first.output_names)}
         if repo_id:
             step(f"pushing to {repo_id}")
             try:
@@ -146,7 +148,7 @@ def export_model(
     return result
 
 
-def _card_facts(model: UGATITModel, source: str | os.PathLike) -> dict[str, Any]:
+def _card_facts(model: Model, source: str | os.PathLike) -> dict[str, Any]:
     """The loader's facts about the model, and an origin sentence when the loader gave none.
 
     Local sources are named by their file or folder name only: a card is often published, a home
@@ -156,8 +158,8 @@ def _card_facts(model: UGATITModel, source: str | os.PathLike) -> dict[str, Any]
     text = str(source)
     if Path(text).expanduser().exists():
         origin = f"`{Path(text).name}`"
-    elif text in MODELS:
-        origin = f"the registered model `{text}` ({MODELS[text].origin})"
+    elif text in (named := registered_models()):
+        origin = f"the registered model `{text}` ({named[text].origin})"
     else:  # a Hub repo: the card's metadata links the two
         origin = f"the Hub repository [{text}]({constants.ENDPOINT}/{text})"
         facts.setdefault("base_model", text)
@@ -175,37 +177,33 @@ def _require_onnx() -> None:
             raise UserError(f"ONNX export needs the optional packages onnx and onnxscript: {ONNX_EXTRA_HINT}") from None
 
 
-def onnx_dynamic_axes(config: UGATITConfig) -> dict[int, str]:
-    """The input's dynamic axes: the batch; for light models also height and width, which their pooled
-    gamma/beta MLP does not fix (a full model's MLP reads the whole map, so its size is the training size)."""
-    return {0: "batch", 2: "height", 3: "width"} if config.light else {0: "batch"}
-
-
-def export_onnx(generator: Generator, path: Path, *, opset: int = ONNX_OPSET, half: bool = False) -> None:
-    """One generator as an ONNX graph: input ``input`` (B x C x H x W), outputs ``image``, ``cam_logit``,
-    ``heatmap``; the axes of ``onnx_dynamic_axes`` are dynamic. ``half`` stores the weights in float16, cast
-    to float32 inside the graph."""
+def export_onnx(io: OnnxIO, path: Path, *, opset: int = ONNX_OPSET, half: bool = False) -> None:
+    """One network as an ONNX graph, as the family's :class:`~ugatit_cli.families.base.OnnxIO` describes it
+    (inputs, outputs, dynamic axes; sides marked dynamic are multiples of ``io.multiple``). ``half`` stores
+    the weights in float16, cast to float32 inside the graph."""
     _require_onnx()
     import onnx
 
-    config = generator.config
-    parameters = set(generator.state_dict())
+    module = io.module
+    parameters = set(module.state_dict())
     if half:
         # Round the weights first, so that constants the exporter folds from them (e.g. 1 - rho) are computed
         # from the float16 values too, and the graph computes exactly what the float16 weights give in PyTorch.
-        generator = copy.deepcopy(generator)
+        module = copy.deepcopy(module)
         with torch.no_grad():
-            for tensor in generator.state_dict().values():
+            for tensor in module.state_dict().values():
                 if tensor.is_floating_point():
                     tensor.copy_(tensor.half())
-    # Batch 2, not 1: torch.export specialises sizes of 0 and 1, which would fix the batch dimension.
-    example = torch.zeros(2, config.img_ch, config.img_size, config.img_size)
-    # the batch, and for light models the image sides: multiples of 4 (the encoder halves the image twice)
-    dims = {axis: torch.export.Dim(name, min=1) if axis == 0 else 4 * torch.export.Dim(f"{name}_div4", min=4)
-            for axis, name in onnx_dynamic_axes(config).items()}
+    # the batch, and sides: multiples of io.multiple (e.g. an encoder that halves the image twice)
+    dynamic_shapes = {}
+    for name in io.input_names:
+        axes = io.dynamic.get(name, {})
+        dynamic_shapes[name] = {axis: torch.export.Dim(label, min=1) if axis == 0
+                                else io.multiple * torch.export.Dim(f"{label}_div{io.multiple}", min=4)
+                                for axis, label in axes.items()}
     program = torch.onnx.export(
-        generator.eval(), (example,), None, dynamo=True, opset_version=opset, input_names=[ONNX_INPUT],
-        output_names=list(ONNX_OUTPUTS), dynamic_shapes={"x": dims}, verbose=False,
+        module.eval(), tuple(io.example), None, dynamo=True, opset_version=opset, input_names=list(io.input_names),
+        output_names=list(io.output_names), dynamic_shapes=_by_argument(module, dynamic_shapes), verbose=False,
     )
     model = program.model_proto
     if half:
@@ -215,6 +213,14 @@ def export_onnx(generator: Generator, path: Path, *, opset: int = ONNX_OPSET, ha
     large = sum(t.ByteSize() for t in model.graph.initializer) > ONNX_INLINE_LIMIT
     with atomic_file(path) as tmp:
         onnx.save_model(model, tmp, save_as_external_data=large, location=f"{path.name}.data" if large else None)
+
+
+def _by_argument(module: Any, shapes: dict[str, Any]) -> dict[str, Any]:
+    """``dynamic_shapes`` keyed by the forward's argument names (torch.export's convention), in input order."""
+    import inspect
+
+    arguments = [name for name in inspect.signature(module.forward).parameters if name != "self"]
+    return {arg: shape for arg, shape in zip(arguments, shapes.values(), strict=False)}
 
 
 def store_initializers_as_float16(model: Any, names: set[str]) -> None:
@@ -239,16 +245,20 @@ def store_initializers_as_float16(model: Any, names: set[str]) -> None:
     model.graph.node.extend(nodes)
 
 
-def _write_onnx_metadata(model: UGATITModel, folder: Path, opset: int, card: dict[str, Any]) -> None:
+def _write_onnx_metadata(model: Model, ios: dict[str, OnnxIO], folder: Path, opset: int,
+                         card: dict[str, Any]) -> None:
+    first = next(iter(ios.values()))
     onnx_facts = {
-        "opset": opset, "input": ONNX_INPUT, "outputs": list(ONNX_OUTPUTS),
-        "dynamic_axes": {ONNX_INPUT: {str(k): v for k, v in onnx_dynamic_axes(model.config).items()}},
+        "opset": opset, "input": first.input_names[0] if len(first.input_names) == 1 else list(first.input_names),
+        "outputs": list(first.output_names),
+        "dynamic_axes": {name: {str(k): v for k, v in axes.items()} for name, axes in first.dynamic.items()},
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
     }
-    model.write_config(folder, onnx=onnx_facts)
-    files = {onnx_name(d): f"generator {d} ({'A -> B' if d == 'a2b' else 'B -> A'}), ONNX opset {opset}"
-             for d in model.generators}
-    model.generate_model_card(files=files, onnx=onnx_facts, tags=["onnx"], **card).save(folder / CARD_NAME)
+    written = ModelFolder(model)
+    written.write_config(folder, onnx=onnx_facts)
+    family = model.family
+    files = {family.onnx_name(k): f"{family.describe_file(k)}, ONNX opset {opset}" for k in model.nets}
+    written.generate_model_card(files=files, onnx=onnx_facts, tags=["onnx"], **card).save(folder / CARD_NAME)
 
 
 # --- the Hub ------------------------------------------------------------------------------------------
@@ -268,8 +278,10 @@ def push_model_folder(
     if not (folder / CONFIG_NAME).is_file():
         raise UserError(f"{folder}: not an exported model folder (no {CONFIG_NAME})")
     token = _hub_token(repo_id, token)
-    kind = "model" if is_model_folder(folder) else "ONNX export"
-    message = commit_message or f"Upload U-GAT-IT {kind} with ugatit-cli {__version__}"
+    family = folder_family(folder)
+    kind = "model" if family is not None else "ONNX export"
+    title = (family or _family_of_export(folder)).title
+    message = commit_message or f"Upload {title} {kind} with ugatit-cli {__version__}"
     api = HfApi(token=token)
     with hub_write_errors(repo_id):
         repo = api.create_repo(repo_id, private=private, exist_ok=True)
@@ -287,3 +299,16 @@ def _hub_token(repo_id: str, token: str | None = None) -> str:
         raise UserError(f"{repo_id}: pushing to the Hugging Face Hub needs a token: set HF_TOKEN or run "
                         "`hf auth login`")
     return token
+
+
+def _family_of_export(folder: Path):
+    """The family an ONNX export's config.json names (none named: U-GAT-IT, as 0.1.0 wrote them)."""
+    import json
+
+    from .families.base import get_family
+
+    try:
+        data = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    return get_family(data.get("family") if isinstance(data, dict) else None)

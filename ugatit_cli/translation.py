@@ -1,8 +1,10 @@
-"""Translate image files with a U-GAT-IT generator: ``ugatit translate`` and :func:`translate`.
+"""Translate image files with a model of any family: ``ugatit translate`` and :func:`translate`.
 
-The work is a three-stage pipeline. A few worker threads decode and resize the next images (Pillow releases
-the GIL while it does) while the main thread runs the generator on the current batch; the same workers
-resize, colour-map and PNG-encode the results. Each output is written under a temporary name and renamed,
+The family hands a :class:`~ugatit_cli.families.base.Translator` (input size, per-input preparation, forward
+pass) and the files to write per input (:class:`~ugatit_cli.families.base.OutputSpec`). The work is a
+three-stage pipeline. A few worker threads decode and resize the next images (Pillow releases the GIL while
+it does) while the main thread runs the model on the current batch; the same workers resize, colour-map and
+PNG-encode the results. Each output is written under a temporary name and renamed,
 so an interrupted run never leaves a half-written file, and a bad input is reported and skipped without
 stopping the others. Preprocessing is the official test transform (RGB, bilinear resize to size x size,
 [-1, 1]); postprocessing clamps and rounds to 8 bits.
@@ -22,23 +24,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .devices import autocast, check_precision, select_device
-from .errors import UserError
-from .hub import check_direction
-from .images import (
+from .core.devices import autocast, check_precision, select_device
+from .core.images import (
     BadImageError,
     InputImage,
     collect_images,
-    heatmap_to_image,
-    open_rgb,
+    jet_image,
     pixels_to_tensor,
-    resized_pixels,
     save_image_atomic,
     tensor_to_pixels,
 )
-from .loading import resolve_model
-from .model import Generator, UGATITConfig
-from .progress import count_progress, progress_disabled
+from .core.progress import count_progress, progress_disabled
+from .errors import UserError
+from .families.base import Direction, Family, Model, OutputSpec, Translator, families
+from .store.sources import peek_family, resolve_model
 
 #: Images per forward pass when none is given. On CPUs one image per pass is fastest (measured on a 2-core
 #: Xeon: 1.9 img/s at 1, 1.7 at 4, 1.3 at 8 for a light 256 px model: activations stay in cache); GPUs want
@@ -54,11 +53,18 @@ EXISTS_REASON = "output exists (pass --overwrite to replace it)"
 
 @dataclass(frozen=True)
 class Translated:
-    """An input and the files written for it (``heatmap`` only with ``heatmap=True``)."""
+    """An input and the files written for it: ``output`` (the image) and ``extras``, the family's other
+    outputs by key (e.g. U-GAT-IT's attention map with its ``--heatmap``), also readable as attributes."""
 
     source: Path
     output: Path
-    heatmap: Path | None = None
+    extras: dict[str, Path] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Path:
+        extras = self.__dict__.get("extras") or {}
+        if name in extras:
+            return extras[name]
+        raise AttributeError(name)
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ class TranslationReport:
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 3),
             "done": [{"input": str(t.source), "output": str(t.output),
-                      **({"heatmap": str(t.heatmap)} if t.heatmap else {})} for t in self.done],
+                      **{key: str(path) for key, path in t.extras.items()}} for t in self.done],
             "skipped": [{"input": str(s.source), "output": str(s.output), "reason": s.reason} for s in self.skipped],
             "failed": [{"input": f.source, "reason": f.reason} for f in self.failed],
         }
@@ -139,48 +145,56 @@ class _Plan:
 
 @dataclass(frozen=True)
 class _Job:
-    """One input to translate; ``write_*`` is False for an output that exists and must be kept."""
+    """One input to translate: each output's spec, path, and whether to write it (False for an output that
+    exists and must be kept). The first output is the image."""
 
     source: Path
-    output: Path
-    heatmap: Path | None
-    write_output: bool
-    write_heatmap: bool
+    outputs: tuple[tuple[OutputSpec, Path, bool], ...]
+
+    @property
+    def output(self) -> Path:
+        return self.outputs[0][1]
 
 
 @dataclass(frozen=True)
 class _Decoded:
     job: _Job
-    pixels: np.ndarray  # (size, size, 3) uint8
+    arrays: dict[str, np.ndarray]  # Translator.read's: "pixels" (H, W, 3) uint8 and the family's extras
     original_size: tuple[int, int]  # (width, height) after EXIF orientation
+
+    def shapes(self) -> tuple:
+        return tuple((key, value.shape) for key, value in self.arrays.items())
 
 
 def translate(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
-    model: str | os.PathLike | Generator,
+    model: str | os.PathLike | Model | torch.nn.Module,
     *,
     output: str | os.PathLike = "translated",
-    direction: str = "a2b",
+    direction: str | None = None,
     size: int | None = None,
     keep_size: bool = False,
     batch_size: int | None = None,
     device: str | torch.device | None = "auto",
     precision: str = "fp32",
-    heatmap: bool = False,
     overwrite: bool = False,
     revision: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> TranslationReport:
     """Translate image files, folders (recursively) and glob patterns into one PNG each under ``output``.
 
     ``model`` is a MODEL source (registered name, Hub repo id, model folder or checkpoint; loaded only when
-    there is something to translate) or an already loaded :class:`~ugatit_cli.model.Generator`, used as is
-    (``direction`` and ``revision`` then do not apply): it is put in eval mode and the memory format that
-    is fastest for the device and precision and, unless ``device`` is None, moved to ``device``, in place.
-    ``size`` defaults to the model's training size; a full model runs only at that size, a light one at any
-    multiple of 4. ``keep_size`` scales each result back to its input's size. ``heatmap`` also writes the
-    attention map as ``<name>_heatmap.png``. Existing outputs are kept and counted as skipped unless ``overwrite``.
+    there is something to translate), a loaded :class:`~ugatit_cli.families.base.Model`, or one network with a
+    ``config`` of a family's config class (e.g. a U-GAT-IT ``Generator``), used as is for ``direction``
+    (``revision`` then does not apply): the networks are put in eval mode and the memory format that is
+    fastest for the device and precision and, unless ``device`` is None, moved to ``device``, in place.
+    ``direction`` is one of the family's directions (default its first; families with one way take none).
+    ``size`` defaults to the model's training size; the family's config says which others work.
+    ``keep_size`` scales each result back to its input's size. ``options`` are the family's translate
+    options (``Family.translate_options``, e.g. U-GAT-IT's flag that also writes its attention maps).
+    Existing outputs are kept and counted as skipped unless ``overwrite``.
     ``batch_size`` defaults to 1 on a CPU (fastest there) and 8 on a GPU. ``workers`` is the number of
     decode/encode threads; ``progress`` shows a Rich bar on stderr.
 
@@ -191,16 +205,16 @@ def translate(
     sources = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not sources:
         raise UserError("no input given: name image files, folders or glob patterns")
-    check_direction(direction)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
     workers = _default_workers() if workers is None else workers
     if workers < 1:
         raise UserError(f"workers must be at least 1, got {workers}")
-    if size is not None:
-        _check_size_shape(size)
+    if isinstance(model, torch.nn.Module):
+        model = _model_of_net(model, direction)
     if device is None:
-        target = next(model.parameters()).device if isinstance(model, Generator) else select_device("auto")
+        target = next(next(iter(model.nets.values())).parameters()).device if isinstance(model, Model) \
+            else select_device("auto")
     else:
         target = select_device(device) if isinstance(device, str) else torch.device(device)
     dtype = check_precision(precision, target)
@@ -208,21 +222,32 @@ def translate(
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"{output_dir}: output exists and is not a folder")
 
+    family = model.family if isinstance(model, Model) else peek_family(model)
+    if family is not None:
+        direction = _direction(family, direction)
+        options = family.check_options(options)
+
     report = TranslationReport(output_dir)
     images, problems = collect_images(sources)
     report.failed += [Failed(p.path, p.reason) for p in problems]
-    jobs = _name_outputs(_outside(images, output_dir), output_dir, heatmap, overwrite, report)
+    images = _outside(images, output_dir)
+    if images and family is None:  # a Hub repo: its config.json says the family
+        with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
+            model = _load(model, None, revision)
+        family = model.family
+        direction = _direction(family, direction)
+        options = family.check_options(options)
+    jobs = _name_outputs(images, output_dir, family.outputs(options) if family else (), overwrite, report)
     if jobs:
         plan = _Plan.for_device(target, dtype, batch_size)
         with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
-            generator = _prepare_generator(model, direction, revision, plan)
-        size = _check_size(generator.config, size)
+            translator = _prepare_translator(_load(model, direction, revision), direction, size, options, plan)
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"{output_dir}: cannot create the output folder ({exc.strerror or exc})") from None
         loaded = time.perf_counter()
-        _run(jobs, generator, plan, size, keep_size, workers, progress, report)
+        _run(jobs, translator, plan, keep_size, workers, progress, report)
         report.translate_seconds = time.perf_counter() - loaded
     report.seconds = time.perf_counter() - start
     return report
@@ -233,28 +258,37 @@ def _default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 1)))
 
 
-def _check_size_shape(size: int) -> None:
-    if size % 4 or size < 16:
-        raise UserError(f"size must be a multiple of 4 and at least 16, got {size}")
+def _direction(family: Family, direction: str | None) -> str | None:
+    """The checked direction (the family's default when None); None for families without directions."""
+    if not family.directions:
+        if direction is not None:
+            Direction.parse(direction, family)  # raises: the family has no directions
+        return None
+    return Direction.parse(direction or family.default_direction, family)[0].name
 
 
-def _check_size(config: UGATITConfig, size: int | None) -> int:
-    """The model's training size by default; a full model's gamma/beta MLP is sized by it, so only it works."""
-    if size is None:
-        return config.img_size
-    if not config.light and size != config.img_size:
-        raise UserError(f"size {size}: this full (non-light) model runs only at its training size {config.img_size} "
-                        "(its gamma/beta MLP is sized by it); leave the size out, or use a light model")
-    return size
+def _model_of_net(net: torch.nn.Module, direction: str | None) -> Model:
+    """A loaded network as a one-network Model of the family whose config class its ``config`` is."""
+    config = getattr(net, "config", None)
+    for family in families().values():
+        if isinstance(config, family.model_config):
+            key = _direction(family, direction) or family.keys_for(None)[0]
+            return Model(family, config, {key: net})
+    raise UserError(f"{type(net).__name__}: not a network of a known model family (it needs a .config of one)")
 
 
-def _prepare_generator(model: str | os.PathLike | Generator, direction: str, revision: str | None,
-                       plan: _Plan) -> Generator:
-    if isinstance(model, Generator):
-        generator = model
-    else:
-        generator = resolve_model(model, (direction,), revision).generators[direction]
-    return generator.to(plan.device, memory_format=plan.memory_format).eval()
+def _load(model: str | os.PathLike | Model, direction: str | None, revision: str | None) -> Model:
+    if isinstance(model, Model):
+        return model
+    return resolve_model(model, None if direction is None else (direction,), revision)
+
+
+def _prepare_translator(model: Model, direction: str | None, size: int | None, options: dict[str, Any],
+                        plan: _Plan) -> Translator:
+    translator = model.family.translator(model, direction, size, options)
+    for module in translator.modules():
+        module.to(plan.device, memory_format=plan.memory_format).eval()
+    return translator
 
 
 def _outside(images: list[InputImage], output_dir: Path) -> list[InputImage]:
@@ -263,7 +297,7 @@ def _outside(images: list[InputImage], output_dir: Path) -> list[InputImage]:
     return [image for image in images if not image.path.resolve().is_relative_to(out)]
 
 
-def _name_outputs(images: Iterable[InputImage], output_dir: Path, heatmap: bool, overwrite: bool,
+def _name_outputs(images: Iterable[InputImage], output_dir: Path, specs: Sequence[OutputSpec], overwrite: bool,
                   report: TranslationReport) -> list[_Job]:
     """Output names for each image (``photo.jpg`` -> ``photo.png``); existing outputs become skips.
 
@@ -282,59 +316,61 @@ def _name_outputs(images: Iterable[InputImage], output_dir: Path, heatmap: bool,
         if short_names[relative] > 1:
             relative = image.relative.with_name(image.relative.name + ".png")
         out = output_dir / relative
-        heat = out.with_name(f"{out.stem}_heatmap.png") if heatmap else None
-        taken = [p for p in (out, heat) if p is not None and p in claimed]
+        paths = [out.with_name(f"{out.stem}{spec.suffix}.png") for spec in specs]
+        taken = [p for p in paths if p in claimed]
         if taken:
             report.failed.append(Failed(str(image.path), f"output {taken[0]} would also be written for "
                                                          f"{claimed[taken[0]]}; translate them separately"))
             continue
-        claimed.update({p: image.path for p in (out, heat) if p is not None})
-        write_output = overwrite or not out.exists()
-        write_heatmap = heat is not None and (overwrite or not heat.exists())
-        if not (write_output or write_heatmap):
+        claimed.update({p: image.path for p in paths})
+        writes = [overwrite or not p.exists() for p in paths]
+        if not any(writes):
             report.skipped.append(Skipped(image.path, out))
             continue
-        jobs.append(_Job(image.path, out, heat, write_output, write_heatmap))
+        jobs.append(_Job(image.path, tuple(zip(specs, paths, writes, strict=True))))
     return jobs
 
 
-def _decode(job: _Job, size: int) -> _Decoded | Failed:
-    """Worker: read one input and resize it like the official test transform."""
+def _decode(job: _Job, translator: Translator) -> _Decoded | Failed:
+    """Worker: read one input as the translator wants it (by default the official test transform)."""
     try:
-        img = open_rgb(job.source)
-        return _Decoded(job, resized_pixels(img, size), img.size)
+        arrays, original_size = translator.read(job.source)
+        return _Decoded(job, arrays, original_size)
     except BadImageError as exc:
         return Failed(str(job.source), exc.reason)
     except Exception as exc:  # whatever else a Pillow plugin raises on one file must not stop the others
         return Failed(str(job.source), f"cannot decode ({type(exc).__name__}: {exc})")
 
 
-def _decoded_in_order(jobs: Sequence[_Job], size: int, pool: ThreadPoolExecutor,
+def _decoded_in_order(jobs: Sequence[_Job], translator: Translator, pool: ThreadPoolExecutor,
                       ahead: int) -> Iterator[_Decoded | Failed]:
     """Decode ``jobs`` on the pool, at most ``ahead`` images in flight, yielding results in input order."""
     pending: deque[Future] = deque()
     remaining = iter(jobs)
     for job in remaining:
-        pending.append(pool.submit(_decode, job, size))
+        pending.append(pool.submit(_decode, job, translator))
         if len(pending) >= ahead:
             break
     while pending:
         result = pending.popleft().result()
         job = next(remaining, None)
         if job is not None:
-            pending.append(pool.submit(_decode, job, size))
+            pending.append(pool.submit(_decode, job, translator))
         yield result
 
 
 def _batches(items: Iterator[_Decoded | Failed], batch_size: int, report: TranslationReport,
              advance: Callable[[], None]) -> Iterator[list[_Decoded]]:
-    """Group decoded images into batches; decode failures go straight to the report."""
+    """Group decoded images into batches of one shape; decode failures go straight to the report."""
     batch: list[_Decoded] = []
     for item in items:
         if isinstance(item, Failed):
             report.failed.append(item)
             advance()
             continue
+        if batch and item.shapes() != batch[0].shapes():
+            yield batch
+            batch = []
         batch.append(item)
         if len(batch) == batch_size:
             yield batch
@@ -343,50 +379,58 @@ def _batches(items: Iterator[_Decoded | Failed], batch_size: int, report: Transl
         yield batch
 
 
-def _forward(generator: Generator, batch: list[_Decoded], plan: _Plan,
-             heatmap: bool) -> tuple[np.ndarray, torch.Tensor | None]:
-    """Run one batch: uint8 pixels in, uint8 pixels (B, H, W, 3) and optionally heatmaps (B, 1, h, w) out.
+def _forward(translator: Translator, batch: list[_Decoded], plan: _Plan) -> dict[str, Any]:
+    """Run one batch: uint8 pixels in; per output key, uint8 pixels (B, H, W, 3) for images, float tensors
+    for one-channel maps.
 
     Runs on a model stream's thread, hence its own inference mode and autocast (both are per thread). The
     uint8 pixels travel to the device (a quarter of the bytes of floats) and are scaled there; on CUDA from
     pinned memory, asynchronously.
     """
     device = plan.device
-    pixels = torch.from_numpy(np.stack([item.pixels for item in batch]))  # (B, H, W, 3)
+    stacked = {key: torch.from_numpy(np.stack([item.arrays[key] for item in batch])) for key in batch[0].arrays}
     if device.type == "cuda":
-        pixels = pixels.pin_memory().to(device, non_blocking=True)
+        stacked = {key: value.pin_memory().to(device, non_blocking=True) for key, value in stacked.items()}
     else:
-        pixels = pixels.to(device)
-    x = pixels_to_tensor(pixels).contiguous(memory_format=plan.memory_format)  # (B, 3, H, W)
+        stacked = {key: value.to(device) for key, value in stacked.items()}
+    pixels = stacked.pop("pixels", None)  # (B, H, W, 3)
+    x = None if pixels is None else pixels_to_tensor(pixels).contiguous(memory_format=plan.memory_format)
+    extras = stacked
     try:
         with torch.inference_mode(), autocast(device, plan.dtype):
-            image, _, attention = generator(x)
-            out = tensor_to_pixels(image).contiguous().cpu().numpy()
-            return out, attention.float().cpu() if heatmap else None
+            outputs = translator.forward(x, extras)
+            return {spec.key: tensor_to_pixels(outputs[spec.key]).contiguous().cpu().numpy() if spec.kind == "image"
+                    else outputs[spec.key].float().cpu() for spec in translator.outputs}
     except torch.cuda.OutOfMemoryError:
-        raise UserError(f"out of memory on {device} with a batch of {len(batch)} images of {x.shape[-1]} px; "
-                        "lower the batch size") from None
+        raise UserError(f"out of memory on {device} with a batch of {len(batch)} images; lower the batch size"
+                        ) from None
 
 
-def _save(item: _Decoded, pixels: np.ndarray, attention: torch.Tensor | None, keep_size: bool) -> None:
-    """Worker: write one result (and its heatmap), each under a temporary name first."""
+def _save(item: _Decoded, results: dict[str, Any], keep_size: bool) -> None:
+    """Worker: write one input's outputs, each under a temporary name first. Heatmaps are drawn at the size
+    of the (first) image."""
     job = item.job
-    img = Image.fromarray(pixels, mode="RGB")
-    if keep_size and img.size != item.original_size:
-        img = img.resize(item.original_size, Image.Resampling.BICUBIC)
-    for path, write, make in ((job.output, job.write_output, lambda: img),
-                              (job.heatmap, job.write_heatmap, lambda: heatmap_to_image(attention, img.size))):
-        if path is not None and write:
-            try:
-                save_image_atomic(make(), path)
-            except OSError as exc:
-                raise BadImageError(job.source, f"cannot write {path} ({exc.strerror or exc})") from None
+    images: dict[str, Image.Image] = {}
+    for spec, _, _ in job.outputs:
+        if spec.kind == "image":
+            img = Image.fromarray(results[spec.key], mode="RGB")
+            if keep_size and img.size != item.original_size:
+                img = img.resize(item.original_size, Image.Resampling.BICUBIC)
+            images[spec.key] = img
+    size = next(iter(images.values())).size
+    for spec, path, write in job.outputs:
+        if not write:
+            continue
+        picture = images[spec.key] if spec.kind == "image" else jet_image(results[spec.key], size)
+        try:
+            save_image_atomic(picture, path)
+        except OSError as exc:
+            raise BadImageError(job.source, f"cannot write {path} ({exc.strerror or exc})") from None
 
 
-def _run(jobs: list[_Job], generator: Generator, plan: _Plan, size: int, keep_size: bool, workers: int,
+def _run(jobs: list[_Job], translator: Translator, plan: _Plan, keep_size: bool, workers: int,
          progress: bool, report: TranslationReport) -> None:
     """Decode on the IO pool, run batches on the model streams, encode on the IO pool; results in input order."""
-    heatmap = jobs[0].heatmap is not None
     ahead = 2 * plan.batch_size * plan.streams + workers  # images decoded ahead, and results not yet written
     io_pool = ThreadPoolExecutor(workers, thread_name_prefix="ugatit-io")
     model_pool = ThreadPoolExecutor(plan.streams, thread_name_prefix="ugatit-model")
@@ -396,9 +440,9 @@ def _run(jobs: list[_Job], generator: Generator, plan: _Plan, size: int, keep_si
 
     def write_oldest_batch(advance: Callable[[], None]) -> None:
         batch, future = forwards.popleft()
-        pixels, attention = future.result()
+        results = future.result()
         for i, item in enumerate(batch):
-            write = io_pool.submit(_save, item, pixels[i], None if attention is None else attention[i], keep_size)
+            write = io_pool.submit(_save, item, {key: value[i] for key, value in results.items()}, keep_size)
             write.add_done_callback(lambda _: advance())
             writes.append((item, write))
 
@@ -410,15 +454,15 @@ def _run(jobs: list[_Job], generator: Generator, plan: _Plan, size: int, keep_si
             report.failed.append(Failed(str(item.job.source), exc.reason))
             return
         job = item.job
-        report.done.append(Translated(job.source, job.output, job.heatmap))
+        report.done.append(Translated(job.source, job.output, {spec.key: path for spec, path, _ in job.outputs[1:]}))
 
     try:
         if plan.threads_per_stream:
             torch.set_num_threads(plan.threads_per_stream)  # global; the streams' threads read it
         with count_progress("translating", len(jobs), "images", enabled=progress) as advance:
-            decoded = _decoded_in_order(jobs, size, io_pool, ahead)
+            decoded = _decoded_in_order(jobs, translator, io_pool, ahead)
             for batch in _batches(decoded, plan.batch_size, report, advance):
-                forwards.append((batch, model_pool.submit(_forward, generator, batch, plan, heatmap)))
+                forwards.append((batch, model_pool.submit(_forward, translator, batch, plan)))
                 if len(forwards) > plan.streams:  # keep every stream busy, and no more batches in memory
                     write_oldest_batch(advance)
                 while len(writes) > ahead:

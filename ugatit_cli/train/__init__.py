@@ -1,8 +1,9 @@
-"""Training U-GAT-IT: the hyper-parameters (``TrainConfig``), one training iteration (``Trainer``) and a whole
-run in a run folder (``train``)."""
+"""Training: the run (``train``: run folder, checkpoints, resume, signals, DDP, logging) shared by every model
+family, and U-GAT-IT's ``TrainConfig`` and ``Trainer`` (the Python API's names; they live in the family)."""
 
-from .config import TrainConfig
+from ..families.base import RunConfig
+from ..families.ugatit.train_config import TrainConfig
+from ..families.ugatit.trainer import Trainer
 from .run import RunSummary, train
-from .trainer import Trainer
 
-__all__ = ["RunSummary", "TrainConfig", "Trainer", "train"]
+__all__ = ["RunConfig", "RunSummary", "TrainConfig", "Trainer", "train"]

@@ -1,9 +1,10 @@
 """``ugatit train``: a training run in a run folder, resumable exactly, on one device or many (torchrun).
 
-``train()`` prepares everything that can fail on the user's side (data, run folder, settings) before it
-creates a file, then loops: a batch pair from the data streams, one ``Trainer.step``, a JSONL log line, a
-sample grid and a checkpoint now and then. Ctrl-C (SIGINT) or SIGTERM finishes the current iteration, saves a
-checkpoint and returns. Under ``torchrun`` every rank trains its own shard with DistributedDataParallel;
+The run is the same for every model family: ``train()`` prepares everything that can fail on the user's
+side (data, run folder, settings) before it creates a file, then loops: a batch from the family's loader,
+one ``FamilyTrainer.train_step``, a JSONL log line, sample grids and a checkpoint now and then.
+Ctrl-C (SIGINT) or SIGTERM finishes the current iteration, saves a checkpoint and returns.
+Under ``torchrun`` every rank trains its own shard with DistributedDataParallel;
 rank 0 alone scans the data and writes files.
 """
 
@@ -16,7 +17,7 @@ import signal
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,19 @@ import torch
 import torch.distributed as dist
 
 from .. import __version__
-from ..devices import check_precision, select_device
+from ..core.devices import check_precision, select_device
+from ..core.images import save_image_atomic
+from ..core.nets import load_strict
 from ..errors import UserError
-from . import checkpoint as ckpt
-from .config import TrainConfig
-from .data import TrainingStreams, list_images, sample_images, scan_training_data, training_loader
+from ..families.base import FORMAT_VERSION, Family, RunConfig, dataclass_from_dict, get_family
+from ..store import run_folder as ckpt
 
 # Settings a resumed run may change: they decide how long and how the run is watched, not what it computes
 # (a longer --iterations with --decay moves the start of the learning-rate decay, which is announced).
 RESUMABLE = frozenset({"iterations", "workers", "save_every", "keep_checkpoints", "sample_every", "log_every",
                        "compile"})
-SAMPLE_COUNT = 5  # official: train_sample_num / test_sample_num
 LOG_NAME = "log.jsonl"
+SAMPLES = "samples"
 DATA_NAME = "data.json"
 
 
@@ -61,48 +63,55 @@ class RunSummary:
 # --- settings -----------------------------------------------------------------------------------------------
 
 
-def _overrides(config: TrainConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+def _settings_names(family: Family) -> tuple[set[str], set[str]]:
+    return {f.name for f in fields(RunConfig)}, {f.name for f in fields(family.hyper_params)}
+
+
+def _overrides(config: Any, family: Family) -> dict[str, Any]:
     if config is None:
         return {}
-    if isinstance(config, TrainConfig):
-        return config.to_dict()
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(config) - known)
+    if is_dataclass(config) and not isinstance(config, type):  # TrainConfig, or any flat dataclass of settings
+        return asdict(config)
+    run_names, hyper_names = _settings_names(family)
+    unknown = sorted(set(config) - run_names - hyper_names)
     if unknown:
-        raise UserError(f"unknown training setting(s): {', '.join(unknown)}")
+        raise UserError(f"unknown training setting(s) for --arch {family.name}: {', '.join(unknown)}")
     return dict(config)
 
 
-def resolve_config(config: TrainConfig | Mapping[str, Any] | None, saved: Mapping[str, Any] | None = None,
-                   run_dir: Path | None = None) -> TrainConfig:
-    """The settings of a run: ``config`` (a TrainConfig, or a mapping of the settings to change) over the
-    defaults, or over ``saved`` when resuming, where only the ``RESUMABLE`` settings may differ."""
-    overrides = _overrides(config)
+def defaults(family: Family) -> dict[str, Any]:
+    """The flat settings of a new run of ``family`` before any option: the shared run defaults with the
+    family's changes, and the family's hyper-parameters."""
+    return {**asdict(RunConfig()), **family.run_defaults, **asdict(family.hyper_params())}
+
+
+def resolve_config(family: Family, config: Any, saved: Mapping[str, Any] | None = None,
+                   run_dir: Path | None = None) -> tuple[RunConfig, Any]:
+    """The settings of a run as (RunConfig, the family's hyper-parameters): ``config`` (a flat dataclass such
+    as TrainConfig, or a mapping of the settings to change) over the defaults, or over ``saved`` when
+    resuming, where only the ``RESUMABLE`` settings may differ."""
+    overrides = _overrides(config, family)
     if saved is None:
-        resolved = TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides})
+        flat = {**defaults(family), **overrides}
     else:
         differ = [f"{k} (run: {saved.get(k)!r}, now: {v!r})" for k, v in overrides.items()
                   if k not in RESUMABLE and saved.get(k) != v]
         if differ:
             raise UserError(f"{run_dir}: --resume with settings that differ from the run's: {'; '.join(differ)}. "
                             f"Resume without them, or start a new run with another --output")
-        resolved = TrainConfig.from_dict({**TrainConfig().to_dict(), **saved, **overrides})
-    _check(resolved)
-    return resolved
-
-
-def _check(config: TrainConfig) -> None:
-    for name in ("iterations", "batch_size", "save_every", "sample_every", "log_every", "keep_checkpoints"):
-        if getattr(config, name) < 1:
-            raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    if config.workers < 0:
-        raise UserError(f"--workers must be >= 0, got {config.workers}")
-    if config.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {config.seed}")
+        flat = {**defaults(family), **saved, **overrides}
+    run, hyper = dataclass_from_dict(RunConfig, flat), dataclass_from_dict(family.hyper_params, flat)
+    run.check()
     try:
-        config.model_config()
+        family.model_config_for(hyper)
     except ValueError as exc:
         raise UserError(f"invalid network settings: {exc}") from None
+    return run, hyper
+
+
+def flat_settings(run: RunConfig, hyper: Any) -> dict[str, Any]:
+    """What a run folder's config.json records as ``train``."""
+    return {**asdict(run), **asdict(hyper)}
 
 
 # --- processes ----------------------------------------------------------------------------------------------
@@ -201,31 +210,39 @@ class _Plan:
     """What rank 0 decided before training; shared with the other ranks."""
 
     run_dir: Path
+    family: str
     config: dict[str, Any]
-    files: dict[str, list[str]]  # absolute paths per stream
-    test: dict[str, str | None]
+    data: Any  # the family's TrainingData (picklable: it travels to the other ranks)
     checkpoint: str | None
     init_from: str | None
 
 
+def _family_of_run(run_dir: Path, arch: str | None) -> tuple[Family, dict[str, Any]]:
+    saved = ckpt.read_run_config(run_dir)
+    family = ckpt.run_family(saved)
+    if arch is not None and arch != family.name:
+        raise UserError(f"{run_dir}: the run trains --arch {family.name}, not {arch}; resume without --arch")
+    return family, saved
+
+
 def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.device,
-             ranks: _Ranks, say) -> _Plan:
+             ranks: _Ranks, say, arch: str | None) -> _Plan:
     """Everything that can fail on the user's side, checked before a single file is written."""
-    data = scan_training_data(data_dir)
     run_dir = Path(output) if output is not None else Path("runs") / Path(data_dir).resolve().name
     if resume and init_from is not None:
         raise UserError("--resume and --init-from exclude each other: a resumed run continues its own weights")
+    if resume and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder to resume (drop --resume to start a new run)")
+    family, saved = _family_of_run(run_dir, arch) if resume else (get_family(arch), None)
+    data = family.scan_data(Path(data_dir))
     checkpoint = None
     if resume:
-        if not run_dir.is_dir():
-            raise UserError(f"{run_dir}: no such run folder to resume (drop --resume to start a new run)")
-        saved = ckpt.read_run_config(run_dir)
-        resolved = resolve_config(config, saved.get("train", {}), run_dir)
+        run, hyper = resolve_config(family, config, saved.get("train", {}), run_dir)
         if saved.get("world_size", 1) != ranks.world_size:
             say(f"[yellow]warning:[/] the run was started with {saved.get('world_size', 1)} process(es), now "
                 f"{ranks.world_size}: the data order (and the total batch size) differ from an uninterrupted run")
-        if resolved.decay and resolved.iterations != saved["train"]["iterations"]:
-            say(f"note: --iterations changed from {saved['train']['iterations']} to {resolved.iterations}: "
+        if getattr(hyper, "decay", False) and run.iterations != saved["train"]["iterations"]:
+            say(f"note: --iterations changed from {saved['train']['iterations']} to {run.iterations}: "
                 f"the learning rate decays over the new second half")
         recorded = _read_json(run_dir / DATA_NAME)
         if recorded and recorded.get("train") != data.relative():
@@ -237,21 +254,21 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise UserError(f"{run_dir}: already exists and is not empty; pass --resume to continue that run, "
                             f"or choose another --output")
-        resolved = resolve_config(config)
+        run, hyper = resolve_config(family, config)
         if init_from is not None:
-            _check_init_source(Path(init_from))
-    check_precision(resolved.precision, device)
+            _check_init_source(family, Path(init_from))
+    check_precision(run.precision, device)
 
-    run_config = {"format": ckpt.FORMAT, "ugatit_cli": __version__, "train": resolved.to_dict(),
-                  "model": resolved.model_config().to_dict(), "data_dir": str(Path(data_dir).resolve()),
+    run_config = {"format": ckpt.FORMAT, "family": family.name, "format_version": FORMAT_VERSION,
+                  "ugatit_cli": __version__, "train": flat_settings(run, hyper),
+                  "model": family.model_config_for(hyper).to_dict(), "data_dir": str(Path(data_dir).resolve()),
                   "data_name": Path(data_dir).resolve().name, "world_size": ranks.world_size}
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.write_json_atomic(run_dir / ckpt.RUN_CONFIG, run_config)
     if not resume or not (run_dir / DATA_NAME).is_file():
         ckpt.write_json_atomic(run_dir / DATA_NAME, {"root": str(data.root.resolve()), "train": data.relative()})
-    return _Plan(run_dir, run_config, {s: [str(p) for p in files] for s, files in data.train.items()},
-                 {s: str(p) if p else None for s, p in data.test.items()},
-                 str(checkpoint) if checkpoint else None, str(init_from) if init_from is not None else None)
+    return _Plan(run_dir, family.name, run_config, data, str(checkpoint) if checkpoint else None,
+                 str(init_from) if init_from is not None else None)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -261,27 +278,24 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _check_init_source(path: Path) -> None:
+def _check_init_source(family: Family, path: Path) -> None:
     if not path.exists():
         raise UserError(f"{path}: --init-from: no such file or folder")
-    if not (path.is_file() and path.suffix == ".pt") and not ckpt.is_run_or_checkpoint(path):
-        raise UserError(f"{path}: --init-from takes an official U-GAT-IT checkpoint (*_params_*.pt) or a "
-                        f"ugatit-cli run folder or checkpoint")
+    if not family.can_init_from(path) and not ckpt.is_run_or_checkpoint(path):
+        raise UserError(f"{path}: --init-from takes an official {family.title} checkpoint or a ugatit-cli run "
+                        f"folder or checkpoint")
 
 
 def _init_weights(trainer, path: Path) -> None:
-    """Start from another run's newest checkpoint or an official checkpoint: all six networks, fresh optimisers."""
+    """Start from another run's newest checkpoint or an official checkpoint: every network, fresh optimisers."""
     if path.is_file():
         trainer.load_official(path)
         return
     folder = ckpt.checkpoint_folder(path)
-    state = ckpt.load_checkpoint(folder)
+    state = ckpt.load_checkpoint(folder, list(trainer.nets))
     for name, net in trainer.nets.items():
-        try:
-            net.load_state_dict(state["nets"][name])
-        except RuntimeError as exc:
-            raise UserError(f"{folder}: {name} does not fit this run's network settings "
-                            f"({str(exc).strip().splitlines()[-1].strip()})") from None
+        load_strict(net, state["nets"][name], str(folder), name, verb="does not fit",
+                    hint="this run's network settings")
     for name, ema in (trainer.ema or {}).items():
         ema.load_state_dict(trainer.nets[name].state_dict())
 
@@ -306,7 +320,7 @@ class _Watch:
 
     PLAIN_EVERY_S = 30.0
 
-    def __init__(self, run_dir: Path, config: TrainConfig, start: int, enabled: bool, console):
+    def __init__(self, run_dir: Path, config: RunConfig, start: int, enabled: bool, console):
         self.config, self.console = config, console
         self.log = (run_dir / LOG_NAME).open("a", encoding="utf-8")
         began = time.perf_counter()
@@ -326,10 +340,9 @@ class _Watch:
 
             self.progress = Progress(
                 TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
-                TimeRemainingColumn(), TextColumn("d_loss {task.fields[d_loss]}  g_loss {task.fields[g_loss]}"),
-                console=console)
+                TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=console)
             self.task = self.progress.add_task("train", total=config.iterations, completed=start, speed="",
-                                               d_loss="-", g_loss="-")
+                                               losses="")
             self.progress.start()
         self._last = (start, began)
 
@@ -350,13 +363,12 @@ class _Watch:
                     self.tensorboard.add_scalar(f"{'lr' if key == 'lr' else 'loss/' + key}", value, iteration)
         if self.progress is not None:
             self.progress.update(self.task, completed=iteration, speed=f"{self.speed or 0:.2f} it/s",
-                                 d_loss=f"{losses['d_loss']:.4f}", g_loss=f"{losses['g_loss']:.4f}")
+                                 losses=_headline(losses))
         elif self.plain and (now - self._printed >= self.PLAIN_EVERY_S or iteration == self.config.iterations):
             self._printed = now
             left = (self.config.iterations - iteration) / self.speed if self.speed else math.nan
             self.console.print(f"iteration {iteration}/{self.config.iterations}  {self.speed or 0:.2f} it/s  "
-                               f"ETA {_duration(left)}  d_loss {losses['d_loss']:.4f}  g_loss {losses['g_loss']:.4f}",
-                               highlight=False)
+                               f"ETA {_duration(left)}  {_headline(losses)}", highlight=False)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -364,6 +376,11 @@ class _Watch:
         if self.tensorboard is not None:
             self.tensorboard.close()
         self.log.close()
+
+
+def _headline(losses: Mapping[str, float]) -> str:
+    """The first two loss terms (a family puts its total losses first), as the progress line shows them."""
+    return "  ".join(f"{key} {value:.4f}" for key, value in list(losses.items())[:2])
 
 
 def _duration(seconds: float) -> str:
@@ -376,20 +393,19 @@ def _duration(seconds: float) -> str:
 # --- the loop -----------------------------------------------------------------------------------------------
 
 
-def train(data_dir: str | os.PathLike, config: TrainConfig | Mapping[str, Any] | None = None, *,
+def train(data_dir: str | os.PathLike, config: Any = None, *, arch: str | None = None,
           output: str | os.PathLike | None = None, resume: bool = False, init_from: str | os.PathLike | None = None,
           device: str = "auto", progress: bool = True) -> RunSummary:
-    """Train U-GAT-IT on ``data_dir`` (``trainA/ trainB/`` [``testA/ testB/``]) into the run folder ``output``
-    (default ``runs/<data folder name>``).
+    """Train a model of the family ``arch`` (default U-GAT-IT; a resumed run keeps its own) on ``data_dir``
+    (the family's ``data_layout``) into the run folder ``output`` (default ``runs/<data folder name>``).
 
-    ``config`` is a TrainConfig or a mapping of the settings to change (from the defaults, or with
-    ``resume=True`` from the run's own settings, of which only the ``RESUMABLE`` ones may change).
-    ``init_from`` starts a new run from an official ``*_params_*.pt`` checkpoint or another run's newest
-    checkpoint. Under torchrun every process calls this; the returned summary is the same on every rank.
+    ``config`` is a flat dataclass of settings (U-GAT-IT: a TrainConfig) or a mapping of the settings to
+    change: RunConfig's and the family's hyper-parameters (from the defaults, or with ``resume=True`` from
+    the run's own settings, of which only the ``RESUMABLE`` ones may change). ``init_from`` starts a new run
+    from an official checkpoint of the family or another run's newest checkpoint. Under torchrun every
+    process calls this; the returned summary is the same on every rank.
     """
     from rich.console import Console
-
-    from .trainer import SAMPLE_ROWS, Trainer
 
     began = time.perf_counter()
     target, ranks = _device_and_ranks(device)
@@ -402,7 +418,7 @@ def train(data_dir: str | os.PathLike, config: TrainConfig | Mapping[str, Any] |
     plan = None
     if ranks.main:
         try:
-            plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say)
+            plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say, arch)
         except Exception as exc:
             _share(ranks, str(exc))  # the other ranks stop with the same message instead of waiting
             raise
@@ -410,7 +426,7 @@ def train(data_dir: str | os.PathLike, config: TrainConfig | Mapping[str, Any] |
     if isinstance(plan, str):  # rank 0's error
         raise UserError(plan)
     try:
-        return _run(plan, target, ranks, progress, console, say, began, Trainer, SAMPLE_ROWS)
+        return _run(plan, target, ranks, progress, console, say, began)
     except UserError:
         if ranks.main and not resume:
             _remove_unstarted(plan.run_dir)
@@ -430,11 +446,12 @@ def _remove_unstarted(run_dir: Path) -> None:
         pass
 
 
-def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, console, say, began: float,
-         trainer_class, sample_rows) -> RunSummary:
-    config = TrainConfig.from_dict(plan.config["train"])
+def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, console, say,
+         began: float) -> RunSummary:
+    family = get_family(plan.family)
+    config, hyper = resolve_config(family, plan.config["train"])
     torch.manual_seed(config.seed)  # the networks' initial weights; DDP copies rank 0's to the others
-    trainer = trainer_class(config, device, distributed=ranks.distributed)
+    trainer = family.trainer(config, hyper, device, ranks.distributed)
     restored = False
     if plan.checkpoint is not None:
         state = ckpt.load_checkpoint(Path(plan.checkpoint))
@@ -452,20 +469,13 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
         random.seed(config.seed + ranks.rank)
 
     start = trainer.iteration
-    streams = TrainingStreams({s: [Path(p) for p in files] for s, files in plan.files.items()}, config.size,
-                              config.batch_size, config.seed, ranks.rank, ranks.world_size)
-    loader = training_loader(streams, start, max(start, config.iterations), config.workers,
-                             pin_memory=device.type == "cuda")
+    loader = family.loader(plan.data, config, hyper, start, max(start, config.iterations), ranks.rank,
+                           ranks.world_size, device.type == "cuda")
     run_dir = plan.run_dir
     watch = samples = None
     if ranks.main:
         _trim_log(run_dir / LOG_NAME, start)
-        # the same images every time, so that grids compare across iterations: the first training images,
-        # then the first test images
-        samples = {s: torch.cat([sample_images([Path(p) for p in plan.files[s]], config.size, SAMPLE_COUNT),
-                                 sample_images(list_images(Path(plan.test[s])) if plan.test[s] else [], config.size,
-                                               SAMPLE_COUNT)])
-                   for s in ("A", "B")}
+        samples = family.sample_batch(plan.data, hyper)
         watch = _Watch(run_dir, config, start, progress, console)
     if start >= config.iterations:
         say(f"{run_dir}: already trained for {start} of {config.iterations} iterations; "
@@ -487,16 +497,13 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
     interrupted = False
     try:
         with _stop_requests() as stop:
-            for real_a, real_b in loader:
-                losses = trainer.step(real_a, real_b)
+            for batch in loader:
+                losses = trainer.train_step(batch)
                 iteration = trainer.iteration
                 if ranks.main:
                     watch.step(iteration, losses)
-                    if iteration % config.sample_every == 0:
-                        from .samples import write_samples
-
-                        write_samples(run_dir / "samples", iteration, trainer.sample(samples["A"], samples["B"]),
-                                      sample_rows)
+                    if iteration % config.sample_every == 0 and samples is not None:
+                        write_samples(run_dir / SAMPLES, iteration, trainer.sample_grids(samples))
                 interrupted = _agree(stop["stop"], ranks, device)
                 if iteration % config.save_every == 0 or iteration == config.iterations or interrupted:
                     save()
@@ -513,6 +520,16 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
             f"continue with --resume")
     return RunSummary(run_dir, trainer.iteration, config.iterations, interrupted, newest,
                       time.perf_counter() - began, losses, trainer)
+
+
+def write_samples(folder: Path, iteration: int, grids: Mapping[str, Any]) -> list[Path]:
+    """Write each grid as ``<name>_<iteration>.png`` atomically; returns their paths."""
+    written = []
+    for name, grid in grids.items():
+        path = folder / f"{name}_{iteration:08d}.png"
+        save_image_atomic(grid, path)
+        written.append(path)
+    return written
 
 
 def _agree(stop: bool, ranks: _Ranks, device: torch.device) -> bool:

@@ -1,0 +1,90 @@
+"""The ``ugatit`` command line: the Typer app, its error rule and entry point. Each command lives in its own
+module of this package (``translate``, ``train``, ``export``, ``evaluate``, ``models``) and registers on
+``app`` when imported (at the end of this module).
+
+The exit-code rule (README, "Exit status"): 0 everything asked for was done; 1 some inputs failed (each named
+on stderr with its reason) and the rest were done; 2 nothing could start (bad options, a MODEL or DATA_DIR
+that cannot be found or read). A :class:`~ugatit_cli.errors.UserError` carries its code.
+"""
+
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from ..errors import UserError
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # soft_wrap: a message stays one line
+
+
+def print_error(message: str) -> None:
+    """One red line on stderr."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+
+
+class _UserErrorsAsExitCodes(TyperGroup):
+    """Every command's :class:`UserError` becomes one red line on stderr and its ``exit_code`` (2: usage,
+    1: bad input), never a traceback; commands need no handling of their own."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            print_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(cls=_UserErrorsAsExitCodes, add_completion=False, no_args_is_help=True,
+                  help="U-GAT-IT image-to-image translation.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"ugatit-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Translate images with U-GAT-IT, train models, export and evaluate them."""
+    if PLUGIN_ERROR is not None:  # a family plugin that fails to import: one line, exit 2
+        raise PLUGIN_ERROR
+
+
+def main() -> None:
+    app()
+
+
+def family_help(key: str, families: dict | None = None) -> str:
+    """What the families add to the help of a shared option (``Family.cli_help``), e.g. "U-GAT-IT: a2b or b2a"."""
+    found = [f"{f.title}: {f.cli_help[key]}" for f in (families or FAMILIES).values() if key in f.cli_help]
+    return "; ".join(found)
+
+
+def _families() -> dict:
+    """Every model family (built in and plugins) for the generated options; a plugin's import error is
+    kept and reported by the root command rather than as a traceback at import."""
+    global PLUGIN_ERROR
+    from ..families.base import families
+
+    try:
+        return families()
+    except UserError as exc:
+        PLUGIN_ERROR = exc
+        from ..families.base import get_family
+
+        return {"ugatit": get_family("ugatit")}
+
+
+PLUGIN_ERROR: UserError | None = None
+FAMILIES = _families()
+
+from . import evaluate, export, models, train, translate  # noqa: E402, F401  (each registers its command)

@@ -1,0 +1,63 @@
+"""``ugatit translate``: options common to every family, plus each family's own (``translate_options``)."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from .app import FAMILIES, app, err_console, family_help, print_error
+from .options import translate_options, with_options
+
+GENERATED = translate_options(FAMILIES)
+
+
+def translate(
+    inputs: Annotated[list[str], typer.Argument(
+        metavar="INPUT", help="Image files, folders (recursive; relative paths kept) or glob patterns.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered name, Hub repo id (user/name), model "
+                                       f"folder, training run or checkpoint ({family_help('model')}).")],
+    direction: Annotated[str | None, typer.Option(help=f"Which way to translate, for families that have "
+                                                  f"directions ({family_help('direction')}).",
+                                                  show_default="the family's first")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")] = Path("translated"),
+    size: Annotated[int | None, typer.Option(help=f"Square size the model runs at ({family_help('size')}).",
+                                             show_default="the model's training size")] = None,
+    keep_size: Annotated[bool, typer.Option("--keep-size", help="Scale each result back to its input's size.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.",
+                                                   show_default="1 on a CPU, where it is fastest; 8 on a GPU")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else they are "
+                                            "skipped).")] = False,
+    revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads that decode and encode images.",
+                                                show_default="the number of CPUs, at most 8")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
+    from ..translation import translate as run_translation
+
+    given = {name: value for name, value in (options or {}).items() if value is not None}
+    report = run_translation(
+        inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
+        device=device, precision=precision, overwrite=overwrite, revision=revision, workers=workers,
+        progress=not (quiet or as_json), **given,
+    )
+    for failure in report.failed:
+        print_error(f"{failure.source}: {failure.reason}")
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    elif not quiet:
+        skipped = f", {len(report.skipped)} skipped (exist; --overwrite replaces them)" if report.skipped else ""
+        failed = f", {len(report.failed)} failed" if report.failed else ""
+        images = "image" if len(report.done) == 1 else "images"
+        err_console.print(f"Translated {len(report.done)} {images}{skipped}{failed} in {report.seconds:.1f} s "
+                          f"({report.images_per_second:.2f} images/s) into {escape(str(report.output_dir))}")
+    raise typer.Exit(report.exit_code)
+
+
+app.command("translate")(with_options(translate, GENERATED))

@@ -1,0 +1,1 @@
+"""Building blocks every layer may use: files, devices, progress display, images. No model knowledge."""

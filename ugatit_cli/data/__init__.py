@@ -1,0 +1,1 @@
+"""Training data streams whose batches depend only on (seed, stream, epoch, position)."""

@@ -1,0 +1,1 @@
+"""``ugatit eval``: KID/FID of translations against real images (features, metrics, the comparisons)."""

@@ -1,0 +1,190 @@
+"""``ugatit eval``: KID (and FID) of translations against real images, as the U-GAT-IT paper reports them.
+
+With a model, the family says what to compare (``Family.eval_pairs``; U-GAT-IT: the translations of one
+domain's test images with the real test images of the other): the source images are translated into a
+temporary folder (removed afterwards) and compared with the real images. Two folders can also be compared
+directly. Features come from torch-fidelity's
+FID Inception network (:mod:`ugatit_cli.evaluate.features`); the numbers from :mod:`ugatit_cli.evaluate.metrics`.
+"""
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.images import InputProblem
+from ..errors import UserError
+from ..families.base import Direction, EvalPair, Family, Model
+from .features import FeatureExtractor, FolderFeatures, InceptionFeatures, folder_features
+from .metrics import fid_from_features, kid_from_features
+
+FEATURE_BATCH_SIZE = 16  # Inception batches when none is given; translation has its own per-device default
+
+
+@dataclass
+class Comparison:
+    """One KID/FID measurement; KID in raw units (the paper prints ``kid_mean * 100``)."""
+
+    real: str
+    fake: str
+    real_images: int
+    fake_images: int
+    direction: str | None = None
+    kid_mean: float | None = None
+    kid_std: float | None = None
+    kid_subset_size: int | None = None
+    fid: float | None = None
+
+
+@dataclass
+class EvaluationReport:
+    comparisons: list[Comparison]
+    failures: list[InputProblem] = field(default_factory=list)  # images skipped, with the reason
+    extractor: str = ""
+    kid_subsets: int = 100
+    seed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        results = []
+        for c in self.comparisons:
+            row = asdict(c)
+            if c.kid_mean is not None:
+                row["kid_x100_mean"], row["kid_x100_std"] = 100 * c.kid_mean, 100 * c.kid_std
+            results.append(row)
+        return {
+            "results": results,
+            "failures": [{"path": p.path, "reason": p.reason} for p in self.failures],
+            "feature_extractor": self.extractor,
+            "kid_subsets": self.kid_subsets,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class _Settings:
+    kid: bool
+    fid: bool
+    extractor: FeatureExtractor
+    batch_size: int | None
+    kid_subsets: int
+    kid_subset_size: int
+    seed: int
+    cache: bool
+    cache_dir: str | os.PathLike | None
+    progress: bool
+
+    def features(self, folder: str | os.PathLike, cache: bool | None = None, label: str | None = None
+                 ) -> FolderFeatures:
+        batch_size = self.batch_size or FEATURE_BATCH_SIZE
+        return folder_features(folder, self.extractor, batch_size=batch_size, progress=self.progress,
+                               cache=self.cache if cache is None else cache, cache_dir=self.cache_dir, label=label)
+
+    def compare(self, real: FolderFeatures, fake: FolderFeatures, fake_name: str, direction: str | None) -> Comparison:
+        for side, name in ((real, str(real.folder)), (fake, fake_name)):
+            if len(side.features) < 2:
+                raise UserError(f"{name}: {len(side.features)} readable image(s); KID and FID need at least 2")
+        comparison = Comparison(str(real.folder), fake_name, len(real.features), len(fake.features), direction)
+        if self.kid:
+            comparison.kid_mean, comparison.kid_std = kid_from_features(
+                real.features, fake.features, self.kid_subsets, self.kid_subset_size, self.seed)
+            comparison.kid_subset_size = min(self.kid_subset_size, len(real.features), len(fake.features))
+        if self.fid:
+            comparison.fid = fid_from_features(real.features, fake.features)
+        return comparison
+
+    def report(self, comparisons: list[Comparison], failures: list[InputProblem]) -> EvaluationReport:
+        unique = list({p.path: p for p in failures}.values())  # with "both", testA is read twice
+        return EvaluationReport(comparisons, unique, self.extractor.identity, self.kid_subsets, self.seed)
+
+
+def _settings(kid: bool, fid: bool, extractor: FeatureExtractor | None, inception_weights, device, progress,
+              **options: Any) -> _Settings:
+    if not (kid or fid):
+        raise UserError("nothing to measure: ask for --kid and/or --fid")
+    if extractor is None:
+        extractor = InceptionFeatures(inception_weights, device=device, progress=progress)
+    return _Settings(kid, fid, extractor, progress=progress, **options)
+
+
+def evaluate_folders(
+    real: str | os.PathLike, fake: str | os.PathLike, *, kid: bool = True, fid: bool = False,
+    extractor: FeatureExtractor | None = None, inception_weights: str | os.PathLike | None = None,
+    device: str | torch.device = "auto", batch_size: int | None = None, kid_subsets: int = 100,
+    kid_subset_size: int = 1000, seed: int = 0, cache: bool = True, cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """KID/FID between the images of two folders (recursively); unreadable images are skipped and listed.
+
+    ``extractor`` replaces the FID Inception network (any callable on uint8 ``(B, 3, H, W)`` batches with an
+    ``identity`` string); ``inception_weights`` is a local copy of torch-fidelity's Inception weights.
+    ``batch_size`` defaults to 16 images per feature batch.
+    """
+    settings = _settings(kid, fid, extractor, inception_weights, device, progress, batch_size=batch_size,
+                         kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
+                         cache_dir=cache_dir)
+    real_features, fake_features = settings.features(real), settings.features(fake)
+    comparison = settings.compare(real_features, fake_features, str(fake_features.folder), None)
+    return settings.report([comparison], real_features.failures + fake_features.failures)
+
+
+def evaluate_model(
+    data_dir: str | os.PathLike, model: str | os.PathLike | Model, *, direction: str | None = None,
+    kid: bool = True, fid: bool = False, extractor: FeatureExtractor | None = None,
+    inception_weights: str | os.PathLike | None = None, device: str | torch.device = "auto",
+    batch_size: int | None = None, revision: str | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
+    seed: int = 0, cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+) -> EvaluationReport:
+    """Translate the test images of ``data_dir`` with ``model`` and measure the translations against the real
+    test images the family pairs them with (U-GAT-IT: ``testA`` translated a2b against ``testB``, b2a the
+    other way; ``direction="both"`` for both; None: the family's default direction).
+
+    Translation runs through :func:`ugatit_cli.translate` at the model's size; ``batch_size`` applies to it and
+    to the features (default: translate's per-device choice, and 16). Other options as :func:`evaluate_folders`.
+    """
+    from ..store.sources import peek_family, resolve_model
+    from ..translation import translate
+
+    data_dir = Path(data_dir)
+    family = model.family if isinstance(model, Model) else peek_family(model)
+    directions, pairs = _pairs(family, data_dir, direction) if family is not None else (None, [])
+    settings = _settings(kid, fid, extractor, inception_weights, device, progress, batch_size=batch_size,
+                         kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
+                         cache_dir=cache_dir)
+    if isinstance(model, Model):
+        loaded = model
+    else:  # a Hub repo's family is known once loaded: ask for the one direction named, or all
+        wanted = directions if family is not None else None if direction in (None, "both") else (direction,)
+        loaded = resolve_model(model, wanted, revision)
+    if family is None:
+        directions, pairs = _pairs(loaded.family, data_dir, direction)
+    comparisons, failures = [], []
+    for pair in pairs:
+        real_features = settings.features(pair.real)
+        with tempfile.TemporaryDirectory(prefix=f"ugatit-eval-{pair.label}-") as tmp:
+            translation = translate([pair.source], loaded, direction=pair.direction, output=tmp,
+                                    batch_size=batch_size, device=device, progress=progress)
+            failures += [InputProblem(str(f.source), f.reason) for f in translation.failed]
+            # translations are new files every run: caching their features could never hit
+            fake_features = settings.features(tmp, cache=False, label=f"{pair.source.name} translated {pair.label}")
+        comparisons.append(settings.compare(real_features, fake_features, f"{pair.source} translated {pair.label}",
+                                            pair.label))
+        failures += real_features.failures + fake_features.failures
+    return settings.report(comparisons, failures)
+
+
+def _pairs(family: Family, data_dir: Path, direction: str | None) -> tuple[tuple[str, ...] | None, list[EvalPair]]:
+    """The directions asked for and what to compare (UserError when ``data_dir`` lacks a folder)."""
+    directions = None
+    if family.directions:
+        directions = tuple(d.name for d in Direction.parse(direction or family.default_direction, family,
+                                                            allow_both=True))
+    elif direction not in (None, "both"):
+        Direction.parse(direction, family)  # raises: the family has no directions
+    return directions, family.eval_pairs(data_dir, directions)

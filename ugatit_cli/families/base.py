@@ -1,0 +1,589 @@
+"""The model-family seam: what one image-to-image system (U-GAT-IT, pix2pixHD, TUNIT, ...) tells the shared
+layers, and the registry of families.
+
+A family is a folder ``ugatit_cli/families/<name>/`` (or any importable module, see "Plugins") that owns
+everything particular to one system: its config dataclasses, networks, losses, trainer step, training data
+reader, importers of official checkpoints, input preparation and outputs, ONNX inputs/outputs, what ``eval``
+compares and its model-card facts. The shared layers reach it only through :class:`Family`:
+
+- ``store/`` (model folders, run folders, MODEL sources, the Hub) asks it for weight file names, builds and
+  loads its networks (:meth:`Family.build_net`), and tries its importers (:attr:`Family.sources`);
+- ``translate`` asks for a :class:`Translator` (input size, preparation, forward pass, outputs to write);
+- ``export`` asks for :meth:`Family.onnx_io` (module, example inputs, names, dynamic axes);
+- ``evaluate/`` asks for :meth:`Family.eval_pairs` (which folder is translated and compared with which);
+- ``train/`` (run folder, checkpoints, resume, signals, DDP, logging) asks for the training data
+  (:meth:`Family.scan_data`, :meth:`Family.loader`) and a :class:`FamilyTrainer`;
+- ``cli/`` builds each family's ``train`` options from :attr:`Family.hyper_params` (one Typer help panel
+  per family) and its ``translate`` options from :attr:`Family.translate_options`.
+
+Heavy imports (torch, the networks) happen inside the methods, never when the family module is imported:
+``ugatit --help`` imports every registered family to list its options.
+
+Plugins: a family outside this package registers with one call, :func:`register_family`. The registry also
+imports the modules named by the environment variable ``UGATIT_FAMILIES`` (``module:attribute`` pairs,
+comma-separated; the attribute is a Family instance or class), so that ``ugatit ...`` in a new process sees
+them. (Not Python entry points: scanning installed packages' metadata costs ``ugatit --help`` ~70 ms, a
+third of its start-up.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from ..errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+#: Version of the model/run folder layout that ``config.json`` records as ``format_version``. A folder
+#: without it was written by ugatit-cli 0.1.0 (always U-GAT-IT).
+FORMAT_VERSION = 1
+DEFAULT_FAMILY = "ugatit"
+ENV_VAR = "UGATIT_FAMILIES"
+
+
+# --- options: dataclass fields that the CLI turns into options --------------------------------------------
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None,
+           negative: str | None = None, default_factory: Any = dataclasses.MISSING,
+           show_default: str | None = None) -> Any:
+    """A dataclass field that is also a CLI option.
+
+    ``flag`` is the option name (default ``--field-name``); ``negative`` the off switch of a bool
+    (``--no-decay``). ``show_default`` replaces the printed default. The CLI reads these from
+    ``dataclasses.fields(...).metadata["cli"]``; the default shown is the field's own, so they never disagree.
+    """
+    meta = {"cli": {"help": help, "flag": flag, "negative": negative, "show_default": show_default}}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def cli_flag(f: dataclasses.Field) -> str:
+    """The option name of a dataclass field (``n_res`` -> ``--n-res`` unless ``option(flag=...)`` says)."""
+    meta = f.metadata.get("cli", {})
+    return meta.get("flag") or "--" + f.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class TranslateOption:
+    """An extra ``ugatit translate`` option of a family (``--heatmap``, ``--reference IMAGE``, ``--domain K``,
+    ``--instance-maps DIR``). ``type`` is ``bool``, ``int``, ``float``, ``str`` or ``Path``; the value reaches
+    :meth:`Family.translator` in ``options[name]`` (None when not given, False for an unset bool)."""
+
+    name: str
+    type: type
+    help: str
+    flag: str | None = None
+    metavar: str | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+
+# --- the run settings every family shares ------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    """How a training run goes, whatever the family: length, batch, seed, numerics, cadence. A family's own
+    hyper-parameters (losses, optimiser, architecture) are its :attr:`Family.hyper_params`; a family may
+    change these defaults in :attr:`Family.run_defaults`. Each field is an ``ugatit train`` option."""
+
+    iterations: int = option(100_000, help="Total training iterations.")
+    batch_size: int = option(1, help="Images per iteration (per domain where there are two; per process "
+                                     "under torchrun).")
+    seed: int = option(0, help="Seed of the initial weights, data order and augmentation.")
+    ema: float | None = option(None, help="Keep an exponential moving average of the generators with this decay "
+                                          "(e.g. 0.999); samples and models loaded from the run use it.")
+    precision: str = option("fp32", help="fp32, bf16 or fp16 (autocast; GradScaler for fp16).")
+    compile: bool = option(False, help="torch.compile the networks.", negative="--no-compile")
+    workers: int = option(2, help="Data-loading worker processes.")
+    save_every: int = option(1000, help="Iterations between checkpoints.")
+    keep_checkpoints: int = option(3, help="Checkpoints to keep (the newest).", flag="--keep")
+    sample_every: int = option(1000, help="Iterations between sample grids.")
+    log_every: int = option(10, help="Iterations between lines of log.jsonl.")
+
+    def check(self) -> None:
+        """UserError for values no run can use."""
+        for name in ("iterations", "batch_size", "save_every", "sample_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise UserError(f"--workers must be >= 0, got {self.workers}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}")
+        if self.ema is not None and not 0.0 <= self.ema < 1.0:
+            raise UserError(f"--ema must be in [0, 1), got {self.ema}")
+
+
+def dataclass_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """``cls`` from the mapping's keys that are its fields (others are ignored, so newer files still load)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# --- directions --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Direction:
+    """Which way a model translates, for families whose model holds one generator per way (U-GAT-IT:
+    ``a2b``, ``b2a``). Families with one generator (pix2pixHD) or a per-call condition (TUNIT: a reference
+    image or a domain index, in :class:`TranslateOption` s) declare no directions.
+
+    ``parse`` is the one place a user's ``--direction`` is checked; ``both`` expands to every direction.
+    """
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+    @staticmethod
+    def parse(text: str, family: Family, *, allow_both: bool = False) -> tuple[Direction, ...]:
+        """``text`` as one direction (or, with ``allow_both``, ``both`` = all of them); UserError otherwise."""
+        names = family.directions
+        if not names:
+            raise UserError(f"--direction does not apply to {family.title} models (they have one way)")
+        if allow_both and text == "both":
+            return tuple(Direction(n) for n in names)
+        if text not in names:
+            expected = " or ".join([*names, *(["both"] if allow_both else [])])
+            raise UserError(f"unknown direction {text!r}; expected {expected}")
+        return (Direction(text),)
+
+
+# --- what a family hands the store ------------------------------------------------------------------------
+
+
+@runtime_checkable
+class ModelConfig(Protocol):
+    """A family's architecture dataclass (what ``config.json`` of a model folder holds besides ``family``,
+    ``format_version`` and ``weights_dtype``). The size rules are its methods."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Build from ``config.json``; unknown keys are ignored; ValueError for values it rejects."""
+        ...
+
+    def default_size(self) -> int:
+        """The square side the model runs at when the user gives no ``--size`` (its training size)."""
+        ...
+
+    def check_size(self, size: int | None) -> int:
+        """``size`` if the model can run at it (``default_size()`` for None); UserError with the rule
+        otherwise."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """One local MODEL format a family reads (a checkpoint of its official code, ...).
+
+    ``matches(path)`` recognises it cheaply (file names, magic bytes; it must not raise); ``load(path,
+    keys)`` returns a :class:`~ugatit_cli.store.model.Model` holding at least the networks ``keys``."""
+
+    kind: str
+    matches: Callable[[Path], bool]
+    load: Callable[[Path, Sequence[str]], Any]
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A named pretrained model (``ugatit models``, ``--model NAME``); ``resolve(keys, revision)`` returns
+    the :class:`Model` with those networks loaded."""
+
+    name: str
+    description: str
+    origin: str  # where the weights come from, shown by `ugatit models`
+    resolve: Callable[[Sequence[str], str | None], Any]
+    family: str = DEFAULT_FAMILY
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One file ``translate`` writes per input: ``<stem><suffix>.png`` from the forward pass's ``key``.
+
+    ``kind`` is ``image`` (B x 3 x H x W in [-1, 1], resized to the input's size with ``--keep-size``) or
+    ``jet`` (a one-channel map B x 1 x h x w, any range; min-max normalised and drawn in jet colours at the
+    output image's size)."""
+
+    key: str
+    suffix: str = ""
+    kind: str = "image"
+
+
+@dataclass(frozen=True)
+class OnnxIO:
+    """What ``export --format onnx`` needs for one network of a model: the module to trace, example inputs
+    (batch 2: torch.export specialises 0 and 1), input and output names, and ``dynamic`` axes per input
+    (``{"input": {0: "batch", 2: "height", 3: "width"}}``; height and width are multiples of ``multiple``)."""
+
+    module: Any
+    example: tuple[Any, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    dynamic: Mapping[str, Mapping[int, str]]
+    multiple: int = 4
+    description: str = ""  # one sentence for the model card: shapes and ranges of inputs and outputs
+
+
+@dataclass(frozen=True)
+class EvalPair:
+    """One ``eval`` comparison: translate the images of ``source`` with ``condition`` (a direction name or
+    None), compare the results with the real images of ``real``."""
+
+    label: str  # shown in the report, e.g. "a2b"
+    source: Path
+    real: Path
+    direction: str | None = None
+
+
+# --- a loaded model ------------------------------------------------------------------------------------------
+
+WEIGHTS_DTYPES = ("float32", "float16")
+
+
+class Model:
+    """A family's networks for inference: what a model folder holds and every MODEL source loads.
+
+    ``nets`` maps the family's network keys (:meth:`Family.weight_files`) to modules in eval mode; a model
+    may hold a subset (one direction). ``card`` holds what a loader knows for the model card (``source``: a
+    Markdown sentence; ``training``: hyper-parameters; ``metrics``). ``weights_dtype`` is the dtype a model
+    folder stores the weights in (``float32``, or ``float16`` for half-size exports; loading casts back).
+    The store (``ugatit_cli.store.model_folder``) reads and writes model folders and the Hub.
+    """
+
+    def __init__(self, family: Family | str, config: Any, nets: Mapping[str, nn.Module] | None = None,
+                 card: Mapping[str, Any] | None = None, weights_dtype: str = "float32"):
+        if weights_dtype not in WEIGHTS_DTYPES:
+            raise ValueError(f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
+        self.family = get_family(family) if isinstance(family, str) else family
+        self.config = config
+        self.nets: dict[str, nn.Module] = dict(nets or {})
+        self.card: dict[str, Any] = dict(card or {})
+        self.weights_dtype = weights_dtype
+
+    @property
+    def generators(self) -> dict[str, nn.Module]:
+        """The networks by key (U-GAT-IT's name for them: one generator per direction)."""
+        return self.nets
+
+    def with_(self, **changes: Any) -> Model:
+        """A shallow copy with some of ``config``, ``nets``, ``card``, ``weights_dtype`` replaced."""
+        values = {"config": self.config, "nets": self.nets, "card": self.card, "weights_dtype": self.weights_dtype}
+        return Model(self.family, **(values | changes))
+
+
+# --- inference ------------------------------------------------------------------------------------------------
+
+
+class Translator(ABC):
+    """A loaded model ready for ``translate``: one per call (model + direction/condition + size).
+
+    ``translate`` reads each input with :meth:`read` on worker threads, stacks the arrays of a batch (every
+    key; inputs whose arrays differ in shape go into different batches), moves them to the device, calls
+    :meth:`forward` and writes :attr:`outputs`.
+    """
+
+    #: the files written per input; U-GAT-IT adds its attention map (kind "jet") with --heatmap
+    outputs: tuple[OutputSpec, ...] = (OutputSpec("image"),)
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """The square side inputs are resized to."""
+
+    @abstractmethod
+    def modules(self) -> Sequence[nn.Module]:
+        """The networks the forward pass uses (``translate`` moves them to the device and memory format)."""
+
+    def read(self, source: Path) -> tuple[dict[str, Any], tuple[int, int]]:
+        """Per input, on a worker thread: the NumPy arrays the forward pass needs, and the input's (width,
+        height) (``--keep-size`` scales the outputs back to it). The default is the official test transform:
+        the image in RGB, bilinearly resized to :attr:`size` square, as uint8 H x W x 3 under ``"pixels"``,
+        plus :meth:`prepare`'s extras. Override it for inputs that are not photos (label maps) or that run
+        at their own size. Raise :class:`~ugatit_cli.core.images.BadImageError` for an unusable input."""
+        from ..core.images import open_rgb, resized_pixels
+
+        img = open_rgb(source)
+        pixels = resized_pixels(img, self.size)
+        return {"pixels": pixels, **self.prepare(source, pixels)}, img.size
+
+    def prepare(self, source: Path, pixels: Any) -> dict[str, Any]:
+        """Extra arrays for the default :meth:`read` (e.g. a map found beside ``source``); none by default."""
+        return {}
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor | None, extras: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+        """``x``: the ``"pixels"`` of :meth:`read` as B x 3 x H x W float in [-1, 1] on the device (None when
+        ``read`` gives none); ``extras``: the other arrays, stacked, on the device as they were (dtype kept).
+        Returns a tensor per :attr:`outputs` key."""
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class TrainingData(Protocol):
+    """What :meth:`Family.scan_data` found: enough to build the loader, recorded in the run folder."""
+
+    root: Path
+
+    def relative(self) -> dict[str, list[str]]:
+        """The training files relative to ``root`` per stream (``data.json`` of a run records it)."""
+        ...
+
+
+@runtime_checkable
+class FamilyTrainer(Protocol):
+    """A family's networks, optimisers and one training step; the shared run drives it.
+
+    Seed the global torch RNG before constructing it (the networks' initial weights come from it). With
+    ``distributed=True`` the process group is initialised and the trainer wraps what it updates in DDP.
+    """
+
+    iteration: int  # completed steps
+    nets: Mapping[str, nn.Module]  # every network, by the official names (saved as <name>.safetensors)
+    ema: Mapping[str, nn.Module] | None  # EMA copies of some nets (saved as ema_<name>.safetensors), or None
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """One iteration on a batch from :meth:`Family.loader`; the loss terms (plain floats) and ``lr``. The
+        first two keys are shown in the progress line."""
+        ...
+
+    def sample_grids(self, batch: Any) -> Mapping[str, Any]:
+        """PIL images to write as ``samples/<name>_<iteration>.png`` from :meth:`Family.sample_batch`."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"iteration", "nets": {name: state}, "ema": {name: state} | None, ...}``; everything else
+        (optimisers, scaler) must be tensors and plain containers (``torch.load(weights_only=True)``)."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any], source: str = "checkpoint") -> None:
+        """Restore what :meth:`state_dict` returned; UserError naming ``source`` when it does not fit."""
+        ...
+
+    def load_official(self, path: Path) -> None:
+        """Start from an official checkpoint (``--init-from FILE``)."""
+        ...
+
+
+# --- the family -------------------------------------------------------------------------------------------
+
+
+class Family(ABC):
+    """Everything the shared layers know about one image-to-image system. Subclass, fill in, register an
+    instance with :func:`register_family`."""
+
+    #: the ``--arch`` value and ``config.json``'s ``family``
+    name: ClassVar[str]
+    #: human name ("U-GAT-IT"), used in messages, help panels and model cards
+    title: ClassVar[str]
+    #: architecture dataclass (see :class:`ModelConfig`)
+    model_config: ClassVar[type]
+    #: training hyper-parameters dataclass: losses, optimiser, architecture knobs; fields made with
+    #: :func:`option` become ``ugatit train --arch NAME`` options in the family's help panel
+    hyper_params: ClassVar[type]
+    #: overrides of :class:`~ugatit_cli.train.config.RunConfig` defaults (e.g. ``{"iterations": 1_000_000}``)
+    run_defaults: ClassVar[Mapping[str, Any]] = {}
+    #: ``--direction`` values; () when the family has one way (its ``default_direction`` is then None)
+    directions: ClassVar[tuple[str, ...]] = ()
+    default_direction: ClassVar[str | None] = None
+    #: extra ``ugatit translate`` options (``--heatmap``, ``--reference``, ``--domain``, ``--instance-maps``)
+    translate_options: ClassVar[tuple[TranslateOption, ...]] = ()
+    #: what DATA_DIR must hold, one line for ``ugatit train --help`` and errors
+    data_layout: ClassVar[str] = ""
+    #: what the family adds to the help of shared options, by key: ``model`` (the MODEL forms its importers
+    #: read), ``direction``, ``size``, ``init_from``, ``eval_direction``, ``eval_data``
+    cli_help: ClassVar[Mapping[str, str]] = {}
+    #: Hub tags and paper link for model cards
+    tags: ClassVar[tuple[str, ...]] = ()
+    paper_url: ClassVar[str | None] = None
+    #: model card pieces (Jinja, rendered with the card's facts): the opening sentence's subject, the "Use"
+    #: section (ending in a blank line) and the "Citation" section
+    card_summary: ClassVar[str] = "An image-to-image translation model"
+    card_use: ClassVar[str] = ""
+    card_citation: ClassVar[str] = ""
+
+    # -- networks and model folders --
+
+    @abstractmethod
+    def weight_files(self, config: Any) -> Mapping[str, str]:
+        """Network key -> safetensors file name of a model folder (U-GAT-IT: ``a2b`` ->
+        ``generator_a2b.safetensors``). A folder may hold a subset (a one-direction export)."""
+
+    @abstractmethod
+    def keys_for(self, directions: Sequence[str] | None) -> tuple[str, ...]:
+        """The network keys a translation in ``directions`` (None: every way the family has) needs."""
+
+    @abstractmethod
+    def build_net(self, config: Any, key: str) -> nn.Module:
+        """A freshly initialised network ``key`` for ``config`` (loading weights is the store's job)."""
+
+    def describe_file(self, key: str) -> str:
+        """What the model card says of network ``key``'s file."""
+        return key
+
+    # -- local formats and named models --
+
+    #: importers of official checkpoints, tried in order after the model and run folders
+    sources: ClassVar[Sequence[LocalSource]] = ()
+
+    def registered_models(self) -> Sequence[RegisteredModel]:
+        """Named pretrained models of this family."""
+        return ()
+
+    # -- translation --
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` restricted to :attr:`translate_options`; UserError for a given option (not None, not
+        False) that this family does not have."""
+        known = {o.name: o for o in self.translate_options}
+        for name, value in options.items():
+            if name not in known and value not in (None, False):
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} does not apply to {self.title} models")
+        return {name: options.get(name) for name in known}
+
+    def outputs(self, options: Mapping[str, Any]) -> tuple[OutputSpec, ...]:
+        """The files written per input with these options (known before the model is loaded, so that existing
+        outputs can be skipped without loading it). The translator's ``outputs`` must be the same."""
+        return (OutputSpec("image"),)
+
+    @abstractmethod
+    def translator(self, model: Any, direction: str | None, size: int | None,
+                   options: Mapping[str, Any]) -> Translator:
+        """A :class:`Translator` for ``model`` (a Model of this family), ``direction`` (one of
+        :attr:`directions`, or None), ``size`` (None: the model's) and the family's translate ``options``;
+        UserError for options that do not apply or do not fit."""
+
+    # -- export --
+
+    @abstractmethod
+    def onnx_io(self, model: Any, key: str) -> OnnxIO:
+        """How network ``key`` of ``model`` is exported to ONNX."""
+
+    def onnx_name(self, key: str) -> str:
+        return Path(self.weight_files(None)[key]).with_suffix(".onnx").name
+
+    # -- evaluation --
+
+    @abstractmethod
+    def eval_pairs(self, data_dir: Path, directions: Sequence[str] | None) -> list[EvalPair]:
+        """What ``ugatit eval DATA_DIR`` translates and compares with what (UserError when DATA_DIR lacks a
+        folder)."""
+
+    # -- training --
+
+    @abstractmethod
+    def scan_data(self, data_dir: Path) -> TrainingData:
+        """Find and check the training data (UserError when the layout is wrong or nothing is readable)."""
+
+    @abstractmethod
+    def loader(self, data: TrainingData, run: Any, hyper: Any, start: int, stop: int, rank: int,
+               world_size: int, pin_memory: bool) -> Iterable[Any]:
+        """The batches of iterations ``start .. stop - 1`` on this rank; the batch of an iteration must not
+        depend on where a run was resumed (see ``ugatit_cli.data``)."""
+
+    def sample_batch(self, data: TrainingData, hyper: Any) -> Any:
+        """Fixed images for the sample grids (None: no grids)."""
+        return None
+
+    @abstractmethod
+    def model_config_for(self, hyper: Any) -> Any:
+        """The architecture that ``hyper`` trains; ValueError for values that do not fit."""
+
+    @abstractmethod
+    def trainer(self, run: Any, hyper: Any, device: torch.device, distributed: bool) -> FamilyTrainer:
+        """A :class:`FamilyTrainer` for the run settings ``run`` and the hyper-parameters ``hyper``."""
+
+    #: network key of a model folder -> the trainer's net name it is exported from (U-GAT-IT: a2b -> genA2B)
+    trained_nets: ClassVar[Mapping[str, str]] = {}
+
+    def can_init_from(self, path: Path) -> bool:
+        """Whether ``--init-from path`` names a file :meth:`FamilyTrainer.load_official` reads."""
+        return False
+
+    # -- model card --
+
+    def card_facts(self, model: Any) -> dict[str, Any]:
+        """More facts for the model card template (the store fills in ``title``, ``files``, ``config``,
+        ``direction``, ``model_id``, ``weights_dtype``, ``version``, ``onnx``)."""
+        return {}
+
+
+# --- the registry -------------------------------------------------------------------------------------------
+
+_FAMILIES: dict[str, Family] = {}
+#: built-in families, imported when first asked for
+_BUILTIN: dict[str, str] = {"ugatit": "ugatit_cli.families.ugatit:FAMILY"}
+_plugins_loaded = False
+
+
+def register_family(family: Family) -> Family:
+    """Add ``family`` (an instance) to the registry under ``family.name``; a second family of that name
+    replaces the first. Returns it, so it can decorate an instance creation."""
+    if not getattr(family, "name", None):
+        raise ValueError("a family needs a name")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def _import(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    obj = import_module(module.strip())
+    for part in (attr.strip() or "FAMILY").split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_plugins() -> None:
+    """Register the families named by ``UGATIT_FAMILIES`` (``module:attr,...``; ``attr`` defaults to
+    ``FAMILY``); once per process. A plugin that fails to import is a UserError."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    specs = [s for s in os.environ.get(ENV_VAR, "").split(",") if s.strip()]
+    for spec in specs:
+        try:
+            family = _import(spec)
+        except Exception as exc:  # any import failure of a plugin means the same to the user
+            raise UserError(f"{ENV_VAR}: cannot import {spec.strip()!r} ({type(exc).__name__}: {exc})") from None
+        register_family(family() if isinstance(family, type) else family)
+
+
+def get_family(name: str | None) -> Family:
+    """The family ``name`` (None: U-GAT-IT, what a folder without ``family`` holds); UserError if unknown."""
+    name = name or DEFAULT_FAMILY
+    if name not in _FAMILIES and name in _BUILTIN:
+        register_family(_import(_BUILTIN[name]))
+    if name not in _FAMILIES:
+        load_plugins()
+    if name not in _FAMILIES:
+        raise UserError(f"unknown model family {name!r}; known: {', '.join(sorted(families()))}")
+    return _FAMILIES[name]
+
+
+def families() -> dict[str, Family]:
+    """Every family: the built-in ones, the plugins, and those registered in this process; by name."""
+    for name in _BUILTIN:
+        if name not in _FAMILIES:
+            get_family(name)
+    load_plugins()
+    return dict(_FAMILIES)
