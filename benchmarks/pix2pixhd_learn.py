@@ -41,6 +41,7 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from ugatit_cli.core.images import tensor_to_pixels  # noqa: E402
 from ugatit_cli.families.pix2pixhd.config import Pix2PixHDConfig, Pix2PixHDTrainConfig  # noqa: E402
 from ugatit_cli.families.pix2pixhd.data import (  # noqa: E402
     PairedBatches,
@@ -50,7 +51,6 @@ from ugatit_cli.families.pix2pixhd.data import (  # noqa: E402
 )
 from ugatit_cli.families.pix2pixhd.paired_metrics import psnr_ssim  # noqa: E402
 from ugatit_cli.families.pix2pixhd.step import Pix2PixHDTrainer  # noqa: E402
-from ugatit_cli.images import tensor_to_pixels  # noqa: E402
 
 HEIGHT, TILE, TRAIN_ROWS, STRIDE = 192, 64, 128, 16
 

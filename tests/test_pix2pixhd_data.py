@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 from pix2pixhd_reference import ref_onehot_edges
 
+from ugatit_cli.core.images import BadImageError
 from ugatit_cli.errors import UserError
 from ugatit_cli.families.pix2pixhd.config import Pix2PixHDConfig, Pix2PixHDTrainConfig
 from ugatit_cli.families.pix2pixhd.data import (
@@ -19,7 +20,6 @@ from ugatit_cli.families.pix2pixhd.data import (
     read_id_map,
     scan_dataset,
 )
-from ugatit_cli.images import BadImageError
 
 
 def test_edge_map_marks_both_pixels_of_every_4_neighbour_change():

@@ -6,10 +6,10 @@ import torch
 from PIL import Image
 from pix2pixhd_reference import RefGlobal, RefLocal, ref_onehot_edges
 
+from ugatit_cli.core.images import BadImageError, tensor_to_pixels
 from ugatit_cli.families.pix2pixhd.config import Pix2PixHDConfig
 from ugatit_cli.families.pix2pixhd.inference import find_instance_map, generate, prepare
 from ugatit_cli.families.pix2pixhd.networks import build_generator
-from ugatit_cli.images import BadImageError, tensor_to_pixels
 
 
 def official_test_input(label_path, inst_path, base, label_nc):

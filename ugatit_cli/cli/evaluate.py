@@ -82,12 +82,20 @@ def _evaluation_table(report) -> Table:
         table.add_column("KID x100\nmean ± std", justify="right", no_wrap=True)
     if measured_fid:
         table.add_column("FID", justify="right", no_wrap=True)
+    paired = any(c.paired for c in report.comparisons)
+    if paired:
+        table.add_column("PSNR dB\nmean ± std", justify="right", no_wrap=True)
+        table.add_column("SSIM\nmean ± std", justify="right", no_wrap=True)
     for c in report.comparisons:
         row = [c.direction or "-", c.fake, c.real, f"{c.fake_images}/{c.real_images}"]
         if measured_kid:
             row.append(f"{100 * c.kid_mean:.2f} ± {100 * c.kid_std:.2f}")
         if measured_fid:
             row.append(f"{c.fid:.2f}")
+        if paired:
+            p = c.paired or {}
+            row += [f"{p['psnr_mean']:.2f} ± {p['psnr_std']:.2f}" if p else "-",
+                    f"{p['ssim_mean']:.3f} ± {p['ssim_std']:.3f}" if p else "-"]
         table.add_row(*row)
     table.caption = f"KID: {report.kid_subsets} subsets, seed {report.seed}; features: {report.extractor}"
     return table

@@ -37,6 +37,7 @@ class Comparison:
     kid_std: float | None = None
     kid_subset_size: int | None = None
     fid: float | None = None
+    paired: dict[str, float] | None = None  # per-image metrics of a paired task (pix2pixHD: PSNR, SSIM)
 
 
 @dataclass
@@ -169,12 +170,14 @@ def evaluate_model(
         real_features = settings.features(pair.real)
         with tempfile.TemporaryDirectory(prefix=f"ugatit-eval-{pair.label}-") as tmp:
             translation = translate([pair.source], loaded, direction=pair.direction, output=tmp,
-                                    batch_size=batch_size, device=device, progress=progress)
+                                    batch_size=batch_size, device=device, progress=progress, **pair.options)
             failures += [InputProblem(str(f.source), f.reason) for f in translation.failed]
             # translations are new files every run: caching their features could never hit
             fake_features = settings.features(tmp, cache=False, label=f"{pair.source.name} translated {pair.label}")
+            paired = loaded.family.paired_scores(pair, Path(tmp))
         comparisons.append(settings.compare(real_features, fake_features, f"{pair.source} translated {pair.label}",
                                             pair.label))
+        comparisons[-1].paired = paired
         failures += real_features.failures + fake_features.failures
     return settings.report(comparisons, failures)
 

@@ -250,6 +250,8 @@ class EvalPair:
     source: Path
     real: Path
     direction: str | None = None
+    #: the family's translate options for this comparison (pix2pixHD: the instance-map folder)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --- a loaded model ------------------------------------------------------------------------------------------
@@ -488,6 +490,12 @@ class Family(ABC):
         """What ``ugatit eval DATA_DIR`` translates and compares with what (UserError when DATA_DIR lacks a
         folder)."""
 
+    def paired_scores(self, pair: EvalPair, translated: Path) -> dict[str, float] | None:
+        """Metrics of a paired task (each translation against its own real image), added to the pair's
+        KID/FID; ``translated`` holds the translations of ``pair.source`` named as ``translate`` names them.
+        None (the default): the family's task has no pairs (U-GAT-IT, TUNIT)."""
+        return None
+
     # -- training --
 
     @abstractmethod
@@ -531,7 +539,8 @@ class Family(ABC):
 
 _FAMILIES: dict[str, Family] = {}
 #: built-in families, imported when first asked for
-_BUILTIN: dict[str, str] = {"ugatit": "ugatit_cli.families.ugatit:FAMILY"}
+_BUILTIN: dict[str, str] = {"ugatit": "ugatit_cli.families.ugatit:FAMILY",
+                            "pix2pixhd": "ugatit_cli.families.pix2pixhd:FAMILY"}
 _plugins_loaded = False
 
 

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ...core.images import BadImageError, image_to_tensor, is_image_name, open_rgb
 from ...errors import UserError
-from ...images import BadImageError, image_to_tensor, is_image_name, open_rgb
 from .config import Pix2PixHDConfig, Pix2PixHDTrainConfig
 
 ID_MAP_MODES = frozenset({"1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"})

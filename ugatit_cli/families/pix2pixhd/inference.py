@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...images import BadImageError, is_image_name
+from ...core.images import BadImageError, is_image_name
 from .config import Pix2PixHDConfig
 from .data import encode_input, inference_size, prepare_instance, prepare_label, prepare_photo
 from .official import sample_feature_map

@@ -212,7 +212,8 @@ def read_official(path: str | os.PathLike, overrides: dict[str, Any] | None = No
     total = shapes["netG_input_nc"]
     if "label_nc" not in known:
         raise UserError(f"{g_path}: no opt.txt beside it and its {total} input channels do not say how many are "
-                        f"labels; give --label-nc N (and --no-instance / --instance-feat as it was trained)")
+                        f"labels; put the training's opt.txt beside it, or one with the line 'label_nc: N' "
+                        f"(--label-nc N; and no_instance / instance_feat as it was trained)")
     label_channels = known["label_nc"] if known["label_nc"] != 0 else known.get("input_nc", 3)
     rest = total - label_channels
     if "no_instance" not in known or ("instance_feat" not in known and "label_feat" not in known):

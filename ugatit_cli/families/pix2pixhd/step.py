@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...devices import autocast, check_precision
+from ...core.devices import autocast, check_precision
 from ...errors import UserError
 from .config import Pix2PixHDTrainConfig
 from .data import encode_input

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ...images import tensor_to_pixels
+from ...core.images import tensor_to_pixels
 
 CITYSCAPES_35 = (
     (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81), (128, 64, 128),

@@ -1,0 +1,145 @@
+"""pix2pixHD through the real ``ugatit`` CLI: train, resume, translate (a run, an official checkpoint), export
+(safetensors and ONNX) and eval, on a tiny dataset in the official layout."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pix2pixhd_reference import RefGlobal, ref_onehot_edges
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT),
+                                                                           os.environ.get("PYTHONPATH", "")])}
+TINY = ("--arch", "pix2pixhd", "--label-nc", "4", "--ngf", "4", "--n-downsample-global", "2", "--n-blocks-global",
+        "1", "--ndf", "8", "--num-d", "1", "--no-vgg-loss", "--resize-or-crop", "none", "--workers", "0", "--quiet")
+
+
+def ugatit(*args, ok=True):
+    done = subprocess.run([sys.executable, "-m", "ugatit_cli", *map(str, args)], env=ENV, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def _pair(root, phase, name, size, seed):
+    w, h = size
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((h, w), np.uint8)
+    labels[:, w // 2:] = 1 + seed % 2  # ids 0..3
+    labels[h // 2:, :] += 1
+    for folder in ("label", "img", "inst"):
+        (root / f"{phase}_{folder}").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(labels, mode="L").save(root / f"{phase}_label" / f"{name}_gtFine_labelIds.png")
+    inst = labels.astype(np.uint16) * 1000 + 1
+    Image.fromarray(inst).save(root / f"{phase}_inst" / f"{name}_gtFine_instanceIds.png")
+    photo = np.stack([labels * 60, 255 - labels * 50, rng.integers(0, 256, (h, w))], -1).astype(np.uint8)
+    Image.fromarray(photo).save(root / f"{phase}_img" / f"{name}_leftImg8bit.png")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("p2phd-data")
+    for i in range(3):
+        _pair(root, "train", f"city_{i:06d}", (32, 32), i)
+    for i in range(2):
+        _pair(root, "test", f"town_{i:06d}", (38, 26), 10 + i)
+    return root
+
+
+def test_train_resume_translate_export_eval(data, tmp_path):
+    run = tmp_path / "run"
+    ugatit("train", data, *TINY, "--iterations", "2", "--save-every", "2", "--sample-every", "2", "--output", run)
+    config = json.loads((run / "config.json").read_text())
+    assert config["family"] == "pix2pixhd" and config["train"]["label_nc"] == 4
+    assert sorted(p.name for p in (run / "samples").iterdir())
+    resumed = json.loads(ugatit("train", data, "--resume", "--output", run, "--iterations", "4", "--json").stdout)
+    assert resumed["iteration"] == 4
+    straight = tmp_path / "straight"
+    ugatit("train", data, *TINY, "--iterations", "4", "--save-every", "2", "--sample-every", "4",
+           "--output", straight)
+    from safetensors.torch import load_file
+
+    a = load_file(str(run / "checkpoints" / "step_00000004" / "netG.safetensors"))
+    b = load_file(str(straight / "checkpoints" / "step_00000004" / "netG.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {"G_GAN", "G_GAN_Feat", "D_real", "D_fake"} <= set(log[-1])
+
+    # translate the test label maps with the run: one photo each, at the size rounded to multiples of 4
+    out = tmp_path / "out"
+    ugatit("translate", data / "test_label", "--model", run, "--instance-maps", data / "test_inst", "--output", out,
+           "--quiet")
+    made = sorted(out.glob("*.png"))
+    assert [p.name for p in made] == ["town_000000_gtFine_labelIds.png", "town_000001_gtFine_labelIds.png"]
+    assert Image.open(made[0]).size == (40, 24)  # 38 x 26: round(9.5) = 10, round(6.5) = 6 (halves to even)
+    missing = ugatit("translate", data / "test_label", "--model", run, "--output", tmp_path / "o2", ok=False)
+    assert missing.returncode == 2 and "--instance-maps" in missing.stderr and "Traceback" not in missing.stderr
+
+    # export: a model folder of the family, and ONNX that computes the same image
+    folder = tmp_path / "exported"
+    ugatit("export", run, "--output", folder, "--quiet")
+    assert json.loads((folder / "config.json").read_text())["family"] == "pix2pixhd"
+    onnx_dir = tmp_path / "onnx"
+    ugatit("export", run, "--output", onnx_dir, "--format", "onnx", "--quiet")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_dir / "generator.onnx"))
+    label = np.zeros((1, 1, 24, 40), np.float32)
+    label[..., 20:] = 2
+    inst = label * 1000
+    (image,) = session.run(None, {"label": label, "inst": inst})
+    from ugatit_cli.store.sources import resolve_model
+
+    model = resolve_model(folder)
+    with torch.no_grad():
+        expected = model.nets["netG"](ref_onehot_edges(torch.from_numpy(label), torch.from_numpy(inst), 4))
+    np.testing.assert_allclose(image, expected.numpy(), atol=1e-4)
+
+    # eval: KID/FID against test_img/ plus PSNR and SSIM per pair
+    from ugatit_cli.evaluate.features import random_inception_weights
+
+    weights = random_inception_weights(tmp_path / "inception.pth")
+    report = json.loads(ugatit("eval", data, "--model", folder, "--kid", "--fid", "--json", "--inception-weights",
+                               weights, "--device", "cpu", "--kid-subsets", "3", "--quiet").stdout)
+    (result,) = report["results"]
+    assert result["fake_images"] == result["real_images"] == 2 and result["fid"] is not None
+    paired = result["paired"]
+    assert paired["pairs"] == 2 and 0 < paired["psnr_mean"] < 60 and -1 <= paired["ssim_mean"] <= 1
+
+
+def test_official_checkpoint_as_model_equals_the_official_forward(data, tmp_path):
+    ckpt = tmp_path / "checkpoints" / "label2city"
+    ckpt.mkdir(parents=True)
+    torch.manual_seed(0)
+    ref = RefGlobal(4 + 1, 3, 4, 2, 1).eval()
+    for p in ref.parameters():
+        p.data.normal_(0, 0.1)
+    torch.save({f"module.{k}": v for k, v in ref.state_dict().items()}, ckpt / "latest_net_G.pth")
+    lines = ["------------ Options -------------", "label_nc: 4", "n_blocks_global: 1", "n_downsample_global: 2",
+             "ngf: 4", "netG: global", "no_instance: False", "instance_feat: False", "label_feat: False",
+             "-------------- End ----------------"]
+    (ckpt / "opt.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    ugatit("translate", data / "test_label" / "town_000000_gtFine_labelIds.png", "--model", ckpt,
+           "--instance-maps", data / "test_inst", "--output", out, "--quiet")
+    got = np.asarray(Image.open(out / "town_000000_gtFine_labelIds.png")).astype(int)
+    label = Image.open(data / "test_label" / "town_000000_gtFine_labelIds.png").resize((40, 24), Image.NEAREST)
+    inst = Image.open(data / "test_inst" / "town_000000_gtFine_instanceIds.png").resize((40, 24), Image.NEAREST)
+    x = ref_onehot_edges(torch.from_numpy(np.array(label, np.int64))[None, None],
+                         torch.from_numpy(np.array(inst, np.int64))[None, None], 4)
+    with torch.no_grad():
+        official = ((ref(x)[0].permute(1, 2, 0).numpy() + 1) / 2 * 255).clip(0, 255).astype(np.uint8)  # tensor2im
+    assert np.abs(got - official.astype(int)).max() <= 1
+    without_opt = tmp_path / "bare"
+    without_opt.mkdir()
+    (without_opt / "latest_net_G.pth").write_bytes((ckpt / "latest_net_G.pth").read_bytes())
+    asked = ugatit("translate", data / "test_label", "--model", without_opt / "latest_net_G.pth", "--output",
+                   tmp_path / "o3", ok=False)
+    assert asked.returncode == 2 and "--label-nc" in asked.stderr

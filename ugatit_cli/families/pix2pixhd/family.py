@@ -1,0 +1,369 @@
+"""pix2pixHD as a model family: what the shared layers ask of it (see :mod:`ugatit_cli.families.base`).
+
+Wang et al., "High-Resolution Image Synthesis and Semantic Manipulation with Conditional GANs", CVPR 2018
+(https://arxiv.org/abs/1711.11585); official code NVIDIA/pix2pixHD (BSD).
+
+- networks: ``netG`` (global generator or local enhancer), with instance features also ``netE`` (the
+  encoder); a model folder holds ``generator.safetensors`` (+ ``encoder.safetensors``); training adds
+  ``netD`` (the multi-scale discriminator);
+- data: ``train_label/ train_img/ [train_inst/]`` (``train_A/ train_B/`` with ``--label-nc 0``); ``eval``
+  translates ``test_label/`` (+ ``test_inst/``) and compares with ``test_img/``;
+- MODEL may be an official checkpoint: ``latest_net_G.pth``, ``N_net_G.pth`` or their ``checkpoints/NAME/``
+  folder, with ``opt.txt`` beside it.
+
+Only dataclasses are imported at module level: ``ugatit --help`` imports this to list the options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...errors import UserError
+from ..base import EvalPair, Family, LocalSource, Model, OnnxIO, OutputSpec, TranslateOption, Translator
+from .config import Pix2PixHDConfig
+from .hyper import RUN_DEFAULTS, Pix2PixHDHyperParams
+
+WEIGHT_FILES = {"netG": "generator.safetensors", "netE": "encoder.safetensors"}
+DATA_LAYOUT = ("train_label/ train_img/ [train_inst/] (train_A/ train_B/ with --label-nc 0), and test_* for "
+               "samples and eval, like the official datasets")
+SAMPLE_COUNT = 4
+CITATION = """## Citation
+
+```bibtex
+@inproceedings{wang2018pix2pixHD,
+  title     = {High-Resolution Image Synthesis and Semantic Manipulation with Conditional GANs},
+  author    = {Ting-Chun Wang and Ming-Yu Liu and Jun-Yan Zhu and Andrew Tao and Jan Kautz and Bryan Catanzaro},
+  booktitle = {IEEE Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2018}
+}
+```
+"""
+USE = """## Use
+
+```bash
+pip install ugatit-cli
+ugatit translate label_maps/ --model {{ model_id }} --instance-maps instance_maps/ --output photos/
+```
+
+Label maps are single-channel PNGs of class ids; each runs at its own size rounded to a multiple of
+{{ config.size_multiple if config.size_multiple is defined else 16 }} (labels nearest, photos bicubic), as the
+official `test.py --resize_or_crop none`.
+"""
+
+
+@dataclass
+class Pix2PixHDData:
+    """The training pairs found in DATA_DIR (checked), and the test pairs when the test folders exist."""
+
+    root: Path
+    train: list[Any]
+    test: list[Any] = field(default_factory=list)
+
+    def relative(self) -> dict[str, list[str]]:
+        rel = {"label": [s.label.relative_to(self.root).as_posix() for s in self.train],
+               "image": [s.image.relative_to(self.root).as_posix() for s in self.train if s.image is not None]}
+        if self.train and self.train[0].inst is not None:
+            rel["inst"] = [s.inst.relative_to(self.root).as_posix() for s in self.train]
+        return rel
+
+
+class Pix2PixHDModel(Model):
+    """netG (and netE) of a pix2pixHD model, with optional feature clusters (label id -> centres)."""
+
+    def __init__(self, config: Pix2PixHDConfig, nets=None, card=None, weights_dtype: str = "float32",
+                 clusters=None):
+        super().__init__(FAMILY, config, nets, card, weights_dtype)
+        self.clusters = clusters
+
+    def with_(self, **changes: Any) -> Model:
+        copy = super().with_(**changes)
+        return Pix2PixHDModel(copy.config, copy.nets, copy.card, copy.weights_dtype, self.clusters)
+
+
+class Pix2PixHDTranslator(Translator):
+    """Label maps (and instance maps) to photos as the official ``test.py``: each map at its own size rounded to
+    the generator's side multiple, or scaled to ``--size`` wide first; :meth:`read` reads the label map and
+    the instance map as ids (labels and instances NEAREST, RGB inputs BICUBIC)."""
+
+    outputs = (OutputSpec("image"),)
+
+    def __init__(self, model: Model, width: int, options):
+        from .official import read_feature_clusters
+
+        self.config: Pix2PixHDConfig = model.config
+        self.net_g = model.nets["netG"]
+        self.net_e = model.nets.get("netE")
+        self.width = width or None
+        self.instance_maps = options.get("instance_maps")
+        needs_instances = not self.config.no_instance or self.config.instance_feat
+        if needs_instances and self.instance_maps is None:
+            raise UserError("this pix2pixHD model takes instance maps: give --instance-maps DIR (the folder of "
+                            "instance-id PNGs named like the label maps)")
+        if self.instance_maps is not None and not Path(self.instance_maps).is_dir():
+            raise UserError(f"{self.instance_maps}: --instance-maps must be a folder")
+        self.clusters = None
+        if self.config.use_features:
+            path = options.get("feature_clusters")
+            if path is None:
+                raise UserError("this pix2pixHD model uses instance features: give --feature-clusters FILE (the "
+                                "cluster centres, .npz)")
+            self.clusters = read_feature_clusters(path, self.config.feat_num)
+
+    @property
+    def size(self) -> int:
+        return self.width or 0  # 0: each map at its own size (read() decides)
+
+    def modules(self):
+        return [self.net_g] + ([self.net_e] if self.net_e is not None else [])
+
+    def read(self, source):
+        """The label map (ids, or the RGB input for label_nc 0) and instance map of ``source`` at the size the
+        model runs at, and the map's own (width, height)."""
+        from .data import inference_size, read_id_map
+        from .inference import find_instance_map, prepare
+
+        size = None
+        if self.width is not None:
+            if self.config.label_nc == 0:
+                from ...core.images import open_rgb
+
+                original = open_rgb(source).size
+            else:
+                ids = read_id_map(source, "label map")
+                original = (ids.shape[1], ids.shape[0])
+            size = inference_size(self.config, original, self.width)
+        inst = None
+        if self.instance_maps is not None and (not self.config.no_instance or self.config.instance_feat):
+            inst = find_instance_map(self.instance_maps, source)
+        batch = prepare(self.config, source, inst, size)
+        arrays = {key: value[0].numpy() for key, value in batch.items() if key in ("label", "inst")}
+        return arrays, tuple(int(v) for v in batch["original_size"])
+
+    def forward(self, x, extras):
+        import torch
+
+        from .inference import generate
+
+        generator = torch.Generator().manual_seed(0) if self.clusters is not None else None
+        return {"image": generate(self.config, self.net_g, extras, self.net_e, self.clusters, generator)}
+
+
+class Pix2PixHDFamily(Family):
+    name = "pix2pixhd"
+    title = "pix2pixHD"
+    model_config = Pix2PixHDConfig
+    hyper_params = Pix2PixHDHyperParams
+    run_defaults = RUN_DEFAULTS
+    translate_options = (
+        TranslateOption("instance_maps", Path, "pix2pixHD: the folder of instance maps (same names as the label "
+                                               "maps, or labelIds -> instanceIds).", metavar="DIR"),
+        TranslateOption("feature_clusters", Path, "pix2pixHD with instance features: cluster centres (.npz; "
+                                                  "an official .npy is refused with a conversion command).",
+                        metavar="FILE"),
+    )
+    data_layout = DATA_LAYOUT
+    tags = ("pix2pixhd", "gan", "image-to-image", "semantic-image-synthesis", "pytorch")
+    paper_url = "https://arxiv.org/abs/1711.11585"
+    card_summary = "A [pix2pixHD](https://arxiv.org/abs/1711.11585) label-map-to-photo model"
+    card_use = USE
+    card_citation = CITATION
+    trained_nets = {"netG": "netG", "netE": "netE"}
+
+    # -- networks and model folders --
+
+    def weight_files(self, config):
+        if config is not None and not config.use_features:
+            return {"netG": WEIGHT_FILES["netG"]}
+        return dict(WEIGHT_FILES)
+
+    def keys_for(self, directions):
+        if directions:
+            raise UserError("--direction does not apply to pix2pixHD models (they have one way)")
+        return ("netG",)
+
+    def build_net(self, config, key):
+        from .networks import build_encoder, build_generator
+
+        return build_encoder(config) if key == "netE" else build_generator(config)
+
+    def describe_file(self, key):
+        return "generator (netG)" if key == "netG" else "instance-feature encoder (netE)"
+
+    @property
+    def sources(self) -> Sequence[LocalSource]:
+        from .official import is_official_checkpoint
+
+        return [LocalSource("official pix2pixHD checkpoint (latest_net_G.pth, N_net_G.pth or its folder)",
+                            _safe(is_official_checkpoint), _load_official)]
+
+    # -- translation, export and evaluation --
+
+    def translator(self, model, direction, size, options):
+        if direction is not None:
+            raise UserError("--direction does not apply to pix2pixHD models (they have one way)")
+        try:
+            width = model.config.check_size(size)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        return Pix2PixHDTranslator(model, width, options)
+
+
+    def onnx_io(self, model, key):
+        import torch
+
+        from .graph import LabelToImage
+
+        config = model.config
+        m = config.size_multiple
+        side = 4 * m  # the shared exporter's smallest dynamic side
+        graph = LabelToImage(config, model.nets["netG"]).eval()
+        label = torch.zeros(2, 1 if config.label_nc else config.input_nc, side, side)
+        example = [label]
+        names = ["label"]
+        if not config.no_instance:
+            example.append(torch.zeros(2, 1, side, side))
+            names.append("inst")
+        if config.use_features:
+            example.append(torch.zeros(2, config.feat_num, side, side))
+            names.append("feat")
+        axes = {0: "batch", 2: "height", 3: "width"}
+        inputs = "`label` (float class ids, B x 1 x H x W)" + ("" if config.no_instance else ", `inst` (instance ids)")
+        return OnnxIO(graph, tuple(example), tuple(names), ("image",), {n: axes for n in names}, multiple=m,
+                      description=f"inputs {inputs}; output `image` (B x 3 x H x W in [-1, 1]); H, W multiples "
+                                  f"of {m}")
+
+    def onnx_name(self, key):
+        return "generator.onnx"
+
+    def eval_pairs(self, data_dir, directions):
+        if directions:
+            raise UserError("--direction does not apply to pix2pixHD models")
+        data_dir = Path(data_dir)
+        label = data_dir / "test_label" if (data_dir / "test_label").is_dir() else data_dir / "test_A"
+        real = data_dir / "test_img" if label.name == "test_label" else data_dir / "test_B"
+        for folder in (label, real):
+            if not folder.is_dir():
+                raise UserError(f"{data_dir}: no {folder.name}/ folder (expected the official layout test_label/ "
+                                f"test_img/ [test_inst/])")
+        inst = data_dir / "test_inst"
+        options = {"instance_maps": inst} if inst.is_dir() else {}
+        return [EvalPair("label2photo", label, real, None, options)]
+
+    def paired_scores(self, pair, translated):
+        """PSNR and SSIM of each translation against its real photo (paired by sorted order, as the official
+        loader pairs test_label/ and test_img/), the translation resized BICUBIC to the photo's size when the
+        generator's rounding changed it."""
+        from PIL import Image
+
+        from ...core.images import open_rgb
+        from .data import _image_files
+        from .paired_metrics import paired_scores
+
+        labels, reals = _image_files(pair.source), _image_files(pair.real)
+        if len(labels) != len(reals):
+            raise UserError(f"{pair.source} has {len(labels)} images but {pair.real} has {len(reals)}; PSNR and "
+                            f"SSIM pair them in sorted order")
+        import numpy as np
+
+        images = []
+        for label, real_path in zip(labels, reals, strict=True):
+            fake_path = translated / label.relative_to(pair.source).with_suffix(".png")
+            if not fake_path.is_file():
+                continue  # a label map that failed is reported by translate
+            real = open_rgb(real_path)
+            fake = open_rgb(fake_path)
+            if fake.size != real.size:
+                fake = fake.resize(real.size, Image.Resampling.BICUBIC)
+            images.append((np.asarray(fake), np.asarray(real)))
+        return paired_scores(images).summary() if images else None
+
+    # -- training --
+
+    def scan_data(self, data_dir):
+        return Pix2PixHDData(Path(data_dir), [])  # pairs are checked in loader(), which knows label_nc
+
+    def _checked(self, data: Pix2PixHDData, hyper) -> Pix2PixHDData:
+        from .data import check_training_sizes, scan_dataset
+
+        train_cfg = hyper.train_config(_Run(1, 1, 0))
+        if not data.train:
+            data.train = scan_dataset(data.root, train_cfg.model, "train")
+            check_training_sizes(train_cfg, data.train, data.root)
+            names = ("test_A", "test_B") if train_cfg.model.label_nc == 0 else ("test_label", "test_img")
+            if all((data.root / n).is_dir() for n in names):
+                data.test = scan_dataset(data.root, train_cfg.model, "test")
+        return data
+
+    def loader(self, data, run, hyper, start, stop, rank, world_size, pin_memory):
+        from ...data.streams import training_loader
+        from .data import PairedBatches
+
+        data = self._checked(data, hyper)
+        batches = PairedBatches(hyper.train_config(run), data.train, rank, world_size)
+        return training_loader(batches, start, stop, run.workers, pin_memory=pin_memory)
+
+    def sample_batch(self, data, hyper):
+        import torch
+
+        from .data import TransformParams, load_sample, output_size
+
+        data = self._checked(data, hyper)
+        train_cfg = hyper.train_config(_Run(1, 1, 0))
+        items = []
+        for sample in data.train[:SAMPLE_COUNT] + data.test[:SAMPLE_COUNT]:
+            size = output_size(train_cfg, sample.size)
+            if items and size != tuple(items[0]["image"].shape[-1:-3:-1]):
+                continue  # one grid, one size
+            params = TransformParams(size, None, False)
+            items.append(load_sample(train_cfg, sample, params))
+        return {key: torch.stack([item[key] for item in items]) for key in items[0]} if items else None
+
+    def model_config_for(self, hyper):
+        return hyper.model_config()
+
+    def trainer(self, run, hyper, device, distributed):
+        from .step import Pix2PixHDTrainer
+
+        if distributed:
+            raise UserError("pix2pixHD training runs in one process (torchrun is not supported for it yet)")
+        return Pix2PixHDTrainer(hyper.train_config(run), device, precision=run.precision, ema=run.ema)
+
+    def can_init_from(self, path):
+        from .official import is_official_checkpoint
+
+        return _safe(is_official_checkpoint)(Path(path))
+
+
+@dataclass
+class _Run:
+    iterations: int
+    batch_size: int
+    seed: int
+
+
+def _safe(check):
+    def matches(path: Path) -> bool:
+        try:
+            return check(path)
+        except OSError:
+            return False
+    return matches
+
+
+def _load_official(path: Path, keys: Sequence[str]) -> Model:
+    from .official import read_official
+
+    official = read_official(path)
+    net_g, net_e = official.build()
+    nets = {"netG": net_g}
+    if net_e is not None:
+        nets["netE"] = net_e
+    source = (f"Converted from the official pix2pixHD checkpoint `{official.generator_path.name}` "
+              f"(NVIDIA/pix2pixHD); options from {'its opt.txt' if official.opt_path else 'its tensor shapes'}.")
+    return Pix2PixHDModel(official.config, nets, card={"source": source})
+
+
+FAMILY = Pix2PixHDFamily()
