@@ -155,7 +155,7 @@ def test_train_options_are_the_dataclass_fields_with_their_defaults():
     import typer
 
     from ugatit_cli.cli import app
-    from ugatit_cli.families import get_family
+    from ugatit_cli.families import families, get_family
     from ugatit_cli.families.base import RunConfig, cli_flag
     from ugatit_cli.train import TrainConfig
 
@@ -163,13 +163,26 @@ def test_train_options_are_the_dataclass_fields_with_their_defaults():
     command = typer.main.get_command(app)
     train = command.commands["train"]
     params = {p.name: p for p in train.params if p.param_type_name == "option"}
-    for cls, defaults in ((RunConfig, family.run_defaults), (family.hyper_params, {})):
-        for f in dataclasses.fields(cls):
+
+    def shown(values):  # one default, or each family's when they differ
+        if len({repr(v) for v in values.values()}) == 1:
+            value = next(iter(values.values()))
+            return "none" if value is None else str(value)
+        return "; ".join(f"{name}: {value}" for name, value in values.items())
+
+    every = families()
+    for f in dataclasses.fields(RunConfig):
+        option = params[f.name]
+        assert cli_flag(f) in option.opts and option.default is None, f.name  # None: the default applies
+        assert option.show_default == shown({n: fam.run_defaults.get(f.name, f.default) for n, fam in every.items()})
+    for fam in every.values():
+        for f in dataclasses.fields(fam.hyper_params):
             option = params[f.name]
-            assert cli_flag(f) in option.opts, f.name
-            assert option.default is None  # not given: the dataclass default applies
-            want = defaults.get(f.name, f.default)
-            assert option.show_default == ("none" if want is None else str(want)), f.name
+            assert cli_flag(f) in option.opts and option.default is None, f.name
+            owners = {n: {g.name: g for g in dataclasses.fields(o.hyper_params)}.get(f.name)
+                      for n, o in every.items()}
+            want = shown({n: g.default for n, g in owners.items() if g is not None})
+            assert option.show_default in (want, f.metadata["cli"].get("show_default")), f.name
     # TrainConfig (the Python API's flat dataclass) has exactly the run settings and the hyper-parameters,
     # with the same defaults
     flat = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
