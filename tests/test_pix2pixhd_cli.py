@@ -143,3 +143,12 @@ def test_official_checkpoint_as_model_equals_the_official_forward(data, tmp_path
     asked = ugatit("translate", data / "test_label", "--model", without_opt / "latest_net_G.pth", "--output",
                    tmp_path / "o3", ok=False)
     assert asked.returncode == 2 and "--label-nc" in asked.stderr
+
+    # --init-from: a run that starts from the official generator
+    run = tmp_path / "from-official"
+    ugatit("train", data, *TINY, "--iterations", "1", "--save-every", "1", "--sample-every", "1", "--output", run,
+           "--init-from", ckpt / "latest_net_G.pth", "--lr", "1e-12")
+    from safetensors.torch import load_file
+
+    trained = load_file(str(run / "checkpoints" / "step_00000001" / "netG.safetensors"))
+    torch.testing.assert_close(trained["model.1.weight"], ref.state_dict()["model.1.weight"], rtol=0, atol=1e-9)
