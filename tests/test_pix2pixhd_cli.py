@@ -114,6 +114,15 @@ def test_train_resume_translate_export_eval(data, tmp_path):
     assert paired["pairs"] == 2 and 0 < paired["psnr_mean"] < 60 and -1 <= paired["ssim_mean"] <= 1
 
 
+def test_bad_label_ids_are_named_before_training(data, tmp_path):
+    at = TINY.index("--label-nc") + 1
+    args = [*TINY[:at], "3", *TINY[at + 1:]]  # --label-nc 3: the maps hold id 3
+    done = ugatit("train", data, *args, "--iterations", "1", "--output", tmp_path / "run", ok=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "train_label/city_000001_gtFine_labelIds.png: label ids 0..3 but label_nc is 3" in done.stderr
+    assert not (tmp_path / "run").exists()  # nothing left that would block the corrected command
+
+
 def test_official_checkpoint_as_model_equals_the_official_forward(data, tmp_path):
     ckpt = tmp_path / "checkpoints" / "label2city"
     ckpt.mkdir(parents=True)

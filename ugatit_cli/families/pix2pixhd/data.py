@@ -168,12 +168,13 @@ def _unpartnered(keys: Sequence[str], other_keys: Sequence[str]) -> list[int]:
 
 @dataclass(frozen=True)
 class Sample:
-    """One training or test example: its files and its size (width, height)."""
+    """One training or test example: its files, its size (width, height) and its label ids' range."""
 
     label: Path
     image: Path | None
     inst: Path | None
     size: tuple[int, int]
+    label_range: tuple[int, int] | None = None  # (min, max) id of the label map; None for RGB inputs
 
 
 def _listing(problems: Sequence[str]) -> str:
@@ -219,6 +220,7 @@ def scan_dataset(root: str | os.PathLike, config: Pix2PixHDConfig, phase: str = 
         raise UserError(f"{root}: unpaired files: {_listing(sorted(problems))}")
 
     samples = []
+    label_range = None
     for i, label_path in enumerate(files["label"]):
         image_path = files["image"][i] if "image" in files else None
         inst_path = files["inst"][i] if "inst" in files else None
@@ -228,6 +230,7 @@ def scan_dataset(root: str | os.PathLike, config: Pix2PixHDConfig, phase: str = 
             else:
                 ids = read_id_map(label_path, "label map")
                 size = (ids.shape[1], ids.shape[0])
+                label_range = (int(ids.min()), int(ids.max()))
                 if ids.min() < 0 or ids.max() >= config.label_nc:
                     problems.append(f"{_rel(root, label_path)}: label ids {int(ids.min())}..{int(ids.max())} "
                                     f"but label_nc is {config.label_nc} (ids must be < label_nc)")
@@ -242,10 +245,19 @@ def scan_dataset(root: str | os.PathLike, config: Pix2PixHDConfig, phase: str = 
         except BadImageError as exc:
             problems.append(f"{_rel(root, Path(exc.path))}: {exc.reason}")
             continue
-        samples.append(Sample(label_path, image_path, inst_path, size))
+        samples.append(Sample(label_path, image_path, inst_path, size, label_range))
     if problems:
         raise UserError(f"{root}: {len(problems)} bad file(s) in the {phase} set: {_listing(problems)}")
     return samples
+
+
+def check_label_ids(samples: Sequence[Sample], label_nc: int, root: str | os.PathLike) -> None:
+    """Raise :class:`UserError` naming the label maps (from a scan) whose ids are not in [0, label_nc)."""
+    problems = [f"{_rel(Path(root), s.label)}: label ids {s.label_range[0]}..{s.label_range[1]} but label_nc is "
+                f"{label_nc} (ids must be < label_nc)" for s in samples
+                if s.label_range is not None and (s.label_range[0] < 0 or s.label_range[1] >= label_nc)]
+    if problems:
+        raise UserError(f"{root}: {len(problems)} bad file(s): {_listing(problems)}")
 
 
 def _rel(root: Path, path: Path) -> str:

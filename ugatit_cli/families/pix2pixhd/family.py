@@ -283,18 +283,47 @@ class Pix2PixHDFamily(Family):
     # -- training --
 
     def scan_data(self, data_dir):
-        return Pix2PixHDData(Path(data_dir), [])  # pairs are checked in loader(), which knows label_nc
+        """Pair and decode every training file (and the test files when their folders exist); whether the ids
+        fit ``--label-nc`` and the sizes the transform is checked by :meth:`loader`, which knows the settings."""
+        from .data import scan_dataset
+
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise UserError(f"{root}: no such data folder")
+        rgb = (root / "train_A").is_dir() and not (root / "train_label").is_dir()
+        scan = Pix2PixHDConfig(label_nc=0 if rgb else 65536, no_instance=not (root / "train_inst").is_dir())
+        train = scan_dataset(root, scan, "train")
+        test_names = ("test_A", "test_B") if rgb else ("test_label", "test_img")
+        test = []
+        if all((root / n).is_dir() for n in test_names):
+            test_scan = Pix2PixHDConfig(label_nc=scan.label_nc, no_instance=not (root / "test_inst").is_dir())
+            test = scan_dataset(root, test_scan, "test")
+        return Pix2PixHDData(root, train, test)
 
     def _checked(self, data: Pix2PixHDData, hyper) -> Pix2PixHDData:
-        from .data import check_training_sizes, scan_dataset
+        """The scanned data for these settings: label ids < label_nc, instance maps present (or dropped with
+        --no-instance), sizes the generator takes; UserError naming the files otherwise."""
+        import dataclasses
+
+        from .data import check_label_ids, check_training_sizes
 
         train_cfg = hyper.train_config(_Run(1, 1, 0))
-        if not data.train:
-            data.train = scan_dataset(data.root, train_cfg.model, "train")
-            check_training_sizes(train_cfg, data.train, data.root)
-            names = ("test_A", "test_B") if train_cfg.model.label_nc == 0 else ("test_label", "test_img")
-            if all((data.root / n).is_dir() for n in names):
-                data.test = scan_dataset(data.root, train_cfg.model, "test")
+        model = train_cfg.model
+        if (model.label_nc == 0) != (data.train[0].label_range is None):
+            wanted = "train_A/ train_B/" if model.label_nc == 0 else "train_label/ train_img/"
+            raise UserError(f"{data.root}: --label-nc {model.label_nc} needs the folders {wanted}")
+        needs_inst = not model.no_instance or model.instance_feat
+        if needs_inst and data.train[0].inst is None:
+            raise UserError(f"{data.root / 'train_inst'}: no such folder; train with --no-instance, or add the "
+                            f"instance maps")
+        if model.label_nc:
+            check_label_ids(data.train + data.test, model.label_nc, data.root)
+        if not needs_inst:
+            data = Pix2PixHDData(data.root, [dataclasses.replace(s, inst=None) for s in data.train],
+                                 [dataclasses.replace(s, inst=None) for s in data.test])
+        elif data.test and data.test[0].inst is None:
+            data = Pix2PixHDData(data.root, data.train, [])  # test pairs without instance maps: no samples of them
+        check_training_sizes(train_cfg, data.train, data.root)
         return data
 
     def loader(self, data, run, hyper, start, stop, rank, world_size, pin_memory):
