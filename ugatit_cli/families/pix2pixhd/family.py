@@ -165,6 +165,13 @@ class Pix2PixHDFamily(Family):
                         metavar="FILE"),
     )
     data_layout = DATA_LAYOUT
+    cli_help = {
+        "model": "official pix2pixHD latest_net_G.pth / N_net_G.pth or its checkpoints/NAME/ folder (with opt.txt)",
+        "size": "the width each label map is scaled to; by default each runs at its own size, rounded to the "
+                "generator's multiple",
+        "init_from": "official pix2pixHD N_net_G.pth (with the _net_D/_net_E files beside it)",
+        "eval_data": "test_label/, test_img/ and test_inst/",
+    }
     tags = ("pix2pixhd", "gan", "image-to-image", "semantic-image-synthesis", "pytorch")
     paper_url = "https://arxiv.org/abs/1711.11585"
     card_summary = "A [pix2pixHD](https://arxiv.org/abs/1711.11585) label-map-to-photo model"
