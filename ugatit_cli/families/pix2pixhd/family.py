@@ -27,8 +27,8 @@ from .config import Pix2PixHDConfig
 from .hyper import RUN_DEFAULTS, Pix2PixHDHyperParams
 
 WEIGHT_FILES = {"netG": "generator.safetensors", "netE": "encoder.safetensors"}
-DATA_LAYOUT = ("train_label/ train_img/ [train_inst/] (train_A/ train_B/ with --label-nc 0), and test_* for "
-               "samples and eval, like the official datasets")
+DATA_LAYOUT = ("train_label/, train_img/ and train_inst/ (none with --no-instance; train_A/ train_B/ with "
+               "--label-nc 0), and test_* for samples and eval, like the official datasets")
 SAMPLE_COUNT = 4
 CITATION = """## Citation
 
