@@ -86,6 +86,8 @@ def test_train_resume_translate_export_eval(data, tmp_path):
     folder = tmp_path / "exported"
     ugatit("export", run, "--output", folder, "--quiet")
     assert json.loads((folder / "config.json").read_text())["family"] == "pix2pixhd"
+    card = (folder / "README.md").read_text()
+    assert "--instance-maps instance_maps/" in card and "multiple of 4" in card
     onnx_dir = tmp_path / "onnx"
     ugatit("export", run, "--output", onnx_dir, "--format", "onnx", "--quiet")
     import onnxruntime as ort

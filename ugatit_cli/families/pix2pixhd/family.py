@@ -45,12 +45,15 @@ USE = """## Use
 
 ```bash
 pip install ugatit-cli
-ugatit translate label_maps/ --model {{ model_id }} --instance-maps instance_maps/ --output photos/
+ugatit translate label_maps/ --model {{ model_id }} {% if instance_maps -%}
+--instance-maps instance_maps/ {% endif -%}
+--output photos/
 ```
 
-Label maps are single-channel PNGs of class ids; each runs at its own size rounded to a multiple of
-{{ config.size_multiple if config.size_multiple is defined else 16 }} (labels nearest, photos bicubic), as the
-official `test.py --resize_or_crop none`.
+Label maps are single-channel PNGs of class ids (0 to {{ label_nc - 1 }}); each runs at its own size rounded
+to a multiple of {{ size_multiple }} (labels{% if instance_maps %} and instance maps{% endif %} nearest), as
+the official `test.py --resize_or_crop none`.
+
 """
 
 
@@ -366,6 +369,11 @@ class Pix2PixHDFamily(Family):
         if distributed:
             raise UserError("pix2pixHD training runs in one process (torchrun is not supported for it yet)")
         return Pix2PixHDTrainer(hyper.train_config(run), device, precision=run.precision, ema=run.ema)
+
+    def card_facts(self, model):
+        config = model.config
+        return {"size_multiple": config.size_multiple, "label_nc": max(config.label_nc, 1),
+                "instance_maps": not config.no_instance or config.instance_feat}
 
     def can_init_from(self, path):
         from .official import is_official_checkpoint
