@@ -429,6 +429,23 @@ class _Encoding:
                 self.on_frame(self.frames, self.total)
 
 
+def probe_frames(path: str | os.PathLike) -> int | None:
+    """The number of frames a clip declares (or its duration times its rate), None when it does not say or
+    cannot be read (:func:`translate_video` then names the reason)."""
+    av = import_av()
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            seconds, rate = _declared_seconds(stream), stream.average_rate or stream.guessed_rate
+            return round(seconds * float(rate)) if seconds and rate else None
+    except Exception:  # whatever FFmpeg says about a bad file is reported by translate_video
+        return None
+
+
 def collect_videos(folder: Path) -> Iterator[Path]:
     """Video-named files under ``folder`` (recursive, sorted, hidden ones skipped)."""
     for root, dirs, files in os.walk(folder, followlinks=True):

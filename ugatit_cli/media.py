@@ -1,0 +1,201 @@
+"""The parts of ``ugatit translate`` for real photos and clips: ``--faces`` on images and video inputs.
+
+:func:`split_videos` takes the video files (and the videos inside folders) out of the inputs before the image
+pipeline sees them; :func:`translate_face_images` and :func:`translate_videos` then do the work with any
+model family through a :data:`~ugatit_cli.faces.BatchTranslator`, filling the same report as the image
+pipeline (``done``, ``skipped`` with reason, ``failed`` with reason).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .faces import DEFAULT_FACE_SCALE, DEFAULT_MIN_FACE, BatchTranslator, FaceDetector, translate_faces
+from .images import BadImageError, InputImage, is_image_name, open_rgb, save_image_atomic
+from .progress import count_progress
+
+FACE_MODES = ("composite", "crops")
+NO_FACE_REASON = "no face found"
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """``--faces MODE --face-scale F --min-face PX``: what to do with the faces of each photo or frame."""
+
+    mode: str = "composite"
+    face_scale: float = DEFAULT_FACE_SCALE
+    min_face: int = DEFAULT_MIN_FACE
+
+    def __post_init__(self) -> None:
+        if self.mode not in FACE_MODES:
+            raise UserError(f"unknown --faces mode {self.mode!r}; expected composite or crops")
+        if self.face_scale < 1:
+            raise UserError(f"--face-scale must be at least 1 (the crop holds the face), got {self.face_scale}")
+        if self.min_face < 1:
+            raise UserError(f"--min-face must be at least 1 pixel, got {self.min_face}")
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """``--crf N --codec NAME`` and the frames per translation call."""
+
+    crf: int | None = None
+    codec: str | None = None
+    batch_size: int | None = None
+
+
+def _video_names(path: Path) -> bool:
+    from .video import is_video_name
+
+    return is_video_name(path)
+
+
+def split_videos(sources: Sequence[str | os.PathLike]) -> tuple[list[str | os.PathLike], list[InputImage]]:
+    """Video files named directly, and the videos inside named folders (recursive, relative paths kept as for
+    images), out of ``sources``. Returns the sources left for the image pipeline (a folder that holds only
+    videos is left out of them, so that it is not reported as "contains no images") and the videos."""
+    from .video import collect_videos
+
+    several = len(sources) > 1
+    rest: list[str | os.PathLike] = []
+    videos: list[InputImage] = []
+    for raw in sources:
+        path = Path(raw)
+        if path.is_dir():
+            found = list(collect_videos(path))
+            prefix = Path(path.resolve().name) if several else Path()
+            videos += [InputImage(f, prefix / f.relative_to(path)) for f in found]
+            if found and not _holds_images(path):
+                continue
+        elif _video_names(path) and (path.exists() or path.is_symlink()):
+            videos.append(InputImage(path, Path(path.name)))
+            continue
+        rest.append(raw)
+    return rest, videos
+
+
+def _holds_images(folder: Path) -> bool:
+    for _, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if any(not f.startswith(".") and is_image_name(Path(f)) for f in files):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Done:
+    """An input and the files written for it (``extras``: further files by key)."""
+
+    source: Path
+    output: Path
+    extras: dict[str, Path]
+
+
+def translate_face_images(images: Sequence[InputImage], output_dir: Path, translate_batch: BatchTranslator,
+                          options: FaceOptions, *, heatmap_key: str | None, overwrite: bool, progress: bool,
+                          done: Callable[[Done], None], skipped: Callable[[Path, Path, str], None],
+                          failed: Callable[[str, str], None], render: Callable[[str, Any], Any] | None = None,
+                          ) -> None:
+    """Per photo: detect the faces, translate their crops in one batch, write the composite ``NAME.png`` (or,
+    in ``crops`` mode, ``NAME_face0.png`` ...) and, with ``heatmap_key``, ``NAME_face0_heatmap.png`` ...
+
+    A photo without faces is reported through ``skipped`` with "no face found"; one whose outputs exist
+    (unless ``overwrite``) as skipped too; an unreadable one through ``failed``. ``render(key, value)`` turns a
+    translator output that is not an image yet into one (none needed for PIL images).
+    """
+    detector = FaceDetector()
+    with count_progress("translating faces", len(images), "photos", enabled=progress) as advance:
+        for image in images:
+            try:
+                _one_photo(image, output_dir, translate_batch, detector, options, heatmap_key, overwrite, done,
+                           skipped, render)
+            except BadImageError as exc:
+                failed(str(image.path), exc.reason)
+            finally:
+                advance()
+
+
+def _one_photo(image: InputImage, output_dir: Path, translate_batch: BatchTranslator, detector: FaceDetector,
+               options: FaceOptions, heatmap_key: str | None, overwrite: bool, done: Callable[[Done], None],
+               skipped: Callable[[Path, Path, str], None], render: Callable[[str, Any], Any] | None) -> None:
+    base = output_dir / image.relative.with_suffix(".png")
+    composite = options.mode == "composite"
+    first = base if composite else base.with_name(f"{base.stem}_face0.png")
+    if first.exists() and not overwrite:
+        skipped(image.path, first, "output exists (pass --overwrite to replace it)")
+        return
+    img = open_rgb(image.path)
+    result = translate_faces(img, translate_batch, detector, face_scale=options.face_scale,
+                             min_face=options.min_face, composite=composite)
+    if not result.faces:
+        skipped(image.path, base, NO_FACE_REASON)
+        return
+    writes: list[tuple[str, Path, Any]] = []
+    if composite:
+        writes.append(("image", base, result.composite))
+    for i, outputs in enumerate(result.crops):
+        if not composite:
+            writes.append((f"face{i}", base.with_name(f"{base.stem}_face{i}.png"), outputs["image"]))
+        if heatmap_key is not None and heatmap_key in outputs:
+            value = outputs[heatmap_key]
+            picture = render(heatmap_key, value) if render is not None else value
+            writes.append((f"heatmap{i}", base.with_name(f"{base.stem}_face{i}_heatmap.png"), picture))
+    for _, path, picture in writes:
+        try:
+            save_image_atomic(picture, path)
+        except OSError as exc:
+            raise BadImageError(image.path, f"cannot write {path} ({exc.strerror or exc})") from None
+    done(Done(image.path, writes[0][1], {key: path for key, path, _ in writes[1:]}))
+
+
+def translate_videos(videos: Sequence[InputImage], output_dir: Path, translate_batch: BatchTranslator,
+                     options: VideoOptions, faces: FaceOptions | None, *, keep_size: bool, overwrite: bool,
+                     progress: bool, done: Callable[[Done], None], skipped: Callable[[Path, Path, str], None],
+                     failed: Callable[[str, str], None]) -> int:
+    """Each clip to ``output_dir/RELATIVE.mp4`` with :func:`ugatit_cli.video.translate_video`; returns the
+    number of frames written. Clips whose output exists are skipped unless ``overwrite``; bad clips fail
+    with their reason (nothing is written for them)."""
+    from .video import (
+        DEFAULT_CODEC,
+        DEFAULT_CRF,
+        DEFAULT_VIDEO_BATCH,
+        BadVideoError,
+        FaceSettings,
+        probe_frames,
+        translate_video,
+    )
+
+    settings = None
+    if faces is not None:
+        if faces.mode != "composite":
+            raise UserError("--faces crops applies to photos; for videos use --faces (composite)")
+        settings = FaceSettings(FaceDetector(), face_scale=faces.face_scale, min_face=faces.min_face)
+    frames = 0
+    claimed: set[Path] = set()
+    for video in videos:
+        out = output_dir / video.relative.with_suffix(".mp4")
+        if out in claimed:
+            out = output_dir / video.relative.with_name(video.relative.name + ".mp4")
+        claimed.add(out)
+        if out.exists() and not overwrite:
+            skipped(video.path, out, "output exists (pass --overwrite to replace it)")
+            continue
+        with count_progress(f"translating {video.path.name}", probe_frames(video.path), "frames",
+                            enabled=progress) as advance:
+            try:
+                result = translate_video(video.path, out, translate_batch,
+                                         batch_size=options.batch_size or DEFAULT_VIDEO_BATCH, keep_size=keep_size,
+                                         crf=DEFAULT_CRF if options.crf is None else options.crf,
+                                         codec=options.codec or DEFAULT_CODEC, faces=settings,
+                                         on_frame=lambda done, total: advance())
+            except BadVideoError as exc:
+                failed(str(video.path), exc.reason)
+                continue
+        frames += result.frames
+        done(Done(video.path, out, {}))
+    return frames
