@@ -12,10 +12,12 @@ from PIL import Image
 TONE_HZ = 440
 
 
-def pan(photo: Image.Image, frames: int, size: tuple[int, int], step: int = 2) -> list[Image.Image]:
-    """A window of ``size`` (w, h) moving ``step`` px right per frame across ``photo`` (a slow pan)."""
+def pan(photo: Image.Image, frames: int, size: tuple[int, int], step: int = 2,
+        top: int | None = None) -> list[Image.Image]:
+    """A window of ``size`` (w, h) moving ``step`` px right per frame across ``photo`` (a slow pan), at
+    ``top`` (default: centred)."""
     w, h = size
-    top = (photo.height - h) // 2
+    top = (photo.height - h) // 2 if top is None else top
     return [photo.crop((i * step, top, i * step + w, top + h)) for i in range(frames)]
 
 

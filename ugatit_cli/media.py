@@ -97,23 +97,21 @@ class Done:
 
 
 def translate_face_images(images: Sequence[InputImage], output_dir: Path, translate_batch: BatchTranslator,
-                          options: FaceOptions, *, heatmap_key: str | None, overwrite: bool, progress: bool,
-                          done: Callable[[Done], None], skipped: Callable[[Path, Path, str], None],
-                          failed: Callable[[str, str], None], render: Callable[[str, Any], Any] | None = None,
-                          ) -> None:
+                          options: FaceOptions, *, extras: Sequence[tuple[str, str]] = (), overwrite: bool,
+                          progress: bool, done: Callable[[Done], None], skipped: Callable[[Path, Path, str], None],
+                          failed: Callable[[str, str], None]) -> None:
     """Per photo: detect the faces, translate their crops in one batch, write the composite ``NAME.png`` (or,
-    in ``crops`` mode, ``NAME_face0.png`` ...) and, with ``heatmap_key``, ``NAME_face0_heatmap.png`` ...
+    in ``crops`` mode, ``NAME_face0.png`` ...) and, per ``(key, suffix)`` of ``extras`` (e.g. ``("heatmap",
+    "_heatmap")``), each crop's extra output as ``NAME_face0_heatmap.png`` ...
 
     A photo without faces is reported through ``skipped`` with "no face found"; one whose outputs exist
-    (unless ``overwrite``) as skipped too; an unreadable one through ``failed``. ``render(key, value)`` turns a
-    translator output that is not an image yet into one (none needed for PIL images).
+    (unless ``overwrite``) as skipped too; an unreadable one through ``failed``.
     """
     detector = FaceDetector()
     with count_progress("translating faces", len(images), "photos", enabled=progress) as advance:
         for image in images:
             try:
-                _one_photo(image, output_dir, translate_batch, detector, options, heatmap_key, overwrite, done,
-                           skipped, render)
+                _one_photo(image, output_dir, translate_batch, detector, options, extras, overwrite, done, skipped)
             except BadImageError as exc:
                 failed(str(image.path), exc.reason)
             finally:
@@ -121,8 +119,8 @@ def translate_face_images(images: Sequence[InputImage], output_dir: Path, transl
 
 
 def _one_photo(image: InputImage, output_dir: Path, translate_batch: BatchTranslator, detector: FaceDetector,
-               options: FaceOptions, heatmap_key: str | None, overwrite: bool, done: Callable[[Done], None],
-               skipped: Callable[[Path, Path, str], None], render: Callable[[str, Any], Any] | None) -> None:
+               options: FaceOptions, extras: Sequence[tuple[str, str]], overwrite: bool,
+               done: Callable[[Done], None], skipped: Callable[[Path, Path, str], None]) -> None:
     base = output_dir / image.relative.with_suffix(".png")
     composite = options.mode == "composite"
     first = base if composite else base.with_name(f"{base.stem}_face0.png")
@@ -141,10 +139,9 @@ def _one_photo(image: InputImage, output_dir: Path, translate_batch: BatchTransl
     for i, outputs in enumerate(result.crops):
         if not composite:
             writes.append((f"face{i}", base.with_name(f"{base.stem}_face{i}.png"), outputs["image"]))
-        if heatmap_key is not None and heatmap_key in outputs:
-            value = outputs[heatmap_key]
-            picture = render(heatmap_key, value) if render is not None else value
-            writes.append((f"heatmap{i}", base.with_name(f"{base.stem}_face{i}_heatmap.png"), picture))
+        for key, suffix in extras:
+            if key in outputs:
+                writes.append((f"{key}{i}", base.with_name(f"{base.stem}_face{i}{suffix}.png"), outputs[key]))
     for _, path, picture in writes:
         try:
             save_image_atomic(picture, path)
