@@ -8,18 +8,37 @@ pipeline (``done``, ``skipped`` with reason, ``failed`` with reason).
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import torch
+from PIL import Image
+
+from .batching import batch_translator, generator_forward
 from .errors import UserError
-from .faces import DEFAULT_FACE_SCALE, DEFAULT_MIN_FACE, BatchTranslator, FaceDetector, translate_faces
-from .images import BadImageError, InputImage, is_image_name, open_rgb, save_image_atomic
+from .faces import (
+    DEFAULT_FACE_SCALE,
+    DEFAULT_MIN_FACE,
+    BatchTranslator,
+    FaceDetector,
+    import_cv2,
+    translate_faces,
+)
+from .images import (
+    BadImageError,
+    InputImage,
+    is_image_name,
+    open_rgb,
+    save_image_atomic,
+)
 from .progress import count_progress
 
 FACE_MODES = ("composite", "crops")
+#: Makes the :data:`BatchTranslator` for one input file (a family's ``prepare`` may read files beside it).
+BatchFor = Callable[[Path], BatchTranslator]
 NO_FACE_REASON = "no face found"
 
 
@@ -42,11 +61,30 @@ class FaceOptions:
 
 @dataclass(frozen=True)
 class VideoOptions:
-    """``--crf N --codec NAME`` and the frames per translation call."""
+    """``--crf N --codec NAME --blend F`` and the frames per translation call."""
 
     crf: int | None = None
     codec: str | None = None
     batch_size: int | None = None
+    blend: float = 0.0
+
+
+def check_extras(faces: FaceOptions | None, videos: Sequence[InputImage], options: VideoOptions) -> None:
+    """Before any model is loaded: the extras the work needs are installed, and the options fit the inputs
+    (UserError otherwise)."""
+    if faces is not None:
+        import_cv2()
+    if videos:
+        from .video import DEFAULT_CODEC, encoder_name, import_av
+
+        import_av()
+        encoder_name(options.codec or DEFAULT_CODEC)
+        if faces is not None and faces.mode == "crops":
+            raise UserError("--faces crops applies to photos; for videos use --faces (composite)")
+    if options.crf is not None and not 0 <= options.crf <= 51:
+        raise UserError(f"--crf must be between 0 and 51, got {options.crf}")
+    if not 0 <= options.blend < 1:
+        raise UserError(f"--blend must be at least 0 and below 1, got {options.blend}")
 
 
 def _video_names(path: Path) -> bool:
@@ -75,6 +113,13 @@ def split_videos(sources: Sequence[str | os.PathLike]) -> tuple[list[str | os.Pa
         elif _video_names(path) and (path.exists() or path.is_symlink()):
             videos.append(InputImage(path, Path(path.name)))
             continue
+        elif not path.exists() and glob.has_magic(str(raw)):
+            matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
+            found = [m for m in matches if not m.is_dir() and _video_names(m)]
+            if found:
+                videos += [InputImage(m, Path(m.name)) for m in found]
+                rest += [str(m) for m in matches if not m.is_dir() and m not in found]
+                continue
         rest.append(raw)
     return rest, videos
 
@@ -96,7 +141,16 @@ class Done:
     extras: dict[str, Path]
 
 
-def translate_face_images(images: Sequence[InputImage], output_dir: Path, translate_batch: BatchTranslator,
+def generator_batches(generator: torch.nn.Module, size: int, *, heatmap: bool = False,
+                      device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                      memory_format: torch.memory_format = torch.contiguous_format) -> BatchFor:
+    """A U-GAT-IT generator as a :data:`BatchFor` (:func:`ugatit_cli.batching.batch_translator`)."""
+    translate = batch_translator(generator_forward(generator, heatmap=heatmap), size, device=device, dtype=dtype,
+                                 memory_format=memory_format)
+    return lambda source: translate
+
+
+def translate_face_images(images: Sequence[InputImage], output_dir: Path, batch_for: BatchFor,
                           options: FaceOptions, *, extras: Sequence[tuple[str, str]] = (), overwrite: bool,
                           progress: bool, done: Callable[[Done], None], skipped: Callable[[Path, Path, str], None],
                           failed: Callable[[str, str], None]) -> None:
@@ -111,7 +165,8 @@ def translate_face_images(images: Sequence[InputImage], output_dir: Path, transl
     with count_progress("translating faces", len(images), "photos", enabled=progress) as advance:
         for image in images:
             try:
-                _one_photo(image, output_dir, translate_batch, detector, options, extras, overwrite, done, skipped)
+                _one_photo(image, output_dir, batch_for(image.path), detector, options, extras, overwrite, done,
+                           skipped)
             except BadImageError as exc:
                 failed(str(image.path), exc.reason)
             finally:
@@ -133,7 +188,7 @@ def _one_photo(image: InputImage, output_dir: Path, translate_batch: BatchTransl
     if not result.faces:
         skipped(image.path, base, NO_FACE_REASON)
         return
-    writes: list[tuple[str, Path, Any]] = []
+    writes: list[tuple[str, Path, Image.Image]] = []
     if composite:
         writes.append(("image", base, result.composite))
     for i, outputs in enumerate(result.crops):
@@ -150,7 +205,7 @@ def _one_photo(image: InputImage, output_dir: Path, translate_batch: BatchTransl
     done(Done(image.path, writes[0][1], {key: path for key, path, _ in writes[1:]}))
 
 
-def translate_videos(videos: Sequence[InputImage], output_dir: Path, translate_batch: BatchTranslator,
+def translate_videos(videos: Sequence[InputImage], output_dir: Path, batch_for: BatchFor,
                      options: VideoOptions, faces: FaceOptions | None, *, keep_size: bool, overwrite: bool,
                      progress: bool, done: Callable[[Done], None], skipped: Callable[[Path, Path, str], None],
                      failed: Callable[[str, str], None]) -> int:
@@ -185,10 +240,10 @@ def translate_videos(videos: Sequence[InputImage], output_dir: Path, translate_b
         with count_progress(f"translating {video.path.name}", probe_frames(video.path), "frames",
                             enabled=progress) as advance:
             try:
-                result = translate_video(video.path, out, translate_batch,
+                result = translate_video(video.path, out, batch_for(video.path),
                                          batch_size=options.batch_size or DEFAULT_VIDEO_BATCH, keep_size=keep_size,
                                          crf=DEFAULT_CRF if options.crf is None else options.crf,
-                                         codec=options.codec or DEFAULT_CODEC, faces=settings,
+                                         codec=options.codec or DEFAULT_CODEC, faces=settings, blend=options.blend,
                                          on_frame=lambda done, total: advance())
             except BadVideoError as exc:
                 failed(str(video.path), exc.reason)
