@@ -9,6 +9,7 @@ stopping the others. Preprocessing is the official test transform (RGB, bilinear
 """
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from PIL import Image
 
 from .devices import autocast, check_precision, select_device
 from .errors import UserError
+from .faces import DEFAULT_FACE_SCALE, DEFAULT_MIN_FACE
 from .hub import check_direction
 from .images import (
     BadImageError,
@@ -37,6 +39,16 @@ from .images import (
     tensor_to_pixels,
 )
 from .loading import resolve_model
+from .media import (
+    Done,
+    FaceOptions,
+    VideoOptions,
+    check_extras,
+    generator_batches,
+    split_videos,
+    translate_face_images,
+    translate_videos,
+)
 from .model import Generator, UGATITConfig
 from .progress import count_progress, progress_disabled
 
@@ -171,6 +183,12 @@ def translate(
     revision: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    faces: str | None = None,
+    face_scale: float = DEFAULT_FACE_SCALE,
+    min_face: int = DEFAULT_MIN_FACE,
+    crf: int | None = None,
+    codec: str | None = None,
+    blend: float = 0.0,
 ) -> TranslationReport:
     """Translate image files, folders (recursively) and glob patterns into one PNG each under ``output``.
 
@@ -183,6 +201,13 @@ def translate(
     attention map as ``<name>_heatmap.png``. Existing outputs are kept and counted as skipped unless ``overwrite``.
     ``batch_size`` defaults to 1 on a CPU (fastest there) and 8 on a GPU. ``workers`` is the number of
     decode/encode threads; ``progress`` shows a Rich bar on stderr.
+
+    Video files (and the videos in folders) become ``RELATIVE.mp4`` at the clip's size
+    (:mod:`ugatit_cli.video`: H.264 at ``crf``, or ``codec``; frame rate, timestamps and audio kept; ``blend``
+    mixes that share of the previous output frame into each, against flicker). ``faces`` (``"composite"`` or
+    ``"crops"``) translates the faces of each photo and frame (:mod:`ugatit_cli.faces`: ``face_scale`` times
+    the detector's box, faces narrower than ``min_face`` pixels ignored) instead of the whole picture; a
+    photo without a face is skipped with "no face found".
 
     Bad inputs are listed in ``report.failed`` with their reason and never stop the others; problems with
     the call itself (unknown device, bad size, model not found) raise :class:`~ugatit_cli.errors.UserError`.
@@ -208,11 +233,18 @@ def translate(
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"{output_dir}: output exists and is not a folder")
 
+    face_options = FaceOptions(faces, face_scale, min_face) if faces else None
+    video_options = VideoOptions(crf, codec, blend=blend)
+
     report = TranslationReport(output_dir)
-    images, problems = collect_images(sources)
+    sources, videos = split_videos(sources)
+    images, problems = collect_images(sources) if sources else ([], [])
     report.failed += [Failed(p.path, p.reason) for p in problems]
-    jobs = _name_outputs(_outside(images, output_dir), output_dir, heatmap, overwrite, report)
-    if jobs:
+    images, videos = _outside(images, output_dir), _outside(videos, output_dir)
+    face_images, images = (images, []) if face_options else ([], images)
+    check_extras(face_options, videos, video_options)
+    jobs = _name_outputs(images, output_dir, heatmap, overwrite, report)
+    if jobs or face_images or videos:
         plan = _Plan.for_device(target, dtype, batch_size)
         with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
             generator = _prepare_generator(model, direction, revision, plan)
@@ -222,10 +254,40 @@ def translate(
         except OSError as exc:
             raise UserError(f"{output_dir}: cannot create the output folder ({exc.strerror or exc})") from None
         loaded = time.perf_counter()
-        _run(jobs, generator, plan, size, keep_size, workers, progress, report)
+        if jobs:
+            _run(jobs, generator, plan, size, keep_size, workers, progress, report)
+        if face_images or videos:
+            _faces_and_videos(face_images, videos, generator, size, heatmap, plan, output_dir, face_options,
+                              video_options, overwrite=overwrite, progress=progress, report=report)
         report.translate_seconds = time.perf_counter() - loaded
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _faces_and_videos(face_images: list[InputImage], videos: list[InputImage], generator: Generator, size: int,
+                      heatmap: bool, plan: _Plan, output_dir: Path, face_options: FaceOptions | None,
+                      video_options: VideoOptions, *, overwrite: bool, progress: bool,
+                      report: TranslationReport) -> None:
+    """Photos with ``--faces`` and video clips, through :mod:`ugatit_cli.media`; results go to ``report``.
+    Clips keep their size, and their frames go through the model ``plan.batch_size`` at a time."""
+    batches = generator_batches(generator, size, heatmap=heatmap, device=plan.device, dtype=plan.dtype,
+                                memory_format=plan.memory_format)
+
+    def done(item: Done) -> None:
+        report.done.append(Translated(item.source, item.output, item.extras.get("heatmap0")))
+
+    callbacks = {
+        "done": done,
+        "skipped": lambda source, out, reason: report.skipped.append(Skipped(source, out, reason)),
+        "failed": lambda source, reason: report.failed.append(Failed(source, reason)),
+    }
+    if face_images:
+        translate_face_images(face_images, output_dir, batches, face_options, extras=[("heatmap", "_heatmap")],
+                              overwrite=overwrite, progress=progress, **callbacks)
+    if videos:
+        options = dataclasses.replace(video_options, batch_size=video_options.batch_size or plan.batch_size)
+        translate_videos(videos, output_dir, batches, options, face_options, keep_size=True, overwrite=overwrite,
+                         progress=progress, **callbacks)
 
 
 def _default_workers() -> int:
