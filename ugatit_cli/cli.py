@@ -26,9 +26,31 @@ def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}")
 
 
+#: Options whose value may be left out: (option, the values it takes, the value when it is alone).
+OPTIONAL_VALUES = (("--faces", ("composite", "crops"), "composite"),)
+
+
+def optional_values(args: list[str]) -> list[str]:
+    """``--faces`` alone means ``--faces composite``: Click options need a value, so the word is put in
+    where none of the option's values follows."""
+    out = list(args)
+    for option, values, alone in OPTIONAL_VALUES:
+        i = 0
+        while i < len(out):
+            if out[i] == "--":
+                break
+            if out[i] == option and (i + 1 == len(out) or out[i + 1] not in values):
+                out.insert(i + 1, alone)
+            i += 1
+    return out
+
+
 class _UserErrorsAsExitCodes(TyperGroup):
     """Every command's :class:`UserError` becomes one red line on stderr and its ``exit_code`` (2: usage,
     1: bad input), never a traceback; commands need no handling of their own."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, optional_values(args))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -81,6 +103,19 @@ def translate(
                                                 show_default="the number of CPUs, at most 8")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    faces: Annotated[str | None, typer.Option(
+        "--faces", metavar="[composite|crops]", help="Translate the faces: detect each, translate a square crop "
+        "around it and paste it back (composite, the default when --faces is given alone) or write the crops "
+        "(NAME_face0.png, ...). Photos without a face are skipped. Needs the faces extra.")] = None,
+    face_scale: Annotated[float, typer.Option(help="Crop side / detected face box side (hair and chin included).")
+                          ] = 2.0,
+    min_face: Annotated[int, typer.Option(help="Ignore faces narrower than this (pixels).")] = 48,
+    crf: Annotated[int | None, typer.Option(help="Video quality, 0 (lossless) to 51 (worst), for H.264/H.265.",
+                                            show_default="18")] = None,
+    codec: Annotated[str | None, typer.Option(help="Video codec: h264, hevc, mpeg4 or any FFmpeg encoder.",
+                                              show_default="h264")] = None,
+    blend: Annotated[float, typer.Option(help="Video: mix this share of the previous output frame into each "
+                                         "(less flicker, some ghosting; 0 is off).")] = 0.0,
 ) -> None:
     """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
     from .translation import translate as run_translation
@@ -88,18 +123,22 @@ def translate(
     report = run_translation(
         inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
         device=device, precision=precision, heatmap=heatmap, overwrite=overwrite, revision=revision,
-        workers=workers, progress=not (quiet or as_json),
+        workers=workers, progress=not (quiet or as_json), faces=faces, face_scale=face_scale, min_face=min_face,
+        crf=crf, codec=codec, blend=blend,
     )
     for failure in report.failed:
         print_error(f"{failure.source}: {failure.reason}")
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet:
-        skipped = f", {len(report.skipped)} skipped (exist; --overwrite replaces them)" if report.skipped else ""
+        why = sorted({"exist; --overwrite replaces them" if s.reason.startswith("output exists") else s.reason
+                      for s in report.skipped})
+        skipped = f", {len(report.skipped)} skipped ({'; '.join(why)})" if report.skipped else ""
         failed = f", {len(report.failed)} failed" if report.failed else ""
-        images = "image" if len(report.done) == 1 else "images"
-        err_console.print(f"Translated {len(report.done)} {images}{skipped}{failed} in {report.seconds:.1f} s "
-                          f"({report.images_per_second:.2f} images/s) into {escape(str(report.output_dir))}")
+        unit = "images" if all(t.output.suffix == ".png" for t in report.done) else "inputs"  # clips are inputs
+        noun = unit[:-1] if len(report.done) == 1 else unit
+        err_console.print(f"Translated {len(report.done)} {noun}{skipped}{failed} in {report.seconds:.1f} s "
+                          f"({report.images_per_second:.2f} {unit}/s) into {escape(str(report.output_dir))}")
     raise typer.Exit(report.exit_code)
 
 
