@@ -73,9 +73,11 @@ def main() -> None:
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    from ugatit_cli import faces
-    from ugatit_cli.batching import batch_translator, generator_forward
-    from ugatit_cli.model import Generator, UGATITConfig
+    from ugatit_cli.core import faces
+    from ugatit_cli.families import get_family
+    from ugatit_cli.families.base import Model
+    from ugatit_cli.families.ugatit import Generator, UGATITConfig
+    from ugatit_cli.media import translator_batches
 
     rp, named, lfw_faces, lfw_other, free = data()
     report = {"python": sys.version.split()[0], "opencv": cv2.__version__, "torch_threads": 1,
@@ -90,7 +92,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     generator = Generator(UGATITConfig(img_size=256, ch=16, light=True)).eval()
-    translate = batch_translator(generator_forward(generator), 256)
+    model = Model("ugatit", generator.config, {"a2b": generator})
+    translate = translator_batches(get_family("ugatit").translator(model, "a2b", 256, {}))(Path("photo.png"))
     detector = faces.FaceDetector()
     timings = {}
     for name, (img, _) in named.items():

@@ -62,17 +62,21 @@ def main() -> None:
     import clips
     import real_photos as rp
 
-    from ugatit_cli.batching import batch_translator, generator_forward
-    from ugatit_cli.faces import FaceDetector
-    from ugatit_cli.hub import UGATITModel, write_model_folder
-    from ugatit_cli.model import Generator, UGATITConfig
+    from ugatit_cli.core.faces import FaceDetector
+    from ugatit_cli.core.video import FaceSettings, translate_video
+    from ugatit_cli.families import get_family
+    from ugatit_cli.families.base import Model
+    from ugatit_cli.families.model_folder import write_model_folder
+    from ugatit_cli.families.ugatit import Generator, UGATITConfig
+    from ugatit_cli.families.ugatit.family import UGATITModel
+    from ugatit_cli.media import translator_batches
     from ugatit_cli.translation import translate
-    from ugatit_cli.video import FaceSettings, translate_video
 
     torch.manual_seed(0)
     config = UGATITConfig(img_size=args.size, ch=16, light=True)
     generator = Generator(config).eval()
-    forward = batch_translator(generator_forward(generator), args.size)
+    model = Model("ugatit", config, {"a2b": generator})
+    forward = translator_batches(get_family("ugatit").translator(model, "a2b", args.size, {}))(Path("clip.mp4"))
     report = {"frames": args.frames, "model": f"light ch16 {args.size} px, random weights", "torch_threads": 1}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -1,6 +1,7 @@
 """Face detection, crops and paste-back on real photos that ship in pip packages (tests/real_photos.py)."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +14,13 @@ pytest.importorskip("matplotlib")
 
 import real_photos as rp  # noqa: E402
 
-from ugatit_cli import faces  # noqa: E402
-from ugatit_cli.batching import batch_translator, generator_forward  # noqa: E402
+from ugatit_cli.core import faces  # noqa: E402
+from ugatit_cli.core.images import open_rgb  # noqa: E402
 from ugatit_cli.errors import UserError  # noqa: E402
-from ugatit_cli.images import open_rgb  # noqa: E402
-from ugatit_cli.model import Generator, UGATITConfig  # noqa: E402
+from ugatit_cli.families import get_family  # noqa: E402
+from ugatit_cli.families.base import Model  # noqa: E402
+from ugatit_cli.families.ugatit import Generator, UGATITConfig  # noqa: E402
+from ugatit_cli.media import translator_batches  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,9 @@ def detector():
 def translate():
     torch.manual_seed(0)
     generator = Generator(UGATITConfig(img_size=32, ch=4, n_res=1, light=True)).eval()
-    return batch_translator(generator_forward(generator, heatmap=True), 32)
+    translator = get_family("ugatit").translator(Model("ugatit", generator.config, {"a2b": generator}), "a2b",
+                                                 32, {"heatmap": True})
+    return translator_batches(translator)(Path("photo.png"))  # the U-GAT-IT family's own translator
 
 
 def _found(detected, box) -> bool:

@@ -20,9 +20,10 @@ pytest.importorskip("matplotlib")
 import clips  # noqa: E402
 import real_photos as rp  # noqa: E402
 
-from ugatit_cli.faces import FaceDetector, feather_mask  # noqa: E402
-from ugatit_cli.hub import UGATITModel, write_model_folder  # noqa: E402
-from ugatit_cli.model import Generator, UGATITConfig  # noqa: E402
+from ugatit_cli.core.faces import FaceDetector, feather_mask  # noqa: E402
+from ugatit_cli.families.model_folder import write_model_folder
+from ugatit_cli.families.ugatit import Generator, UGATITConfig  # noqa: E402
+from ugatit_cli.families.ugatit.family import UGATITModel  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +66,7 @@ def test_faces_composite_on_photos_and_clips_in_one_folder(tmp_path, model):
     assert result.shape == source.shape
     inside = np.zeros(source.shape[:2], bool)
     for box in FaceDetector().detect(photo):
-        from ugatit_cli.faces import square_crop
+        from ugatit_cli.core.faces import square_crop
 
         x, y, side = square_crop(box, photo.size)
         inside[y:y + side, x:x + side] |= feather_mask(side) > 0

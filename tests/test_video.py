@@ -2,6 +2,7 @@
 U-GAT-IT generator."""
 
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +15,12 @@ pytest.importorskip("skimage")
 import clips  # noqa: E402
 import real_photos as rp  # noqa: E402
 
-from ugatit_cli.batching import batch_translator, generator_forward  # noqa: E402
+from ugatit_cli.core.video import BadVideoError, translate_video  # noqa: E402
 from ugatit_cli.errors import UserError  # noqa: E402
-from ugatit_cli.model import Generator, UGATITConfig  # noqa: E402
-from ugatit_cli.video import BadVideoError, translate_video  # noqa: E402
+from ugatit_cli.families import get_family  # noqa: E402
+from ugatit_cli.families.base import Model  # noqa: E402
+from ugatit_cli.families.ugatit import Generator, UGATITConfig  # noqa: E402
+from ugatit_cli.media import translator_batches  # noqa: E402
 
 SIZE = (96, 64)
 
@@ -26,7 +29,9 @@ SIZE = (96, 64)
 def translate():
     torch.manual_seed(0)
     generator = Generator(UGATITConfig(img_size=32, ch=4, n_res=1, light=True)).eval()
-    return batch_translator(generator_forward(generator), 32)
+    translator = get_family("ugatit").translator(Model("ugatit", generator.config, {"a2b": generator}), "a2b",
+                                                 32, {"heatmap": False})
+    return translator_batches(translator)(Path("photo.png"))  # the U-GAT-IT family's own translator
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +113,9 @@ def test_audio_mp4_cannot_hold_is_reencoded_to_aac(tmp_path, translate, pan_fram
 
 
 def test_faces_per_frame_are_pasted_back_and_the_rest_is_kept(tmp_path, translate):
-    faces = pytest.importorskip("ugatit_cli.faces")
+    faces = pytest.importorskip("ugatit_cli.core.faces")
     pytest.importorskip("cv2")
-    from ugatit_cli.video import FaceSettings
+    from ugatit_cli.core.video import FaceSettings
 
     frames = clips.pan(rp.astronaut(), 4, (320, 448), step=3)
     src = clips.write_clip(tmp_path / "face.mp4", frames, audio=False)

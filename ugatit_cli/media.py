@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
-from .batching import batch_translator, generator_forward
-from .errors import UserError
-from .faces import (
+from .core.devices import autocast
+from .core.faces import (
     DEFAULT_FACE_SCALE,
     DEFAULT_MIN_FACE,
     BatchTranslator,
@@ -27,14 +27,20 @@ from .faces import (
     import_cv2,
     translate_faces,
 )
-from .images import (
+from .core.images import (
     BadImageError,
     InputImage,
     is_image_name,
+    jet_image,
     open_rgb,
+    pixels_to_tensor,
+    resized_pixels,
     save_image_atomic,
+    tensor_to_pixels,
 )
-from .progress import count_progress
+from .core.progress import count_progress
+from .errors import UserError
+from .families.base import Translator
 
 FACE_MODES = ("composite", "crops")
 #: Makes the :data:`BatchTranslator` for one input file (a family's ``prepare`` may read files beside it).
@@ -75,7 +81,7 @@ def check_extras(faces: FaceOptions | None, videos: Sequence[InputImage], option
     if faces is not None:
         import_cv2()
     if videos:
-        from .video import DEFAULT_CODEC, encoder_name, import_av
+        from .core.video import DEFAULT_CODEC, encoder_name, import_av
 
         import_av()
         encoder_name(options.codec or DEFAULT_CODEC)
@@ -88,7 +94,7 @@ def check_extras(faces: FaceOptions | None, videos: Sequence[InputImage], option
 
 
 def _video_names(path: Path) -> bool:
-    from .video import is_video_name
+    from .core.video import is_video_name
 
     return is_video_name(path)
 
@@ -97,7 +103,7 @@ def split_videos(sources: Sequence[str | os.PathLike]) -> tuple[list[str | os.Pa
     """Video files named directly, and the videos inside named folders (recursive, relative paths kept as for
     images), out of ``sources``. Returns the sources left for the image pipeline (a folder that holds only
     videos is left out of them, so that it is not reported as "contains no images") and the videos."""
-    from .video import collect_videos
+    from .core.video import collect_videos
 
     several = len(sources) > 1
     rest: list[str | os.PathLike] = []
@@ -141,13 +147,36 @@ class Done:
     extras: dict[str, Path]
 
 
-def generator_batches(generator: torch.nn.Module, size: int, *, heatmap: bool = False,
-                      device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                      memory_format: torch.memory_format = torch.contiguous_format) -> BatchFor:
-    """A U-GAT-IT generator as a :data:`BatchFor` (:func:`ugatit_cli.batching.batch_translator`)."""
-    translate = batch_translator(generator_forward(generator, heatmap=heatmap), size, device=device, dtype=dtype,
-                                 memory_format=memory_format)
-    return lambda source: translate
+def translator_batches(translator: Translator, *, device: torch.device | str = "cpu",
+                       dtype: torch.dtype | None = None,
+                       memory_format: torch.memory_format = torch.contiguous_format) -> BatchFor:
+    """A family's :class:`~ugatit_cli.families.base.Translator` as a :data:`BatchFor`: each crop or frame is
+    prepared like an image input (bilinear resize to the translator's size, ``prepare(source, pixels)``), the
+    batch runs through ``forward`` under inference mode (and autocast with ``dtype``), and every output of
+    ``translator.outputs`` comes back as an RGB image of the model's size (one-channel maps drawn in jet)."""
+    device = torch.device(device)
+    size = translator.size
+
+    def for_source(source: Path) -> BatchTranslator:
+        def translate(images: list[Image.Image]) -> list[dict[str, Image.Image]]:
+            if not images:
+                return []
+            pixels = [resized_pixels(img.convert("RGB"), size) for img in images]
+            prepared = [translator.prepare(source, p) for p in pixels]
+            x = pixels_to_tensor(torch.from_numpy(np.stack(pixels)).to(device)).contiguous(memory_format=memory_format)
+            extras = {key: torch.from_numpy(np.stack([p[key] for p in prepared])).to(device) for key in prepared[0]}
+            with torch.inference_mode(), autocast(device, dtype):
+                outputs = translator.forward(x, extras)
+                rendered = {spec.key: tensor_to_pixels(outputs[spec.key]).contiguous().cpu().numpy()
+                            if spec.kind == "image" else outputs[spec.key].float().cpu()
+                            for spec in translator.outputs}
+            return [{spec.key: Image.fromarray(rendered[spec.key][i], mode="RGB") if spec.kind == "image"
+                     else jet_image(rendered[spec.key][i], (size, size)) for spec in translator.outputs}
+                    for i in range(len(images))]
+
+        return translate
+
+    return for_source
 
 
 def translate_face_images(images: Sequence[InputImage], output_dir: Path, batch_for: BatchFor,
@@ -212,7 +241,7 @@ def translate_videos(videos: Sequence[InputImage], output_dir: Path, batch_for: 
     """Each clip to ``output_dir/RELATIVE.mp4`` with :func:`ugatit_cli.video.translate_video`; returns the
     number of frames written. Clips whose output exists are skipped unless ``overwrite``; bad clips fail
     with their reason (nothing is written for them)."""
-    from .video import (
+    from .core.video import (
         DEFAULT_CODEC,
         DEFAULT_CRF,
         DEFAULT_VIDEO_BATCH,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import ProcessingError, UserError
+from ..errors import ProcessingError, UserError
 from .faces import (
     DEFAULT_FACE_SCALE,
     DEFAULT_FEATHER,

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
+from ..errors import UserError
 
 #: The Haar cascade used. Measured on the real photos that ship in pip packages (benchmarks/faces.py,
 #: scale factor 1.1, min neighbours 4): lfw_subset faces 98/100 found, 0/100 non-face patches with a
