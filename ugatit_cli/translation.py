@@ -11,6 +11,7 @@ stopping the others. Preprocessing is the official test transform (RGB, bilinear
 """
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections import deque
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 
 from .core.devices import autocast, check_precision, select_device
+from .core.faces import DEFAULT_FACE_SCALE, DEFAULT_MIN_FACE
 from .core.images import (
     BadImageError,
     InputImage,
@@ -37,6 +39,15 @@ from .core.images import (
 from .core.progress import count_progress, progress_disabled
 from .errors import UserError
 from .families.base import Direction, Family, Model, OutputSpec, Translator, families
+from .media import (
+    FaceOptions,
+    VideoOptions,
+    check_extras,
+    split_videos,
+    translate_face_images,
+    translate_videos,
+    translator_batches,
+)
 from .store.sources import peek_family, resolve_model
 
 #: Images per forward pass when none is given. On CPUs one image per pass is fastest (measured on a 2-core
@@ -181,6 +192,12 @@ def translate(
     revision: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    faces: str | None = None,
+    face_scale: float = DEFAULT_FACE_SCALE,
+    min_face: int = DEFAULT_MIN_FACE,
+    crf: int | None = None,
+    codec: str | None = None,
+    blend: float = 0.0,
     **options: Any,
 ) -> TranslationReport:
     """Translate image files, folders (recursively) and glob patterns into one PNG each under ``output``.
@@ -197,6 +214,14 @@ def translate(
     Existing outputs are kept and counted as skipped unless ``overwrite``.
     ``batch_size`` defaults to 1 on a CPU (fastest there) and 8 on a GPU. ``workers`` is the number of
     decode/encode threads; ``progress`` shows a Rich bar on stderr.
+
+    Video files (and the videos in folders) become ``RELATIVE.mp4`` at the clip's size
+    (:mod:`ugatit_cli.core.video`: H.264 at ``crf``, or ``codec``; frame rate, timestamps and audio kept;
+    ``blend`` mixes that share of the previous output frame into each, against flicker).
+    ``faces`` (``"composite"`` or ``"crops"``) translates the
+    faces of each photo and frame (:mod:`ugatit_cli.core.faces`: ``face_scale`` times the detector's box,
+    faces narrower than ``min_face`` pixels ignored) instead of the whole picture; a photo without a face is
+    skipped with "no face found".
 
     Bad inputs are listed in ``report.failed`` with their reason and never stop the others; problems with
     the call itself (unknown device, bad size, model not found) raise :class:`~ugatit_cli.errors.UserError`.
@@ -227,18 +252,24 @@ def translate(
         direction = _direction(family, direction)
         options = family.check_options(options)
 
+    face_options = FaceOptions(faces, face_scale, min_face) if faces else None
+    video_options = VideoOptions(crf, codec, blend=blend)
+
     report = TranslationReport(output_dir)
-    images, problems = collect_images(sources)
+    sources, videos = split_videos(sources)
+    images, problems = collect_images(sources) if sources else ([], [])
     report.failed += [Failed(p.path, p.reason) for p in problems]
-    images = _outside(images, output_dir)
-    if images and family is None:  # a Hub repo: its config.json says the family
+    images, videos = _outside(images, output_dir), _outside(videos, output_dir)
+    face_images, images = (images, []) if face_options else ([], images)
+    check_extras(face_options, videos, video_options)
+    if (images or face_images or videos) and family is None:  # a Hub repo: its config.json says the family
         with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
             model = _load(model, None, revision)
         family = model.family
         direction = _direction(family, direction)
         options = family.check_options(options)
     jobs = _name_outputs(images, output_dir, family.outputs(options) if family else (), overwrite, report)
-    if jobs:
+    if jobs or face_images or videos:
         plan = _Plan.for_device(target, dtype, batch_size)
         with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
             translator = _prepare_translator(_load(model, direction, revision), direction, size, options, plan)
@@ -247,10 +278,35 @@ def translate(
         except OSError as exc:
             raise UserError(f"{output_dir}: cannot create the output folder ({exc.strerror or exc})") from None
         loaded = time.perf_counter()
-        _run(jobs, translator, plan, keep_size, workers, progress, report)
+        if jobs:
+            _run(jobs, translator, plan, keep_size, workers, progress, report)
+        if face_images or videos:
+            _faces_and_videos(face_images, videos, translator, plan, output_dir, face_options, video_options,
+                              overwrite=overwrite, progress=progress, report=report)
         report.translate_seconds = time.perf_counter() - loaded
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _faces_and_videos(face_images: list[InputImage], videos: list[InputImage], translator: Translator, plan: _Plan,
+                      output_dir: Path, face_options: FaceOptions | None, video_options: VideoOptions, *,
+                      overwrite: bool, progress: bool, report: TranslationReport) -> None:
+    """Photos with ``--faces`` and video clips, through :mod:`ugatit_cli.media`; results go to ``report``.
+    Clips keep their size, and their frames go through the model ``plan.batch_size`` at a time."""
+    batches = translator_batches(translator, device=plan.device, dtype=plan.dtype, memory_format=plan.memory_format)
+    callbacks = {
+        "done": lambda d: report.done.append(Translated(d.source, d.output, d.extras)),
+        "skipped": lambda source, out, reason: report.skipped.append(Skipped(source, out, reason)),
+        "failed": lambda source, reason: report.failed.append(Failed(source, reason)),
+    }
+    if face_images:
+        extras = [(spec.key, spec.suffix) for spec in translator.outputs[1:]]
+        translate_face_images(face_images, output_dir, batches, face_options, extras=extras, overwrite=overwrite,
+                              progress=progress, **callbacks)
+    if videos:
+        options = dataclasses.replace(video_options, batch_size=video_options.batch_size or plan.batch_size)
+        translate_videos(videos, output_dir, batches, options, face_options, keep_size=True,
+                         overwrite=overwrite, progress=progress, **callbacks)
 
 
 def _default_workers() -> int:

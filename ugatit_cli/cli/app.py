@@ -26,9 +26,31 @@ def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}")
 
 
+#: Options whose value may be left out: (option, the values it takes, the value when it is alone).
+OPTIONAL_VALUES = (("--faces", ("composite", "crops"), "composite"),)
+
+
+def optional_values(args: list[str]) -> list[str]:
+    """``--faces`` alone means ``--faces composite``: Click options need a value, so the word is put in
+    where none of the option's values follows."""
+    out = list(args)
+    for option, values, alone in OPTIONAL_VALUES:
+        i = 0
+        while i < len(out):
+            if out[i] == "--":
+                break
+            if out[i] == option and (i + 1 == len(out) or out[i + 1] not in values):
+                out.insert(i + 1, alone)
+            i += 1
+    return out
+
+
 class _UserErrorsAsExitCodes(TyperGroup):
     """Every command's :class:`UserError` becomes one red line on stderr and its ``exit_code`` (2: usage,
     1: bad input), never a traceback; commands need no handling of their own."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, optional_values(args))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

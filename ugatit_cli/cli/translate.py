@@ -7,6 +7,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from ..core.faces import DEFAULT_FACE_SCALE, DEFAULT_MIN_FACE
+from ..core.video import DEFAULT_CODEC, DEFAULT_CRF
 from .app import FAMILIES, app, err_console, family_help, print_error
 from .options import translate_options, with_options
 
@@ -36,6 +38,19 @@ def translate(
                                                 show_default="the number of CPUs, at most 8")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    faces: Annotated[str | None, typer.Option(
+        "--faces", metavar="[composite|crops]", help="Translate the faces: detect each, translate a square crop "
+        "around it and paste it back (composite, the default when --faces is given alone) or write the crops "
+        "(NAME_face0.png, ...). Photos without a face are skipped. Needs the faces extra.")] = None,
+    face_scale: Annotated[float, typer.Option(help="Crop side / detected face box side (hair and chin included).")
+                          ] = DEFAULT_FACE_SCALE,
+    min_face: Annotated[int, typer.Option(help="Ignore faces narrower than this (pixels).")] = DEFAULT_MIN_FACE,
+    crf: Annotated[int | None, typer.Option(help="Video quality, 0 (lossless) to 51 (worst), for H.264/H.265.",
+                                            show_default=str(DEFAULT_CRF))] = None,
+    codec: Annotated[str | None, typer.Option(help="Video codec: h264, hevc, mpeg4 or any FFmpeg encoder.",
+                                              show_default=DEFAULT_CODEC)] = None,
+    blend: Annotated[float, typer.Option(help="Video: mix this share of the previous output frame into each "
+                                         "(less flicker, some ghosting; 0 is off).")] = 0.0,
     options: dict[str, Any] | None = None,
 ) -> None:
     """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
@@ -45,18 +60,22 @@ def translate(
     report = run_translation(
         inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
         device=device, precision=precision, overwrite=overwrite, revision=revision, workers=workers,
-        progress=not (quiet or as_json), **given,
+        progress=not (quiet or as_json), faces=faces, face_scale=face_scale, min_face=min_face, crf=crf,
+        codec=codec, blend=blend, **given,
     )
     for failure in report.failed:
         print_error(f"{failure.source}: {failure.reason}")
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet:
-        skipped = f", {len(report.skipped)} skipped (exist; --overwrite replaces them)" if report.skipped else ""
+        why = sorted({"exist; --overwrite replaces them" if s.reason.startswith("output exists") else s.reason
+                      for s in report.skipped})
+        skipped = f", {len(report.skipped)} skipped ({'; '.join(why)})" if report.skipped else ""
         failed = f", {len(report.failed)} failed" if report.failed else ""
-        images = "image" if len(report.done) == 1 else "images"
-        err_console.print(f"Translated {len(report.done)} {images}{skipped}{failed} in {report.seconds:.1f} s "
-                          f"({report.images_per_second:.2f} images/s) into {escape(str(report.output_dir))}")
+        unit = "images" if all(t.output.suffix == ".png" for t in report.done) else "inputs"  # clips are inputs
+        noun = unit[:-1] if len(report.done) == 1 else unit
+        err_console.print(f"Translated {len(report.done)} {noun}{skipped}{failed} in {report.seconds:.1f} s "
+                          f"({report.images_per_second:.2f} {unit}/s) into {escape(str(report.output_dir))}")
     raise typer.Exit(report.exit_code)
 
 
