@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...errors import UserError
+
 
 @torch.no_grad()
 def assign(guiding: nn.Module, batches: Iterable[torch.Tensor] | torch.Tensor,
@@ -46,7 +48,10 @@ class ClusterAccuracy:
 def cluster_accuracy(domains, labels, k: int | None = None, n_classes: int | None = None) -> ClusterAccuracy:
     """Best one-to-one matching of pseudo-domains (ints in [0, k)) to class labels (ints in [0, n_classes));
     K may differ from the class count (then some domains or classes stay unmatched and count as wrong)."""
-    from scipy.optimize import linear_sum_assignment
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError:
+        raise UserError("cluster accuracy needs scipy: pip install 'ugatit-cli[eval]'") from None
 
     d = np.asarray(domains, dtype=np.int64).ravel()
     t = np.asarray(labels, dtype=np.int64).ravel()

@@ -336,12 +336,13 @@ class PreActBlock(nn.Module):
         self.conv1 = nn.Conv2d(c_in, c_in, 3, 1, 1)
         self.norm2 = FRN(c_in)
         self.conv2 = nn.Conv2d(c_in, c_out, 3, 1, 1)
-        if c_in != c_out:
+        self.learned_shortcut = c_in != c_out
+        if self.learned_shortcut:
             self.conv1x1 = nn.Conv2d(c_in, c_out, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(self.norm1(x))
-        shortcut = self.conv1x1(x) if hasattr(self, "conv1x1") else x
+        shortcut = self.conv1x1(x) if self.learned_shortcut else x
         if self.downsample:
             h = F.avg_pool2d(h, 2)
             shortcut = F.avg_pool2d(shortcut, 2)
