@@ -56,6 +56,9 @@ def test_size_k_and_style_dimension_come_from_the_shapes(tmp_path):
     _write_official(path, ddp=False, config=TunitConfig(size=32, k=7, sty_dim=16, nf=8))
     config, _, _ = load_official(path)
     assert (config.size, config.k, config.sty_dim, config.n_downs) == (32, 7, 16, 1)
+    # the legacy (pre-zip) torch.save format reads too
+    torch.save(torch.load(path, weights_only=True), path, _use_new_zipfile_serialization=False)
+    assert load_official(path)[0] == config
 
 
 def test_a_tensor_of_the_wrong_shape_is_one_clear_error(tmp_path):

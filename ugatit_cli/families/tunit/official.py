@@ -120,7 +120,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The raw dict of an official checkpoint (tensors memory-mapped); UserError when it is not one."""
     path = Path(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # memory-map the zip format (torch >= 1.6); the legacy format cannot be mapped
+        mmap = zipfile.is_zipfile(path)
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
