@@ -121,3 +121,9 @@ def test_domain_styles_average_the_style_codes_per_pseudo_domain():
             torch.testing.assert_close(styles[d], out["cont"][domains == d].mean(0), atol=1e-5, rtol=1e-5)
         else:
             assert torch.equal(styles[d], torch.zeros(8))
+    # domains from another net (official: C assigns, C_EMA gives the codes)
+    other = trainer.nets["C"].eval()
+    with torch.no_grad():
+        other_domains = other(x)["disc"].argmax(1)
+    _, counts = domain_styles(C, x, k=3, assign_with=other)
+    assert counts.tolist() == torch.bincount(other_domains, minlength=3).tolist()

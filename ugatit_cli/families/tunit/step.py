@@ -237,12 +237,13 @@ class TunitTrainer:
 
 
 @torch.no_grad()
-def domain_styles(guiding: nn.Module, images, k: int, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def domain_styles(guiding: nn.Module, images, k: int, batch_size: int = 64,
+                  assign_with: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-domain mean style codes (for ``translate --domain k``): assign each image of ``images`` (an
     iterable of B x 3 x H x W batches in [-1, 1], or one tensor) to ``argmax`` of the guiding network's
-    logits and average its style codes per domain (official ``validateUN`` "AVG"). ``guiding`` should be in
-    eval mode. Returns ``(styles K x sty_dim, counts K)``; a domain no image fell into has a zero code and
-    count 0.
+    logits and average its style codes per domain (official ``validateUN`` "AVG", which assigns with C and
+    takes the codes from C_EMA: pass C as ``assign_with``). The networks should be in eval mode.
+    Returns ``(styles K x sty_dim, counts K)``; a domain no image fell into has a zero code and count 0.
     """
     if isinstance(images, torch.Tensor):
         images = images.split(batch_size)
@@ -250,8 +251,10 @@ def domain_styles(guiding: nn.Module, images, k: int, batch_size: int = 64) -> t
     total = None
     counts = torch.zeros(k, dtype=torch.long)
     for x in images:
-        out = guiding(x.to(device))
-        s, d = out["cont"].float().cpu(), out["disc"].argmax(1).cpu()
+        x = x.to(device)
+        out = guiding(x)
+        logits = out["disc"] if assign_with is None else assign_with(x)["disc"]
+        s, d = out["cont"].float().cpu(), logits.argmax(1).cpu()
         if total is None:
             total = torch.zeros(k, s.shape[1])
         total.index_add_(0, d, s)
