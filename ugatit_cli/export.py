@@ -110,7 +110,9 @@ def export_model(
     if (private or branch) and not repo_id:
         raise UserError("--private and --branch apply to a push: add --push-to-hub REPO_ID")
     output = Path(output).expanduser()
-    check_output_folder(output, overwrite=overwrite)  # before loading a 1.1 GB generator, not after
+    local = Path(str(source)).expanduser()
+    protect = [local] if local.exists() or local.is_symlink() else []
+    check_output_folder(output, overwrite=overwrite, protect=protect)  # before loading a 1.1 GB generator
     if format == "onnx":
         _require_onnx()
     token = _hub_token(repo_id) if repo_id else None  # a missing token is found before the work, not after
@@ -123,7 +125,7 @@ def export_model(
         exported = UGATITModel(model.config, model.generators, card=_card_facts(model, source),
                                weights_dtype="float16" if half else "float32")
         card: dict[str, Any] = {"model_id": repo_id} if repo_id else {}
-        with atomic_folder(output, overwrite=overwrite) as tmp:
+        with atomic_folder(output, overwrite=overwrite, protect=protect) as tmp:
             if format == "safetensors":
                 step(f"writing {', '.join(weights_name(d) for d in directions)}")
                 exported.save_pretrained(tmp, model_card_kwargs=card)

@@ -6,20 +6,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .safety import honour_umask, temp_prefix
+
 
 @contextmanager
 def atomic_file(path: str | os.PathLike, *, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write; on success rename it over ``path``, else delete it.
+
+    The temporary name is ``.NAME.ugatit-PID-RANDOM.tmp`` (``safety.remove_stale_temporaries`` recognises
+    it), and the file gets the mode the umask gives ordinary files.
 
     ``durable`` flushes the file to disk before the rename, so that even a power cut leaves either the old
     file or the complete new one (checkpoints and their pointer need that; outputs a re-run recreates don't).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
+        honour_umask(tmp)  # mkstemp makes it 0600; the result should be an ordinary file
         yield tmp
         if durable:
             fsync(tmp)

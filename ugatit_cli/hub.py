@@ -13,6 +13,7 @@ metadata too. Loading always casts back to float32. Readers ignore keys they do 
 import copy
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -35,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import ProcessingError, UserError
 from .model import Generator, UGATITConfig
+from .safety import check_replaceable, honour_umask, temp_prefix
 
 DIRECTIONS = ("a2b", "b2a")
 CONFIG_NAME = "config.json"
@@ -253,44 +255,61 @@ def generator_from_state(config: UGATITConfig, state: Mapping[str, torch.Tensor]
 
 
 @contextmanager
-def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool = False,
+                  protect: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary sibling folder to fill; on success rename it to ``output_dir``.
 
     An interrupted write leaves no folder under the final name; ``overwrite`` replaces an existing one only
-    after the new one is complete. A non-empty ``output_dir`` without ``overwrite`` is refused up front.
+    after the new one is complete, and only when it is provably a model folder this tool wrote and holds
+    none of ``protect`` (see ``check_output_folder``). The old folder is moved into a fresh private folder
+    before it is deleted, so no other sibling is ever touched.
     """
     output_dir = Path(output_dir)
-    check_output_folder(output_dir, overwrite=overwrite)
+    check_output_folder(output_dir, overwrite=overwrite, protect=protect)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(output_dir.name), suffix=".tmp", dir=output_dir.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should be an ordinary folder
+        honour_umask(tmp)  # mkdtemp makes it private; the result should be an ordinary folder
         yield tmp
         if output_dir.exists():
-            old = output_dir.with_name(f".{output_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(output_dir, old)
+            check_output_folder(output_dir, overwrite=overwrite, protect=protect)  # still ours, now?
+            holder = Path(tempfile.mkdtemp(prefix=temp_prefix(output_dir.name), suffix=".tmp",
+                                           dir=output_dir.parent))
+            os.replace(output_dir, holder / "old")
             os.replace(tmp, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(holder, ignore_errors=True)
         else:
             os.replace(tmp, output_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ProcessingError(f"{output_dir}: cannot write ({exc.strerror or exc}); nothing was changed "
+                              "there") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+#: Files ``ugatit export`` and ``save_pretrained`` write into a model folder; nothing else is ours there.
+_OWN_FILE = re.compile(r"^(config\.json|README\.md|generator_(a2b|b2a)\.(safetensors|onnx|onnx\.data))$")
 
 
-def check_output_folder(output_dir: Path, *, overwrite: bool) -> None:
-    """Refuse an output that is a file, or a non-empty folder unless ``overwrite``."""
+def is_own_model_file(path: Path) -> bool:
+    """Whether ``path`` is a file ugatit-cli writes into a model folder (by name, as a plain file)."""
+    return bool(_OWN_FILE.match(path.name)) and path.is_file() and not path.is_symlink()
+
+
+def check_output_folder(output_dir: Path, *, overwrite: bool, protect: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse an output that is a file, or a non-empty folder unless ``overwrite``; with ``overwrite``, refuse
+    a folder that holds anything but a model folder's own files or that is or contains a ``protect`` path
+    (the source), the current directory or the home folder (``safety.check_replaceable``)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"{output_dir}: exists and is not a folder")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise UserError(f"{output_dir}: folder exists and is not empty (pass --overwrite to replace it)")
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        if not overwrite:
+            raise UserError(f"{output_dir}: folder exists and is not empty (pass --overwrite to replace it)")
+        check_replaceable(output_dir, protect=protect, own=is_own_model_file)
+    elif output_dir.exists():
+        check_replaceable(output_dir, protect=protect)
 
 
 def write_model_folder(

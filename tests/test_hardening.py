@@ -1,0 +1,132 @@
+"""Issue 9: real reports and attacks, each rebuilt as a small input and run through the real CLI or loader.
+
+Every test here failed on 4d26972. They use tiny models (light, ch 4, 32 px), few iterations and small
+hostile files the test writes itself.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from ugatit_cli.cli import app
+from ugatit_cli.hub import UGATITModel, write_model_folder
+from ugatit_cli.model import Generator, UGATITConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+TINY_TRAIN = ["--light", "--size", "32", "--ch", "4", "--n-res", "1", "--workers", "0", "--no-decay", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(light=True, size=32, seed=0) -> UGATITModel:
+    torch.manual_seed(seed)
+    config = UGATITConfig(img_size=size, ch=4, n_res=1, light=light)
+    return UGATITModel(config, {"a2b": Generator(config).eval(), "b2a": Generator(config).eval()})
+
+
+def make_images(folder: Path, count: int = 2, size: int = 36) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(str(folder)))
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def make_dataset(root: Path) -> Path:
+    for name, count in (("trainA", 3), ("trainB", 3), ("testA", 1), ("testB", 1)):
+        make_images(root / name, count)
+    return root
+
+
+def invoke(*args) -> "CliRunner.Result":
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def cli(*args, timeout=300, env=None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ugatit_cli", *map(str, args)], capture_output=True, text=True,
+                          env={**CHILD_ENV, **(env or {})}, timeout=timeout, **kwargs)
+
+
+def one_line_error(output: str, *needles: str) -> None:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert "Traceback" not in output, output
+    assert lines and lines[-1].startswith("error: "), output
+    for needle in needles:
+        assert needle in output, output
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    return write_model_folder(tiny_model(), tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    """A real two-iteration training run (one CLI call, shared by the tests that only read it)."""
+    root = tmp_path_factory.mktemp("runs")
+    data = make_dataset(root / "data")
+    result = invoke("train", data, *TINY_TRAIN, "--iterations", "2", "--save-every", "1", "--output", root / "run")
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+def tree(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- 1, 2: --overwrite removes only what this tool wrote ----------------------------------------------------
+
+
+def test_export_overwrite_leaves_a_sibling_named_like_its_old_copy(tmp_path, model_folder):
+    out = tmp_path / "out"
+    assert invoke("export", model_folder, "--output", out, "--quiet").exit_code == 0
+    mine = tmp_path / ".out.old"  # the name the old output used to be moved to, and deleted
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    result = invoke("export", model_folder, "--output", out, "--overwrite", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.old", "out"]  # no temporary left either
+
+
+def test_export_overwrite_never_replaces_the_source_or_a_folder_holding_it(tmp_path, run_folder):
+    before = tree(run_folder)
+    result = invoke("export", run_folder, "--output", run_folder, "--overwrite", "--quiet")
+    assert result.exit_code == 2
+    one_line_error(result.output, "refusing to replace", "is the source")
+    # a folder that contains the source
+    result = invoke("export", run_folder / "checkpoints", "--output", run_folder, "--overwrite", "--quiet")
+    assert result.exit_code == 2
+    one_line_error(result.output, "contains the source")
+    assert tree(run_folder) == before
+
+
+def test_export_overwrite_refuses_folders_with_files_it_did_not_write(tmp_path, model_folder, monkeypatch):
+    out = tmp_path / "out"
+    assert invoke("export", model_folder, "--output", out, "--quiet").exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    result = invoke("export", model_folder, "--output", out, "--overwrite", "--quiet")
+    assert result.exit_code == 2
+    one_line_error(result.output, "notes.txt", "did not write")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "config.json").is_file()
+    # the current directory is never replaced, even when it holds only our files
+    (out / "notes.txt").unlink()
+    monkeypatch.chdir(out)
+    result = invoke("export", model_folder, "--output", ".", "--overwrite", "--quiet")
+    assert result.exit_code == 2
+    one_line_error(result.output, "current directory")
