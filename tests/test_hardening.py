@@ -4,7 +4,6 @@ Every test here failed on 4d26972. They use tiny models (light, ch 4, 32 px), fe
 hostile files the test writes itself.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -130,3 +129,100 @@ def test_export_overwrite_refuses_folders_with_files_it_did_not_write(tmp_path, 
     result = invoke("export", model_folder, "--output", ".", "--overwrite", "--quiet")
     assert result.exit_code == 2
     one_line_error(result.output, "current directory")
+
+
+# --- 3: non-finite numbers where a model is produced or consumed -------------------------------------------
+
+
+def test_diverging_training_stops_keeps_the_last_finite_checkpoint_and_leaves_no_black_outputs(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    # lr 300 on these images goes NaN at iteration 10, after checkpoints 2..8 (seed 0)
+    result = invoke("train", data, *TINY_TRAIN, "--iterations", "12", "--lr", "300", "--save-every", "2",
+                    "--keep", "2", "--output", run)
+    assert result.exit_code == 1, result.output
+    one_line_error(result.output, "training diverged at iteration", "last finite checkpoint")
+    kept = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
+    assert kept, "the finite checkpoint was rotated out"
+    for file in (run / "checkpoints" / kept[-1]).glob("*.safetensors"):
+        from safetensors.torch import load_file
+        assert all(torch.isfinite(t).all() for t in load_file(file).values())
+    out = tmp_path / "out"
+    result = invoke("translate", make_images(tmp_path / "photos", 1), "--model", run, "--output", out, "--quiet")
+    assert result.exit_code == 0, result.output  # the kept checkpoint translates
+    assert np.asarray(Image.open(next(out.rglob("*.png")))).std() > 0
+    # diverging before the first checkpoint leaves no run folder to block the corrected command
+    result = invoke("train", data, *TINY_TRAIN, "--iterations", "4", "--lr", "3000", "--output", tmp_path / "r2")
+    assert result.exit_code == 1 and "no checkpoint had been written" in result.output, result.output
+    assert not (tmp_path / "r2").exists()
+
+
+def test_models_with_nan_weights_are_refused_when_loaded(tmp_path):
+    model = tiny_model()
+    with torch.no_grad():
+        next(model.generators["a2b"].parameters()).view(-1)[0] = float("nan")
+    folder = write_model_folder(model, tmp_path / "nan_model")
+    out = tmp_path / "out"
+    result = invoke("translate", make_images(tmp_path / "photos", 1), "--model", folder, "--output", out)
+    assert result.exit_code == 1
+    one_line_error(result.output, "NaN or infinite")
+    assert not list(out.rglob("*.png")) if out.exists() else True
+    # the same weights as an official PyTorch checkpoint
+    states = {"genA2B": model.generators["a2b"].state_dict(), "genB2A": model.generators["b2a"].state_dict()}
+    torch.save(states, tmp_path / "nan_params_0000001.pt")
+    result = invoke("export", tmp_path / "nan_params_0000001.pt", "--output", tmp_path / "exp", "--quiet")
+    assert result.exit_code == 1
+    one_line_error(result.output, "NaN or infinite")
+
+
+# --- 4: one training process per run folder; runs are never made inside runs ---------------------------------
+
+
+def test_a_run_folder_is_locked_while_it_trains(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "ugatit_cli", "train", str(data), *TINY_TRAIN, "--iterations",
+                              "100000", "--save-every", "1000", "--log-every", "1", "--output", str(run)],
+                             env=CHILD_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if (run / "log.jsonl").is_file() and (run / "log.jsonl").stat().st_size:
+                break
+            assert first.poll() is None, first.stderr.read()
+            import time
+            time.sleep(0.1)
+        result = invoke("train", data, "--resume", "--output", run, "--quiet")
+        assert result.exit_code == 2
+        one_line_error(result.output, "in use by another ugatit train", f"pid {first.pid}")
+    finally:
+        first.terminate()
+        first.wait(60)
+    assert first.returncode == 130  # it saved and stopped, untouched by the refused second run
+    assert [p.name for p in (run / "checkpoints").glob("step_*")]
+
+
+def test_resume_into_a_checkpoint_is_refused(tmp_path, run_folder):
+    checkpoint = sorted((run_folder / "checkpoints").glob("step_*"))[-1]
+    before = tree(run_folder)
+    data = tmp_path / "data"
+    make_dataset(data)
+    for args in (["--resume", "--output", checkpoint], ["--output", checkpoint / "inner"]):
+        result = invoke("train", data, *TINY_TRAIN, "--iterations", "3", *args)
+        assert result.exit_code == 2, result.output
+        one_line_error(result.output)
+        assert "checkpoint of a run" in result.output or "inside the training run" in result.output
+    assert tree(run_folder) == before
+
+
+def test_a_half_deleted_checkpoint_is_removed_by_the_next_prune(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    common = [*TINY_TRAIN, "--save-every", "1", "--keep", "1", "--output", run]
+    assert invoke("train", data, *common, "--iterations", "1").exit_code == 0
+    # what a kill -9 in the middle of deleting an old checkpoint left: the folder without its state.pt
+    half = run / "checkpoints" / "step_00000000"
+    half.mkdir()
+    (half / "genA2B.safetensors").write_bytes(b"partial")
+    assert invoke("train", data, *common, "--iterations", "2", "--resume").exit_code == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")) == [
+        "latest", "step_00000002"]

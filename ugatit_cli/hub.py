@@ -36,7 +36,15 @@ from safetensors.torch import load_file, save_file
 
 from .errors import ProcessingError, UserError
 from .model import Generator, UGATITConfig
-from .safety import check_replaceable, honour_umask, temp_prefix
+from .safety import (
+    check_replaceable,
+    check_tensors,
+    honour_umask,
+    meta_shapes,
+    shape_mismatch,
+    strip_wrapper_prefixes,
+    temp_prefix,
+)
 
 DIRECTIONS = ("a2b", "b2a")
 CONFIG_NAME = "config.json"
@@ -243,7 +251,16 @@ class UGATITModel(
 
 
 def generator_from_state(config: UGATITConfig, state: Mapping[str, torch.Tensor], origin: str) -> Generator:
-    """Build a generator and load ``state`` strictly, casting stored fp16/bf16 weights back to fp32."""
+    """Build a generator and load ``state`` strictly, casting stored fp16/bf16 weights back to fp32.
+
+    Key prefixes of wrapped modules (DataParallel/DDP ``module.``, torch.compile ``_orig_mod.``) are removed;
+    tensors that are not stored weights (stride-0 views) or hold NaN/inf are refused; the shapes are
+    compared with the configuration's on the meta device before a byte of the network is allocated.
+    """
+    state = check_tensors(strip_wrapper_prefixes(state), origin)
+    mismatch = shape_mismatch(meta_shapes(lambda: Generator(config)), {k: v.shape for k, v in state.items()})
+    if mismatch:
+        raise UserError(f"{origin}: weights do not match its config ({mismatch})")
     generator = Generator(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:

@@ -241,3 +241,41 @@ def remove_stale_temporaries(folder: Path) -> int:
         except OSError:
             pass
     return removed
+
+
+# --- one process per folder ---------------------------------------------------------------------------------
+
+
+class FolderLock:
+    """An exclusive advisory lock (``fcntl.flock``) on ``folder/NAME``, held until ``release()``.
+
+    The lock file holds the owner's pid so that a refusal can name it; the kernel drops the lock when the
+    process dies, whatever kills it, so a stale lock never blocks a later run.
+    """
+
+    def __init__(self, folder: Path, name: str, what: str):
+        self.path = folder / name
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; runs are not protected from each other there
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                owner = os.read(fd, 32).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
+            by = f" (pid {owner})" if owner.isdigit() else ""
+            raise UserError(f"{folder}: in use by another {what}{by}; wait for it to finish or stop it first") \
+                from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None

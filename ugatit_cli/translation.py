@@ -50,6 +50,8 @@ ACCELERATOR_BATCH_SIZE = 8
 #: degrade far less when other processes take a core.
 MAX_CPU_STREAMS = 4
 EXISTS_REASON = "output exists (pass --overwrite to replace it)"
+NONFINITE_REASON = ("the model produced NaN or infinite values (nothing written): a diverged model, or an "
+                    "overflow in reduced precision (try --precision fp32)")
 
 
 @dataclass(frozen=True)
@@ -344,8 +346,9 @@ def _batches(items: Iterator[_Decoded | Failed], batch_size: int, report: Transl
 
 
 def _forward(generator: Generator, batch: list[_Decoded], plan: _Plan,
-             heatmap: bool) -> tuple[np.ndarray, torch.Tensor | None]:
-    """Run one batch: uint8 pixels in, uint8 pixels (B, H, W, 3) and optionally heatmaps (B, 1, h, w) out.
+             heatmap: bool) -> tuple[np.ndarray, torch.Tensor | None, list[bool]]:
+    """Run one batch: uint8 pixels in, uint8 pixels (B, H, W, 3), optionally heatmaps (B, 1, h, w), and
+    whether each result is finite out.
 
     Runs on a model stream's thread, hence its own inference mode and autocast (both are per thread). The
     uint8 pixels travel to the device (a quarter of the bytes of floats) and are scaled there; on CUDA from
@@ -361,8 +364,9 @@ def _forward(generator: Generator, batch: list[_Decoded], plan: _Plan,
     try:
         with torch.inference_mode(), autocast(device, plan.dtype):
             image, _, attention = generator(x)
+            finite = torch.isfinite(image).flatten(1).all(1).cpu().tolist()  # NaN/inf would be saved as black
             out = tensor_to_pixels(image).contiguous().cpu().numpy()
-            return out, attention.float().cpu() if heatmap else None
+            return out, attention.float().cpu() if heatmap else None, finite
     except torch.cuda.OutOfMemoryError:
         raise UserError(f"out of memory on {device} with a batch of {len(batch)} images of {x.shape[-1]} px; "
                         "lower the batch size") from None
@@ -396,8 +400,12 @@ def _run(jobs: list[_Job], generator: Generator, plan: _Plan, size: int, keep_si
 
     def write_oldest_batch(advance: Callable[[], None]) -> None:
         batch, future = forwards.popleft()
-        pixels, attention = future.result()
+        pixels, attention, finite = future.result()
         for i, item in enumerate(batch):
+            if not finite[i]:
+                report.failed.append(Failed(str(item.job.source), NONFINITE_REASON))
+                advance()
+                continue
             write = io_pool.submit(_save, item, pixels[i], None if attention is None else attention[i], keep_size)
             write.add_done_callback(lambda _: advance())
             writes.append((item, write))

@@ -26,6 +26,7 @@ from .. import __version__
 from ..hub import DIRECTIONS, UGATITModel, check_direction, write_model_folder
 from ..model import Generator, UGATITConfig
 from ..progress import byte_progress
+from ..safety import check_tensors
 from .tf_checkpoint import TensorEntry, TFCheckpoint, TFCheckpointError, find_prefix, open_local_checkpoint
 
 #: our direction -> the TF variable scope of the generator that performs it
@@ -172,6 +173,7 @@ def convert_generator(
         key, kind = variables[name[len(scope):]]
         state[key] = convert_tensor(tensor.float(), kind, config)
         del tensor
+    check_tensors(state, checkpoint.origin, error=TFCheckpointError)  # NaN/inf weights would translate to black
     with torch.device("meta"):  # no second copy of the weights: load_state_dict(assign=True) adopts ours
         generator = Generator(config)
     try:

@@ -29,10 +29,12 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
 from ..files import atomic_file, fsync
+from ..safety import honour_umask
 
 RUN_CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
 POINTER = "latest"
+LOCK_NAME = ".lock"  # held by the one process that trains in a run folder (safety.FolderLock)
 STATE = "state.pt"
 NETWORK_NAMES = ("genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB")
 GENERATORS = {"a2b": "genA2B", "b2a": "genB2A"}
@@ -69,6 +71,7 @@ def save_checkpoint(run_dir: Path, trainer_state: Mapping[str, Any], run_config:
     final = folder / checkpoint_name(iteration)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder))
     try:
+        honour_umask(tmp)  # mkdtemp makes it 0700; a checkpoint is an ordinary folder
         for name, state in trainer_state["nets"].items():
             save_file(_cpu_state(state), str(tmp / f"{name}.safetensors"), metadata={"format": "pt"})
         for name, state in (trainer_state.get("ema") or {}).items():
@@ -106,9 +109,22 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
     for leftover in folder.glob(".step_*.tmp"):
         shutil.rmtree(leftover, ignore_errors=True)
     pointed = latest_checkpoint(run_dir)
-    for old in list_checkpoints(run_dir)[:-max(keep, 1)]:
+    complete = list_checkpoints(run_dir)
+    newest = int(_STEP.match(complete[-1].name).group(1)) if complete else -1
+    # what a kill during an older prune left: a step folder without its state.pt, older than the newest
+    # complete checkpoint (a save in progress is a hidden temporary, never a step_* folder)
+    broken = [p for p in folder.iterdir() if p.is_dir() and _STEP.match(p.name) and not (p / STATE).is_file()
+              and int(_STEP.match(p.name).group(1)) < newest]
+    for old in [*broken, *complete[:-max(keep, 1)]]:
         if old != pointed:
-            shutil.rmtree(old, ignore_errors=True)
+            # renamed first (one atomic step), then deleted: a kill mid-way leaves a hidden temporary that the
+            # next prune removes, never a half-deleted step_* folder
+            doomed = old.with_name(f".{old.name}.deleting.tmp")
+            try:
+                os.replace(old, doomed)
+            except OSError:
+                continue
+            shutil.rmtree(doomed, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -8,6 +8,7 @@ rank 0 alone scans the data and writes files.
 """
 
 import atexit
+import contextlib
 import json
 import math
 import os
@@ -25,7 +26,8 @@ import torch.distributed as dist
 
 from .. import __version__
 from ..devices import check_precision, select_device
-from ..errors import UserError
+from ..errors import ProcessingError, UserError
+from ..safety import FolderLock
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import TrainingStreams, list_images, sample_images, scan_training_data, training_loader
@@ -209,16 +211,20 @@ class _Plan:
 
 
 def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.device,
-             ranks: _Ranks, say) -> _Plan:
-    """Everything that can fail on the user's side, checked before a single file is written."""
+             ranks: _Ranks, say, hold: list | None = None) -> _Plan:
+    """Everything that can fail on the user's side, checked before a single file is written. The run
+    folder's lock is appended to ``hold``; the caller releases it when the run ends."""
+    hold = [] if hold is None else hold
     data = scan_training_data(data_dir)
     run_dir = Path(output) if output is not None else Path("runs") / Path(data_dir).resolve().name
     if resume and init_from is not None:
         raise UserError("--resume and --init-from exclude each other: a resumed run continues its own weights")
+    _check_not_inside_a_run(run_dir, resume)
     checkpoint = None
     if resume:
         if not run_dir.is_dir():
             raise UserError(f"{run_dir}: no such run folder to resume (drop --resume to start a new run)")
+        hold.append(FolderLock(run_dir, ckpt.LOCK_NAME, "ugatit train"))  # before reading what it may change
         saved = ckpt.read_run_config(run_dir)
         resolved = resolve_config(config, saved.get("train", {}), run_dir)
         if saved.get("world_size", 1) != ranks.world_size:
@@ -234,13 +240,18 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
         if checkpoint is None:
             say(f"{run_dir}: no checkpoint yet; starting from iteration 0")
     else:
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if run_dir.exists() and (not run_dir.is_dir() or _has_entries(run_dir)):
             raise UserError(f"{run_dir}: already exists and is not empty; pass --resume to continue that run, "
                             f"or choose another --output")
         resolved = resolve_config(config)
         if init_from is not None:
             _check_init_source(Path(init_from))
     check_precision(resolved.precision, device)
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        hold.append(FolderLock(run_dir, ckpt.LOCK_NAME, "ugatit train"))
+        if _has_entries(run_dir):  # another new run got there first
+            raise UserError(f"{run_dir}: another run started in this folder; choose another --output")
 
     run_config = {"format": ckpt.FORMAT, "ugatit_cli": __version__, "train": resolved.to_dict(),
                   "model": resolved.model_config().to_dict(), "data_dir": str(Path(data_dir).resolve()),
@@ -252,6 +263,22 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
     return _Plan(run_dir, run_config, {s: [str(p) for p in files] for s, files in data.train.items()},
                  {s: str(p) if p else None for s, p in data.test.items()},
                  str(checkpoint) if checkpoint else None, str(init_from) if init_from is not None else None)
+
+
+def _has_entries(run_dir: Path) -> bool:
+    """Whether a folder holds anything but our lock file."""
+    return any(p.name != ckpt.LOCK_NAME for p in run_dir.iterdir())
+
+
+def _check_not_inside_a_run(run_dir: Path, resume: bool) -> None:
+    """A run folder is never a checkpoint, nor inside another run (its checkpoints would be rewritten)."""
+    if (run_dir / ckpt.STATE).is_file():
+        raise UserError(f"{run_dir}: is a checkpoint of a run, not a run folder; "
+                        f"{'resume the run that holds it' if resume else 'choose another --output'}")
+    for parent in run_dir.resolve().parents:
+        if ckpt.is_run_or_checkpoint(parent):
+            raise UserError(f"{run_dir}: is inside the training run {parent}; "
+                            f"{'resume that run' if resume else 'choose an --output outside it'}")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -400,30 +427,44 @@ def train(data_dir: str | os.PathLike, config: TrainConfig | Mapping[str, Any] |
             console.print(message, highlight=False)
 
     plan = None
-    if ranks.main:
-        try:
-            plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say)
-        except Exception as exc:
-            _share(ranks, str(exc))  # the other ranks stop with the same message instead of waiting
-            raise
-    plan = _share(ranks, plan)
-    if isinstance(plan, str):  # rank 0's error
-        raise UserError(plan)
+    held: list[FolderLock] = []
     try:
-        return _run(plan, target, ranks, progress, console, say, began, Trainer, SAMPLE_ROWS)
-    except UserError:
-        if ranks.main and not resume:
-            _remove_unstarted(plan.run_dir)
-        raise
+        if ranks.main:
+            try:
+                plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say, held)
+            except BaseException as exc:
+                _share(ranks, str(exc))  # the other ranks stop with the same message instead of waiting
+                if held and not resume:  # our lock file, and the folder if that leaves it empty
+                    held[0].path.unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        held[0].path.parent.rmdir()
+                raise
+        plan = _share(ranks, plan)
+        if isinstance(plan, str):  # rank 0's error
+            raise UserError(plan)
+        try:
+            return _run(plan, target, ranks, progress, console, say, began, Trainer, SAMPLE_ROWS)
+        except BaseException:  # whatever stopped a new run before its first checkpoint, it leaves no folder
+            if ranks.main and not resume:
+                _remove_unstarted(plan.run_dir)
+            raise
+    finally:
+        for lock in held:
+            lock.release()
 
 
 def _remove_unstarted(run_dir: Path) -> None:
-    """A new run that failed before its first iteration (e.g. --init-from weights that do not fit) leaves no
-    folder behind that would block the corrected command."""
-    if (run_dir / LOG_NAME).exists() or (run_dir / ckpt.CHECKPOINTS).exists():
+    """A new run that failed before its first checkpoint (bad settings, --init-from weights that do not fit,
+    a divergence) leaves no folder behind that would block the corrected command. Only the files this run
+    wrote are removed, and the folder only when that leaves it empty."""
+    if ckpt.list_checkpoints(run_dir):
         return
-    for name in (ckpt.RUN_CONFIG, DATA_NAME):
+    import shutil
+
+    for name in (ckpt.RUN_CONFIG, DATA_NAME, LOG_NAME, ckpt.LOCK_NAME):
         (run_dir / name).unlink(missing_ok=True)
+    for name in ("samples", "tensorboard", ckpt.CHECKPOINTS):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
     try:
         run_dir.rmdir()
     except OSError:  # something else is in it
@@ -471,7 +512,19 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
         say(f"{run_dir}: already trained for {start} of {config.iterations} iterations; "
             f"pass a larger --iterations to go on")
 
+    def diverged(iteration: int, what: str) -> ProcessingError:
+        newest = ckpt.latest_checkpoint(run_dir) if ranks.main else None
+        kept = (f"the last finite checkpoint, {newest.name}, is kept" if newest
+                else "no checkpoint had been written")
+        return ProcessingError(f"{run_dir}: training diverged at iteration {iteration} ({what}); stopped, {kept}. "
+                               f"Try a lower --lr (now {config.lr:g})")
+
     def save() -> Path | None:
+        # never a checkpoint with NaN/inf weights: it would rotate out the last good one (--keep)
+        bad = _agree(_nonfinite_network(trainer) is not None, ranks, device)
+        if bad:
+            raise diverged(trainer.iteration, f"{_nonfinite_network(trainer) or 'a network'} has NaN or infinite "
+                                              "weights")
         # every rank's RNG state goes into rank 0's checkpoint, so each rank resumes its own
         rng = [_rng_state(device)]
         if ranks.distributed:
@@ -490,6 +543,11 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
             for real_a, real_b in loader:
                 losses = trainer.step(real_a, real_b)
                 iteration = trainer.iteration
+                bad = [f"{k} {v}" for k, v in losses.items() if not math.isfinite(v)]
+                if _agree(bool(bad), ranks, device):
+                    more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
+                    raise diverged(iteration, ", ".join(bad[:2]) + more if bad else "another process's losses "
+                                   "are not finite")
                 if ranks.main:
                     watch.step(iteration, losses)
                     if iteration % config.sample_every == 0:
@@ -513,6 +571,16 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
             f"continue with --resume")
     return RunSummary(run_dir, trainer.iteration, config.iterations, interrupted, newest,
                       time.perf_counter() - began, losses, trainer)
+
+
+def _nonfinite_network(trainer) -> str | None:
+    """The name of the first network (or EMA generator) holding a NaN or infinite weight, or None."""
+    nets = {**trainer.nets, **{f"ema_{k}": v for k, v in (trainer.ema or {}).items()}}
+    for name, net in nets.items():
+        for tensor in net.state_dict().values():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                return name
+    return None
 
 
 def _agree(stop: bool, ranks: _Ranks, device: torch.device) -> bool:

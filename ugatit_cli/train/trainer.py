@@ -28,6 +28,7 @@ from ..devices import autocast, check_precision
 from ..errors import UserError
 from ..importers.official_pytorch import NETWORK_NAMES, read_official_checkpoint
 from ..model import Generator, build_discriminators, clip_rho_
+from ..safety import check_tensors, strip_wrapper_prefixes
 from . import losses
 from .config import TrainConfig
 
@@ -230,6 +231,9 @@ class Trainer:
             self.ema = {name: self._ema_copy(self.nets[name]) for name in GENERATOR_NAMES}
 
     def _load_net(self, name: str, state: dict[str, torch.Tensor], source: str) -> None:
+        # DataParallel/DDP/torch.compile key prefixes removed; stride-0 views and NaN/inf refused before use
+        state = check_tensors(strip_wrapper_prefixes(state) if isinstance(state, dict) else state,
+                              f"{source} [{name}]", error=UserError)
         try:
             self.nets[name].load_state_dict(state)
         except RuntimeError as exc:
