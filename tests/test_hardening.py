@@ -4,6 +4,7 @@ Every test here failed on 4d26972. They use tiny models (light, ch 4, 32 px), fe
 hostile files the test writes itself.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -191,9 +192,9 @@ def test_a_run_folder_is_locked_while_it_trains(tmp_path):
             assert first.poll() is None, first.stderr.read()
             import time
             time.sleep(0.1)
-        result = invoke("train", data, "--resume", "--output", run, "--quiet")
-        assert result.exit_code == 2
-        one_line_error(result.output, "in use by another ugatit train", f"pid {first.pid}")
+        result = budget_cli("train", data, "--resume", "--output", run, "--quiet")  # a second process
+        assert result.returncode == 2
+        one_line_error(result.stderr, "in use by another ugatit train", f"pid {first.pid}")
     finally:
         first.terminate()
         first.wait(60)
@@ -226,3 +227,191 @@ def test_a_half_deleted_checkpoint_is_removed_by_the_next_prune(tmp_path):
     assert invoke("train", data, *common, "--iterations", "2", "--resume").exit_code == 0
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")) == [
         "latest", "step_00000002"]
+
+
+# --- 5: numbers read from files are checked before anything is allocated or looped over -------------------
+
+MEMORY_BUDGET = 4 << 30  # address space for a child: enough for torch and a tiny model, far below the claims
+
+
+def _limit_memory():
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BUDGET, MEMORY_BUDGET))
+
+
+def budget_cli(*args, timeout=60):
+    """The real CLI in a child with 4 GB of address space and a deadline: a hostile file that makes it
+    allocate what it claims, or loop, fails here with a traceback or a timeout."""
+    try:
+        return cli(*args, timeout=timeout, preexec_fn=_limit_memory)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"ugatit {' '.join(map(str, args))} did not answer within {timeout} s")
+
+
+def hostile_model_folder(root: Path, **config_changes) -> Path:
+    folder = write_model_folder(tiny_model(light=False), root)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **config_changes}))
+    return folder
+
+
+def test_config_numbers_are_checked_before_they_size_or_loop_anything(tmp_path):
+    photos = make_images(tmp_path / "photos", 1)
+    for changes, needle in (({"dis_global_layers": 10_000_000}, "dis_global_layers"),
+                            ({"ch": 1000, "img_size": 256}, "weights do not match"),
+                            ({"ch": 100_000}, "ch must be in")):
+        folder = hostile_model_folder(tmp_path / f"m{len(str(changes))}", **changes)
+        result = budget_cli("translate", photos, "--model", folder, "--output", tmp_path / "out")
+        assert result.returncode == 2, result.stderr
+        one_line_error(result.stderr, needle)
+
+
+def test_official_checkpoint_of_stride_0_views_is_refused_without_allocating(tmp_path):
+    config = UGATITConfig(img_size=32, ch=1024, n_res=1, light=True)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in Generator(config).state_dict().items()}
+    state = {k: torch.zeros(1).expand(shape) for k, shape in shapes.items()}  # ~100 bytes claiming ~GBs
+    path = tmp_path / "hostile_params_0000001.pt"
+    torch.save({"genA2B": state, "genB2A": state}, path)
+    assert path.stat().st_size < 200_000
+    result = budget_cli("export", path, "--output", tmp_path / "out", "--quiet")
+    assert result.returncode == 1, result.stderr
+    one_line_error(result.stderr, "stores only")
+    assert not (tmp_path / "out").exists()
+
+
+def tf_checkpoint_with_index(folder: Path, claims: dict[str, tuple[tuple[int, ...], int, int]] | None = None,
+                             scope_shapes: dict[str, tuple[int, ...]] | None = None) -> Path:
+    """A tiny light TF generator pair written as an official checkpoint, then its index rewritten so that
+    ``claims`` (name -> (shape, offset, size)) say what the test wants; ``scope_shapes`` rewrites shapes only."""
+    import tf_writer
+    from tf_writer import tf_generator_tensors, write_checkpoint
+
+    from ugatit_cli.importers.tf_checkpoint import open_local_checkpoint
+
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    generator = Generator(UGATITConfig(img_size=32, ch=4, n_res=4, light=True, variant="tf"))
+    tensors = {**tf_generator_tensors(generator, "generator_B"), **tf_generator_tensors(generator, "generator_A")}
+    prefix = folder / "UGATIT.model-1000"
+    write_checkpoint(prefix, tensors)
+    entries = open_local_checkpoint(prefix).entries
+    records = [(b"", tf_writer._field_varint(1, 1) + tf_writer._field_bytes(3, tf_writer._field_varint(1, 1)))]
+    for name in sorted(entries):
+        e = entries[name]
+        shape, offset, size = (claims or {}).get(name, ((scope_shapes or {}).get(name, e.shape), e.offset, e.size))
+        # a negative dimension is written as protobuf writes an int64: two's complement in 64 bits
+        proto = tf_writer._entry_proto(tuple(d & (2**64 - 1) for d in shape), 0, offset, size, e.crc32c)
+        records.append((name.encode(), proto))
+    _rewrite_index(prefix, records)
+    return folder
+
+
+def _rewrite_index(prefix: Path, records) -> None:
+    import struct
+
+    import tf_writer
+    data_block = tf_writer._with_trailer(tf_writer._block(records))
+    meta_block = tf_writer._with_trailer(tf_writer._block([]))
+    index_offset = len(data_block) + len(meta_block)
+    index_block = tf_writer._with_trailer(tf_writer._block([(records[-1][0], tf_writer._varint(0)
+                                                              + tf_writer._varint(len(data_block) - 5))]))
+    handles = (tf_writer._varint(len(data_block)) + tf_writer._varint(len(meta_block) - 5)
+               + tf_writer._varint(index_offset) + tf_writer._varint(len(index_block) - 5))
+    footer = handles.ljust(40, b"\0") + struct.pack("<Q", tf_writer.TABLE_MAGIC)
+    Path(f"{prefix}.index").write_bytes(data_block + meta_block + index_block + footer)
+
+
+def test_tf_index_claiming_more_than_its_data_file_holds_is_refused_before_allocating(tmp_path):
+    name = "generator_B/MLP/linear_1/dense/kernel"
+    folder = tf_checkpoint_with_index(tmp_path / "UGATIT_light_hostile",
+                                      claims={name: ((16, 400_000_000), 0, 16 * 400_000_000 * 4)})
+    result = budget_cli("export", folder, "--output", tmp_path / "out", "--direction", "a2b", "--quiet")
+    assert result.returncode == 1, result.stderr
+    one_line_error(result.stderr, name)
+    # a tensor whose bytes lie past the end of the data file, with a shape that fits the generator
+    entry_size = 16 * 16 * 4
+    folder = tf_checkpoint_with_index(tmp_path / "UGATIT_light_past_end",
+                                      claims={name: ((16, 16), 10**9, entry_size)})
+    result = budget_cli("export", folder, "--output", tmp_path / "out", "--direction", "a2b", "--quiet")
+    assert result.returncode == 1, result.stderr
+    one_line_error(result.stderr, "claims bytes", "holds")
+
+
+def test_an_index_that_is_a_link_to_a_device_is_not_read(tmp_path):
+    folder = tmp_path / "UGATIT_light_zero"
+    folder.mkdir()
+    (folder / "UGATIT.model-1.index").symlink_to("/dev/zero")
+    (folder / "UGATIT.model-1.data-00000-of-00001").write_bytes(b"")
+    result = budget_cli("export", folder, "--output", tmp_path / "out", "--quiet",
+                        timeout=30)
+    assert result.returncode in (1, 2), result.stderr
+    one_line_error(result.stderr, "not a regular file")
+
+
+# --- 6: links that loop are walked once ---------------------------------------------------------------------
+
+
+def test_a_symlink_loop_in_an_input_folder_translates_each_image_once(tmp_path, model_folder):
+    photos = make_images(tmp_path / "photos", 1)
+    (photos / "self").symlink_to(".")
+    (photos / "sub").mkdir()
+    (photos / "sub" / "up").symlink_to("..")
+    result = budget_cli("translate", photos, "--model", model_folder, "--output", tmp_path / "out", "--json",
+                        timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["counts"]["done"] == 1
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 1
+
+
+# --- 8: hostile model files are one line, never a traceback -----------------------------------------------
+
+
+@pytest.mark.parametrize("config_text", ["[1, 2]", "null", '{"ch": "4"}', '{"n_res": null}', '{"light": "yes"}',
+                                         '{"img_size": 1e400}', "{"])
+def test_hostile_config_json_is_one_line(tmp_path, model_folder, config_text):
+    import shutil
+    folder = Path(shutil.copytree(model_folder, tmp_path / "m"))
+    original = json.loads((folder / "config.json").read_text())
+    if config_text.startswith("{") and config_text.endswith("}"):
+        config_text = json.dumps({**original, **json.loads(config_text)})
+    (folder / "config.json").write_text(config_text)
+    result = invoke("translate", make_images(tmp_path / "photos", 1), "--model", folder, "--output", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    one_line_error(result.output, "config.json")
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "text"])
+def test_hostile_weights_files_are_one_line(tmp_path, model_folder, damage):
+    import shutil
+    folder = Path(shutil.copytree(model_folder, tmp_path / "m"))
+    weights = folder / "generator_a2b.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "text": b"hello, not weights"}[damage])
+    result = invoke("export", folder, "--output", tmp_path / "out", "--quiet")
+    assert result.exit_code == 1, result.output
+    one_line_error(result.output, "generator_a2b.safetensors")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("payload", ["tensor", "list", "text", "module_prefix_mismatch"])
+def test_hostile_official_checkpoints_are_one_line(tmp_path, payload):
+    path = tmp_path / "x_params_0000001.pt"
+    if payload == "text":
+        path.write_text("this is not a checkpoint\n")
+    else:
+        value = {"tensor": torch.zeros(3), "list": [1, 2, 3],
+                 "module_prefix_mismatch": {"module.DownBlock.1.weight": torch.zeros(4, 3, 7, 7)}}[payload]
+        torch.save({"genA2B": value, "genB2A": value}, path)
+    result = invoke("export", path, "--output", tmp_path / "out", "--quiet")
+    assert result.exit_code in (1, 2), result.output
+    one_line_error(result.output, str(path.name))
+
+
+@pytest.mark.parametrize("shape", [(7, 7, 3, 0), (7, 7, 3, -4), (7, 7, 12)])
+def test_hostile_tf_index_shapes_are_one_line(tmp_path, shape):
+    name = "generator_B/conv/conv2d/kernel"
+    folder = tf_checkpoint_with_index(tmp_path / "UGATIT_light_bad", scope_shapes={name: shape})
+    result = invoke("export", folder, "--output", tmp_path / "out", "--direction", "a2b", "--quiet")
+    assert result.exit_code in (1, 2), result.output
+    one_line_error(result.output, "generator_B")

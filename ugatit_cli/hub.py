@@ -32,6 +32,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import ProcessingError, UserError
@@ -41,6 +42,8 @@ from .safety import (
     check_tensors,
     honour_umask,
     meta_shapes,
+    read_json_object,
+    regular_file,
     shape_mismatch,
     strip_wrapper_prefixes,
     temp_prefix,
@@ -214,6 +217,28 @@ class UGATITModel(
                                        docs_url=self._hub_mixin_info.docs_url, **facts)
 
     @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls, pretrained_model_name_or_path: str | Path, *, force_download: bool = False,
+        token: str | bool | None = None, cache_dir: str | Path | None = None, local_files_only: bool = False,
+        revision: str | None = None,
+        directions: Iterable[str] = DIRECTIONS, **_: Any,
+    ) -> "UGATITModel":
+        """Load a local model folder or a Hub repo. ``config.json`` is read and validated here (an object,
+        every field typed and in range) before anything is sized by it; the mixin's own reading would pass
+        a list, ``null`` or ``"ch": "4"`` on to a traceback."""
+        model_id = str(pretrained_model_name_or_path)
+        if os.path.isdir(model_id):
+            config_file = os.path.join(model_id, CONFIG_NAME)
+        else:
+            config_file = hf_hub_download(repo_id=model_id, filename=CONFIG_NAME, revision=revision,
+                                          cache_dir=cache_dir, force_download=force_download, token=token,
+                                          local_files_only=local_files_only)
+        config = read_model_config(config_file, origin=model_id if not os.path.isdir(model_id) else None)
+        return cls._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download, local_files_only=local_files_only, token=token,
+                                    config=config, directions=directions)
+
+    @classmethod
     def _from_pretrained(
         cls,
         *,
@@ -246,8 +271,38 @@ class UGATITModel(
                     repo_id=model_id, filename=name, revision=revision, cache_dir=cache_dir,
                     force_download=force_download, local_files_only=local_files_only, token=token,
                 )
-            generators[direction] = generator_from_state(config, load_file(path), origin=path)
+            generators[direction] = generator_from_state(config, read_safetensors(path), origin=path)
         return cls(config, generators)
+
+
+def read_model_config(path: str | os.PathLike, origin: str | None = None) -> UGATITConfig:
+    """A model folder's ``config.json`` as a validated ``UGATITConfig``; UserError with one line otherwise."""
+    name = f"{origin}: {CONFIG_NAME}" if origin else str(path)
+    try:
+        data = read_json_object(path, CONFIG_NAME)
+    except UserError as exc:
+        raise UserError(f"{origin}: {exc}" if origin else str(exc)) from None
+    dtype = data.get("weights_dtype", "float32")
+    if dtype not in WEIGHTS_DTYPES:
+        raise UserError(f"{name}: weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {dtype!r}")
+    try:
+        return UGATITConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{name}: invalid {CONFIG_NAME} ({exc})") from None
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; an empty, truncated or foreign file is one ``ProcessingError`` line.
+
+    safetensors itself checks that the header's offsets fit the file, so no tensor is allocated beyond the
+    file's real size.
+    """
+    regular_file(path, "safetensors weights file", error=ProcessingError)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ProcessingError(f"{path}: not a readable safetensors file ({first})") from None
 
 
 def generator_from_state(config: UGATITConfig, state: Mapping[str, torch.Tensor], origin: str) -> Generator:

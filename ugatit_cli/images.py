@@ -58,6 +58,8 @@ def open_rgb(path: str | os.PathLike, background: tuple[int, int, int] = (255, 2
         raise BadImageError(path, "no such file")
     if path.is_dir():
         raise BadImageError(path, "is a folder, not an image file")
+    if not path.is_file():  # a device (/dev/zero), a FIFO or a socket would be read forever or block
+        raise BadImageError(path, "not a regular file (a device, pipe or socket)")
     if path.stat().st_size == 0:
         raise BadImageError(path, "empty file (0 bytes)")
     try:
@@ -115,7 +117,17 @@ def is_image_name(path: Path) -> bool:
 def _folder_images(folder: Path) -> list[Path]:
     """Image-named files under ``folder`` (recursive, sorted); broken links are kept so they get reported."""
     found = []
+    visited: set[tuple[int, int]] = set()  # (device, inode) of each folder walked: links that loop are walked once
     for root, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            info = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in visited:
+            dirs[:] = []
+            continue
+        visited.add((info.st_dev, info.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [Path(root) / f for f in sorted(files) if not f.startswith(".") and is_image_name(Path(f))]
     return found

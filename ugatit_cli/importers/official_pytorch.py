@@ -6,14 +6,12 @@ so a user needs no flags to load one.
 """
 
 import os
-import pickle
-import zipfile
-from pathlib import Path
 
 import torch
 
 from ..errors import ProcessingError, UserError
 from ..model import UGATITConfig
+from ..safety import regular_file, strip_wrapper_prefixes
 
 NETWORK_NAMES = ("genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB")
 GENERATOR_NAMES = {"a2b": "genA2B", "b2a": "genB2A"}
@@ -21,17 +19,21 @@ GENERATOR_NAMES = {"a2b": "genA2B", "b2a": "genB2A"}
 
 def read_official_checkpoint(path: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
     """Unpickle with ``weights_only=True`` (tensors and plain containers only: no code runs)."""
-    path = Path(path)
+    path = regular_file(path, "PyTorch checkpoint")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ProcessingError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # the unpickler raises anything (IndexError, KeyError, ...) on a foreign file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ProcessingError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(data, dict) or not any(name in data for name in NETWORK_NAMES):
         raise UserError(f"{path}: not an official U-GAT-IT checkpoint (expected keys {', '.join(NETWORK_NAMES)})")
-    return data
+    for name in NETWORK_NAMES:
+        if name in data and not isinstance(data[name], dict):
+            raise ProcessingError(f"{path}: {name} is {type(data[name]).__name__}, not a state_dict")
+    # saved from DataParallel/DDP: the whole dict or each network may carry "module." prefixes
+    return {name: strip_wrapper_prefixes(state) if name in NETWORK_NAMES else state for name, state in data.items()}
 
 
 def infer_config(generator_state: dict[str, torch.Tensor], discriminators: dict[str, dict] | None = None,
@@ -41,11 +43,16 @@ def infer_config(generator_state: dict[str, torch.Tensor], discriminators: dict[
     A light model's gamma/beta MLP pools the map first, so its weights do not fix the image size; the
     official default (256) is assumed then, and ``--size`` can change it at translation time.
     """
+    if not isinstance(generator_state, dict):
+        raise ProcessingError(f"a generator is {type(generator_state).__name__}, not a state_dict")
+    generator_state = strip_wrapper_prefixes(generator_state)  # DataParallel/DDP "module." keys
     try:
         ch = generator_state["DownBlock.1.weight"].shape[0]
         fc_in = generator_state["FC.0.weight"].shape[1]
     except KeyError as exc:
         raise UserError(f"not a U-GAT-IT generator state_dict (missing {exc.args[0]})") from None
+    except (AttributeError, IndexError, TypeError):
+        raise ProcessingError("not a U-GAT-IT generator state_dict (its entries are not weight tensors)") from None
     n_res = sum(1 for key in generator_state if key.startswith("UpBlock1_") and key.endswith(".conv1.weight"))
     dim = ch * 4
     light = fc_in == dim
@@ -55,18 +62,22 @@ def infer_config(generator_state: dict[str, torch.Tensor], discriminators: dict[
         state = (discriminators or {}).get(prefix)
         if state:
             # n_layers - 1 convs in `model`, each stored as spectral-norm `weight_orig`
+            state = strip_wrapper_prefixes(state) if isinstance(state, dict) else {}
             layers[name] = 1 + sum(1 for k in state if k.startswith("model.") and k.endswith("weight_orig"))
-    return UGATITConfig(img_size=img_size, ch=ch, n_res=n_res, light=light, **layers)
+    try:
+        return UGATITConfig(img_size=img_size, ch=ch, n_res=n_res, light=light, **layers)
+    except ValueError as exc:
+        raise ProcessingError(f"not a U-GAT-IT generator this tool can build ({exc})") from None
 
 
 def load_official_checkpoint(path: str | os.PathLike) -> tuple[UGATITConfig, dict[str, dict[str, torch.Tensor]]]:
     """The inferred config and the six networks' state_dicts of an official checkpoint."""
     states = read_official_checkpoint(path)
-    generator = states.get("genA2B") or states.get("genB2A")
+    generator = next((states[name] for name in ("genA2B", "genB2A") if name in states), None)
     if generator is None:
         raise UserError(f"{path}: checkpoint holds no generator (genA2B/genB2A)")
     try:
         config = infer_config(generator, states)
     except UserError as exc:
-        raise UserError(f"{path}: {exc}") from None
+        raise type(exc)(f"{path}: {exc}") from None
     return config, states

@@ -22,7 +22,7 @@ from huggingface_hub import HfApi, HfFileSystem, constants, hf_hub_download
 from ..errors import UserError
 from ..hub import CONFIG_NAME, DIRECTIONS, UGATITModel, check_direction, hub_errors, weights_name, write_model_folder
 from ..progress import byte_progress
-from .tf_checkpoint import TFCheckpoint, TFCheckpointError, parse_index
+from .tf_checkpoint import MAX_INDEX_BYTES, TFCheckpoint, TFCheckpointError, parse_index
 from .tf_convert import (
     TF_SCOPES,
     conversion_note,
@@ -101,6 +101,9 @@ def convert_from_hub(
     if index_name not in listing:
         raise TFCheckpointError(f"hf://{folder_path}: no {index_name} (the folder holds {', '.join(sorted(listing))})")
     index_file = hf_hub_download(source.repo_id, f"{source.folder}/{index_name}", revision=commit)
+    if listing[index_name] > MAX_INDEX_BYTES:
+        raise TFCheckpointError(f"hf://{folder_path}/{index_name}: {listing[index_name]} bytes is too large for a "
+                                "checkpoint index")
     index = parse_index(Path(index_file).read_bytes(), origin=f"hf://{folder_path}/{index_name}")
 
     def fetch(shard: str, offset: int, length: int) -> bytes:
@@ -114,7 +117,7 @@ def convert_from_hub(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"hf://{folder_path}/{shard}: download failed at byte {offset} ({first})") from exc
 
-    checkpoint = TFCheckpoint(index, source.prefix, fetch, origin=source.url)
+    checkpoint = TFCheckpoint(index, source.prefix, fetch, origin=source.url, shard_size=listing.get)
     smoothing = smoothing_from_folder_name(source.folder)
     total = generators_nbytes(checkpoint, directions)
     description = f"fetching {', '.join(TF_SCOPES[d] for d in directions)}"

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
 from ..files import atomic_file, fsync
-from ..safety import honour_umask
+from ..safety import honour_umask, read_json_object, regular_file
 
 RUN_CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -141,23 +141,21 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def read_run_config(path: Path) -> dict[str, Any]:
     """``config.json`` of a run folder or checkpoint; UserError when it is missing or not ours."""
-    try:
-        data = json.loads((path / RUN_CONFIG).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no {RUN_CONFIG}; not a ugatit-cli training run") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path / RUN_CONFIG}: unreadable ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not (path / RUN_CONFIG).exists():
+        raise UserError(f"{path}: no {RUN_CONFIG}; not a ugatit-cli training run")
+    data = read_json_object(path / RUN_CONFIG, "training run configuration")  # a regular file, an object
+    if data.get("format") != FORMAT:
         raise UserError(f"{path / RUN_CONFIG}: not a ugatit-cli training run configuration")
     return data
 
 
 def _load_net(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise UserError(f"{path.parent}: checkpoint has no {path.name}")
+    regular_file(path, "safetensors weights file")
     try:
         return load_file(str(path))
-    except FileNotFoundError:
-        raise UserError(f"{path.parent}: checkpoint has no {path.name}") from None
-    except (SafetensorError, OSError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{path}: unreadable safetensors file ({exc})") from None
 
 
