@@ -415,3 +415,33 @@ def test_hostile_tf_index_shapes_are_one_line(tmp_path, shape):
     result = invoke("export", folder, "--output", tmp_path / "out", "--direction", "a2b", "--quiet")
     assert result.exit_code in (1, 2), result.output
     one_line_error(result.output, "generator_B")
+
+
+# --- 7: no network is one line, at once --------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens there once the probe is closed
+
+
+@pytest.mark.parametrize("command", [["translate", "PHOTOS", "--model", "selfie2anime"],
+                                     ["export", "selfie2anime", "--quiet"],
+                                     ["translate", "PHOTOS", "--model", "someone/some-model"],
+                                     ["export", "someone/some-model", "--quiet"]])
+def test_no_network_is_one_line_at_once(tmp_path, command):
+    import time
+    photos = make_images(tmp_path / "photos", 1)
+    args = [str(photos) if a == "PHOTOS" else a for a in command]
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}", "HF_HOME": str(tmp_path / "hf")}
+    began = time.monotonic()
+    result = cli(*args, "--output", tmp_path / "out", env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    one_line_error(result.stderr, "cannot be reached")
+    assert "Retrying" not in result.stderr
+    assert time.monotonic() - began < 20  # huggingface_hub alone retries for ~27 s
+    result = cli(*args, "--output", tmp_path / "out", env={**env, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2
+    one_line_error(result.stderr, "HF_HUB_OFFLINE")

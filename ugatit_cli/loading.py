@@ -14,7 +14,15 @@ import torch
 
 from .devices import select_device
 from .errors import UserError
-from .hub import DIRECTIONS, UGATITModel, check_direction, generator_from_state, hub_errors, is_model_folder
+from .hub import (
+    DIRECTIONS,
+    UGATITModel,
+    check_direction,
+    generator_from_state,
+    hub_errors,
+    hub_reachable,
+    is_model_folder,
+)
 from .importers.official_pytorch import GENERATOR_NAMES, load_official_checkpoint
 from .importers.tf_checkpoint import is_tf_checkpoint
 from .importers.tf_convert import load_tf_checkpoint
@@ -78,8 +86,9 @@ def resolve_model(
         kinds = ", ".join(s.kind for s in LOCAL_SOURCES)
         raise UserError(f"{path}: not a recognised model (expected one of: {kinds})")
     if _REPO_ID.match(text) and not text.startswith((".", "/")):
-        with hub_errors(text, revision):
-            return UGATITModel.from_pretrained(text, directions=directions, revision=revision)
+        with hub_errors(text, revision):  # a dead network: the cache only, at once, not ~30 s of retries
+            return UGATITModel.from_pretrained(text, directions=directions, revision=revision,
+                                               local_files_only=not hub_reachable())
     names = ", ".join(sorted(MODELS))
     raise UserError(f"{text}: no such file, registered model ({names}) or Hub repo id (user/name)")
 

@@ -20,7 +20,17 @@ from urllib.parse import quote
 from huggingface_hub import HfApi, HfFileSystem, constants, hf_hub_download
 
 from ..errors import UserError
-from ..hub import CONFIG_NAME, DIRECTIONS, UGATITModel, check_direction, hub_errors, weights_name, write_model_folder
+from ..hub import (
+    CONFIG_NAME,
+    DIRECTIONS,
+    UGATITModel,
+    check_direction,
+    hub_errors,
+    hub_reachable,
+    offline_reason,
+    weights_name,
+    write_model_folder,
+)
 from ..progress import byte_progress
 from .tf_checkpoint import MAX_INDEX_BYTES, TFCheckpoint, TFCheckpointError, parse_index
 from .tf_convert import (
@@ -74,6 +84,9 @@ def load_hub_tf_checkpoint(
     root = converted_dir(source, revision)
     missing = [d for d in directions if not _is_converted(root / d, d)]
     if missing:
+        if not hub_reachable():  # at once, and one line, instead of retries and a traceback
+            raise UserError(f"{source.repo_id}@{revision}: the {'/'.join(missing)} generator is not converted yet "
+                            f"and needs the Hugging Face Hub, but {offline_reason()}")
         with hub_errors(source.repo_id, revision):
             convert_from_hub(source, missing, revision, root, show_progress=show_progress)
     generators = {}
