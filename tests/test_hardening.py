@@ -445,3 +445,19 @@ def test_no_network_is_one_line_at_once(tmp_path, command):
     result = cli(*args, "--output", tmp_path / "out", env={**env, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2
     one_line_error(result.stderr, "HF_HUB_OFFLINE")
+
+
+# --- 10: numeric options are checked before anything is written --------------------------------------------
+
+
+@pytest.mark.parametrize("option", [["--lr", "-1"], ["--lr", "nan"], ["--lr", "inf"], ["--cycle-weight", "-2"],
+                                    ["--weight-decay", "nan"], ["--ema", "1.5"], ["--ema", "nan"]])
+def test_bad_numbers_are_one_line_and_leave_no_run_folder(tmp_path, option):
+    data = make_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    result = invoke("train", data, *TINY_TRAIN, "--iterations", "2", *option, "--output", run)
+    assert result.exit_code == 2, result.output
+    one_line_error(result.output, option[0])
+    assert not run.exists()
+    # the corrected command is not refused as "not empty"
+    assert invoke("train", data, *TINY_TRAIN, "--iterations", "1", "--output", run).exit_code == 0

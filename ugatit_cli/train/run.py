@@ -27,7 +27,7 @@ import torch.distributed as dist
 from .. import __version__
 from ..devices import check_precision, select_device
 from ..errors import ProcessingError, UserError
-from ..safety import FolderLock
+from ..safety import FolderLock, check_number
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import TrainingStreams, list_images, sample_images, scan_training_data, training_loader
@@ -101,6 +101,18 @@ def _check(config: TrainConfig) -> None:
         raise UserError(f"--workers must be >= 0, got {config.workers}")
     if config.seed < 0:
         raise UserError(f"--seed must be >= 0, got {config.seed}")
+    # every real-valued setting finite and in range before anything is written (nan passes any comparison)
+    bounds = {"lr": (0.0, True), "weight_decay": (0.0, False), "adv_weight": (0.0, False),
+              "cycle_weight": (0.0, False), "identity_weight": (0.0, False), "cam_weight": (0.0, False)}
+    try:
+        for name, (low, low_open) in bounds.items():
+            check_number(f"--{name.replace('_', '-')}", getattr(config, name), low, low_open=low_open)
+        for name in ("beta1", "beta2"):
+            check_number(name, getattr(config, name), 0.0, 0.999999999)
+        if config.ema is not None:
+            check_number("--ema", config.ema, 0.0, 0.999999999)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     try:
         config.model_config()
     except ValueError as exc:
