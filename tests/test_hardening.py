@@ -461,3 +461,57 @@ def test_bad_numbers_are_one_line_and_leave_no_run_folder(tmp_path, option):
     assert not run.exists()
     # the corrected command is not refused as "not empty"
     assert invoke("train", data, *TINY_TRAIN, "--iterations", "1", "--output", run).exit_code == 0
+
+
+# --- 9: a full disk, a broken optional dependency ------------------------------------------------------------
+
+
+def _small_disk(limit: int):
+    """Files may grow to ``limit`` bytes, as on a nearly full disk (EFBIG instead of ENOSPC; same handling)."""
+    def apply():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with an error instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_during_training_and_export_is_one_line_and_keeps_what_was_there(tmp_path, model_folder):
+    data = make_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    assert invoke("train", data, *TINY_TRAIN, "--iterations", "1", "--save-every", "1", "--output", run).exit_code == 0
+    before = tree(run / "checkpoints" / "step_00000001")
+    result = cli("train", data, "--resume", "--iterations", "3", "--output", run, "--quiet",
+                 preexec_fn=_small_disk(8_000), timeout=120)
+    assert result.returncode == 1, result.stderr
+    one_line_error(result.stderr, "cannot write", "step_00000001, is intact")
+    assert tree(run / "checkpoints" / "step_00000001") == before
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000001"
+    result = cli("export", model_folder, "--output", tmp_path / "out", "--quiet", preexec_fn=_small_disk(8_000))
+    assert result.returncode == 1, result.stderr
+    one_line_error(result.stderr, "cannot write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run"]  # no folder, no temporary
+
+
+def test_an_unwritable_feature_cache_only_warns(tmp_path):
+    real, fake = make_images(tmp_path / "real", 3), make_images(tmp_path / "fake", 3, size=40)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder would be")
+    env = {"XDG_CACHE_HOME": str(blocker / "cache"), "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}"}
+    result = cli("eval", "--kid", "--real", real, "--fake", fake, "--kid-subset-size", "2", "--json",
+                 "--feature-extractor", "small_extractor:SmallFeatures", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "feature cache not written" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["results"][0]["kid_mean"] is not None
+
+
+def test_a_broken_torchvision_under_torch_fidelity_shows_the_cause(tmp_path):
+    pytest.importorskip("torch_fidelity")
+    broken = tmp_path / "site" / "torchvision"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    real, fake = make_images(tmp_path / "real", 2), make_images(tmp_path / "fake", 2)
+    result = cli("eval", "--kid", "--real", real, "--fake", fake, "--no-cache",
+                 env={"PYTHONPATH": f"{tmp_path / 'site'}:{REPO_ROOT}"})
+    assert result.returncode == 2, result.stderr
+    one_line_error(result.stderr, "torchvision::nms does not exist", "cannot be imported")

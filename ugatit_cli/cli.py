@@ -55,6 +55,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Translate images with U-GAT-IT, train models, export and evaluate them."""
+    warnings.showwarning = _warn_in_one_line  # a library's warning is one line too, never a stack excerpt
 
 
 @app.command()

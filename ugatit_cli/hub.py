@@ -352,10 +352,10 @@ def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool = False,
             shutil.rmtree(holder, ignore_errors=True)
         else:
             os.replace(tmp, output_dir)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ProcessingError(f"{output_dir}: cannot write ({exc.strerror or exc}); nothing was changed "
-                              "there") from None
+        reason = getattr(exc, "strerror", None) or str(exc).replace("Error while serializing: ", "")
+        raise ProcessingError(f"{output_dir}: cannot write ({reason}); nothing was changed there") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

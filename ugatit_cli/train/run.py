@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 
 from .. import __version__
 from ..devices import check_precision, select_device
@@ -573,6 +574,13 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
                     saved_at = iteration
                 if interrupted:
                     break
+    except (OSError, SafetensorError) as exc:  # a full or read-only disk: checkpoint, sample grid or log
+        newest = ckpt.latest_checkpoint(run_dir) if ranks.main else None
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        kept = (f"the last checkpoint, {newest.name}, is intact; free some space and continue with --resume"
+                if newest else "no checkpoint had been written")
+        reason = getattr(exc, "strerror", None) or str(exc).replace("Error while serializing: ", "")
+        raise ProcessingError(f"{run_dir}: cannot write{where} ({reason}); stopped, {kept}") from None
     finally:
         if watch is not None:
             watch.close()
