@@ -515,3 +515,83 @@ def test_a_broken_torchvision_under_torch_fidelity_shows_the_cause(tmp_path):
                  env={"PYTHONPATH": f"{tmp_path / 'site'}:{REPO_ROOT}"})
     assert result.returncode == 2, result.stderr
     one_line_error(result.stderr, "torchvision::nms does not exist", "cannot be imported")
+
+
+# --- 11, 19: inputs inside the output folder are named; one stable, collision-free layout ------------------
+
+
+def test_an_input_that_is_the_output_folder_is_named_not_dropped(tmp_path, model_folder):
+    photos = make_images(tmp_path / "photos", 2)
+    result = invoke("translate", photos, "--model", model_folder, "--output", photos)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert f"error: {photos}: is inside the output folder" in result.output.splitlines()[0], result.output
+    # results of an earlier run inside a folder being translated are left out, and the summary says so
+    assert invoke("translate", photos, "--model", model_folder, "--output", photos / "out").exit_code == 0
+    result = invoke("translate", photos, "--model", model_folder, "--output", photos / "out")
+    assert result.exit_code == 0 and "2 left out (inside the output folder)" in result.output, result.output
+
+
+def test_the_output_layout_does_not_depend_on_the_other_inputs_and_never_collides(tmp_path, model_folder,
+                                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_images(Path("a"), 2)
+    make_images(Path("c"), 1)
+    Image.open("c/000.png").save("b.png")
+    for d in ("shots/day1", "shots/day2"):
+        make_images(Path(d), 1)
+    first = invoke("translate", "a", "--model", model_folder, "--output", "out1", "--json")
+    second = invoke("translate", "a", "b.png", "--model", model_folder, "--output", "out2", "--json")
+    names = [sorted(Path(d["output"]).relative_to(out).as_posix() for d in json.loads(r.stdout)["done"])
+             for r, out in ((first, "out1"), (second, "out2"))]
+    assert names[0] == ["a/000.png", "a/001.png"] and names[1] == ["a/000.png", "a/001.png", "b.png"]
+    result = invoke("translate", "shots/**/*.png", "--model", model_folder, "--output", "out3", "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to("out3").as_posix() for p in Path("out3").rglob("*.png")) == [
+        "day1/000.png", "day2/000.png"]
+
+
+# --- 12: every file and folder written honours the umask ---------------------------------------------------
+
+
+def _umask(mask):
+    return lambda: os.umask(mask)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002])
+def test_outputs_honour_the_umask(tmp_path, model_folder, mask):
+    photos = make_images(tmp_path / "photos", 1)
+    result = cli("translate", photos, "--model", model_folder, "--output", tmp_path / "out", "--heatmap", "-q",
+                 preexec_fn=_umask(mask))
+    assert result.returncode == 0, result.stderr
+    result = cli("export", model_folder, "--output", tmp_path / "exported", "-q", preexec_fn=_umask(mask))
+    assert result.returncode == 0, result.stderr
+    data = make_dataset(tmp_path / "data")
+    result = cli("train", data, *TINY_TRAIN, "--iterations", "1", "--output", tmp_path / "run",
+                 preexec_fn=_umask(mask))
+    assert result.returncode == 0, result.stderr
+    for root in ("out", "exported", "run"):
+        for path in [tmp_path / root, *(tmp_path / root).rglob("*")]:
+            if path.name == ".lock":
+                continue
+            expected = (0o777 if path.is_dir() else 0o666) & ~mask
+            assert path.stat().st_mode & 0o777 == expected, f"{path}: {oct(path.stat().st_mode & 0o777)}"
+
+
+# --- 21: honest rates ---------------------------------------------------------------------------------------
+
+
+def test_no_rate_when_nothing_was_translated_and_json_states_both_times(tmp_path, model_folder):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(3):
+        (bad / f"{i}.png").write_bytes(b"not a png")
+    result = invoke("translate", bad, "--model", model_folder, "--output", tmp_path / "out")
+    assert result.exit_code == 1
+    summary = result.output.strip().splitlines()[-1]
+    assert summary.startswith("Translated 0 images") and "images/s" not in summary, summary
+    result = invoke("translate", make_images(tmp_path / "ok", 2), "--model", model_folder, "--output",
+                    tmp_path / "out", "--json")
+    report = json.loads(result.stdout)
+    assert report["translate_seconds"] <= report["seconds"]
+    assert report["images_per_second"] == pytest.approx(2 / report["translate_seconds"], rel=0.05)

@@ -96,11 +96,19 @@ def translate(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet:
-        skipped = f", {len(report.skipped)} skipped (exist; --overwrite replaces them)" if report.skipped else ""
+        from .translation import EXISTS_REASON
+
+        existing = sum(1 for s in report.skipped if s.reason == EXISTS_REASON)
+        inside = len(report.skipped) - existing
+        skipped = f", {existing} skipped (exist; --overwrite replaces them)" if existing else ""
+        skipped += f", {inside} left out (inside the output folder)" if inside else ""
         failed = f", {len(report.failed)} failed" if report.failed else ""
         images = "image" if len(report.done) == 1 else "images"
-        err_console.print(f"Translated {len(report.done)} {images}{skipped}{failed} in {report.seconds:.1f} s "
-                          f"({report.images_per_second:.2f} images/s) into {escape(str(report.output_dir))}")
+        # the rate is over the translation itself (after loading the model), and only of images translated
+        rate = (f"; {report.images_per_second:.2f} images/s over {report.translate_seconds:.1f} s of translation"
+                if report.done else "")
+        err_console.print(f"Translated {len(report.done)} {images}{skipped}{failed} in {report.seconds:.1f} s"
+                          f"{rate} into {escape(str(report.output_dir))}")
     raise typer.Exit(report.exit_code)
 
 

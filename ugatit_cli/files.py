@@ -25,8 +25,8 @@ def atomic_file(path: str | os.PathLike, *, durable: bool = False) -> Iterator[P
     os.close(fd)
     tmp = Path(name)
     try:
-        honour_umask(tmp)  # mkstemp makes it 0600; the result should be an ordinary file
         yield tmp
+        honour_umask(tmp)  # mkstemp (and safetensors) make it 0600; the result should be an ordinary file
         if durable:
             fsync(tmp)
         os.replace(tmp, path)

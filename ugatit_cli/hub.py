@@ -341,8 +341,9 @@ def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool = False,
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(output_dir.name), suffix=".tmp", dir=output_dir.parent))
     try:
-        honour_umask(tmp)  # mkdtemp makes it private; the result should be an ordinary folder
         yield tmp
+        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp and safetensors make them private: ordinary modes
+            honour_umask(path)
         if output_dir.exists():
             check_output_folder(output_dir, overwrite=overwrite, protect=protect)  # still ours, now?
             holder = Path(tempfile.mkdtemp(prefix=temp_prefix(output_dir.name), suffix=".tmp",

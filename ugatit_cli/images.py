@@ -133,15 +133,18 @@ def _folder_images(folder: Path) -> list[Path]:
     return found
 
 
-def collect_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[InputImage], list[InputProblem]]:
+def collect_images(inputs: Sequence[str | os.PathLike], *, stable_layout: bool = False
+                   ) -> tuple[list[InputImage], list[InputProblem]]:
     """Expand files, folders (recursively) and glob patterns into images with output-relative paths.
 
     A single folder's images keep their paths relative to it; with several inputs each folder's name is
-    kept as a prefix so outputs of different folders cannot collide. Duplicates are dropped.
+    kept as a prefix so outputs of different folders cannot collide. ``stable_layout`` (translate's rule)
+    always prefixes a folder's name and keeps a glob's matches relative to the pattern's fixed leading
+    folders, so a path never depends on the other inputs. Duplicates are dropped.
     """
     images: list[InputImage] = []
     problems: list[InputProblem] = []
-    several = len(inputs) > 1
+    several = len(inputs) > 1 or stable_layout
     for raw in inputs:
         arg = Path(raw)
         if arg.is_dir():
@@ -157,10 +160,19 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[InputImage
             files = [m for m in matches if not m.is_dir()]
             if not files:
                 problems.append(InputProblem(str(raw), "pattern matches no files"))
-            images += [InputImage(m, Path(m.name)) for m in files]
+            base = _glob_base(str(raw))
+            images += [InputImage(m, m.relative_to(base) if stable_layout and m.is_relative_to(base) else Path(m.name))
+                       for m in files]
         else:
             problems.append(InputProblem(str(raw), "no such file or folder"))
     return _dedupe(images), problems
+
+
+def _glob_base(pattern: str) -> Path:
+    """The leading folders of a glob pattern before its first wildcard (``shots/**/*.jpg`` -> ``shots``)."""
+    parts = Path(pattern).parts
+    fixed = [part for part in parts[: next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))]]
+    return Path(*fixed) if fixed else Path()
 
 
 def _dedupe(images: Iterable[InputImage]) -> list[InputImage]:

@@ -30,6 +30,7 @@ from .images import (
     InputImage,
     collect_images,
     heatmap_to_image,
+    is_image_name,
     open_rgb,
     pixels_to_tensor,
     resized_pixels,
@@ -50,6 +51,7 @@ ACCELERATOR_BATCH_SIZE = 8
 #: degrade far less when other processes take a core.
 MAX_CPU_STREAMS = 4
 EXISTS_REASON = "output exists (pass --overwrite to replace it)"
+INSIDE_OUTPUT_REASON = "inside the output folder (earlier results are not inputs)"
 NONFINITE_REASON = ("the model produced NaN or infinite values (nothing written): a diverged model, or an "
                     "overflow in reduced precision (try --precision fp32)")
 
@@ -105,8 +107,9 @@ class TranslationReport:
         return {
             "output_dir": str(self.output_dir),
             "counts": {"done": len(self.done), "skipped": len(self.skipped), "failed": len(self.failed)},
-            "seconds": round(self.seconds, 3),
-            "images_per_second": round(self.images_per_second, 3),
+            "seconds": round(self.seconds, 3),  # the whole call, model loading included
+            "translate_seconds": round(self.translate_seconds, 3),  # after the model was loaded
+            "images_per_second": round(self.images_per_second, 3),  # done / translate_seconds
             "done": [{"input": str(t.source), "output": str(t.output),
                       **({"heatmap": str(t.heatmap)} if t.heatmap else {})} for t in self.done],
             "skipped": [{"input": str(s.source), "output": str(s.output), "reason": s.reason} for s in self.skipped],
@@ -211,9 +214,13 @@ def translate(
         raise UserError(f"{output_dir}: output exists and is not a folder")
 
     report = TranslationReport(output_dir)
-    images, problems = collect_images(sources)
+    out = output_dir.resolve()
+    inside = [src for src in sources if Path(src).exists() and Path(src).resolve().is_relative_to(out)]
+    report.failed += [Failed(str(src), f"is inside the output folder {output_dir}: its images would be read "
+                                       "back as inputs; choose another --output") for src in inside]
+    images, problems = collect_images([src for src in sources if src not in inside], stable_layout=True)
     report.failed += [Failed(p.path, p.reason) for p in problems]
-    jobs = _name_outputs(_outside(images, output_dir), output_dir, heatmap, overwrite, report)
+    jobs = _name_outputs(_outside(images, output_dir, report), output_dir, heatmap, overwrite, report)
     if jobs:
         plan = _Plan.for_device(target, dtype, batch_size)
         with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
@@ -259,31 +266,51 @@ def _prepare_generator(model: str | os.PathLike | Generator, direction: str, rev
     return generator.to(plan.device, memory_format=plan.memory_format).eval()
 
 
-def _outside(images: list[InputImage], output_dir: Path) -> list[InputImage]:
-    """Drop images that live under the output folder: earlier results are not inputs of a re-run."""
+def _outside(images: list[InputImage], output_dir: Path, report: TranslationReport) -> list[InputImage]:
+    """Leave out images under the output folder (earlier results are not inputs of a re-run), each counted
+    as skipped with that reason."""
     out = output_dir.resolve()
-    return [image for image in images if not image.path.resolve().is_relative_to(out)]
+    kept = []
+    for image in images:
+        if image.path.resolve().is_relative_to(out):
+            report.skipped.append(Skipped(image.path, image.path, INSIDE_OUTPUT_REASON))
+        else:
+            kept.append(image)
+    return kept
+
+
+def output_relative(image: InputImage) -> Path:
+    """Where an input's result goes under --output: one rule, whatever the other inputs are.
+
+    ``collect_images(stable_layout=True)`` gives each image its path as the argument names it: a file
+    argument its name, a folder argument the folder's name then the path inside it, a glob the path after
+    the pattern's fixed leading folders. The image suffix becomes ``.png``; when the input's folder holds
+    another image of the same stem (``a.jpg`` and ``a.png``) both keep their suffix (``a.jpg.png``,
+    ``a.png.png``). Adding an input never renames another's output; two inputs that would still share one
+    (two folders of the same name) are refused, never overwritten.
+    """
+    if _stem_shared(image.path):
+        return image.relative.with_name(image.relative.name + ".png")
+    return image.relative.with_suffix(".png")
+
+
+def _stem_shared(path: Path) -> bool:
+    try:
+        return any(other.name != path.name and other.stem == path.stem and is_image_name(other)
+                   for other in path.parent.iterdir())
+    except OSError:
+        return False
 
 
 def _name_outputs(images: Iterable[InputImage], output_dir: Path, heatmap: bool, overwrite: bool,
                   report: TranslationReport) -> list[_Job]:
-    """Output names for each image (``photo.jpg`` -> ``photo.png``); existing outputs become skips.
-
-    When two inputs would share a name (``a.jpg`` and ``a.png``) both keep their suffix (``a.jpg.png``,
-    ``a.png.png``); an input whose name is still taken fails with the reason.
-    """
+    """Output names for each image (see ``output_relative``); existing outputs become skips. An input whose
+    output another input already claims fails with the reason."""
     images = list(images)
-    short_names: dict[Path, int] = {}
-    for image in images:
-        short = image.relative.with_suffix(".png")
-        short_names[short] = short_names.get(short, 0) + 1
     claimed: dict[Path, Path] = {}  # output path -> the input that writes it
     jobs = []
     for image in images:
-        relative = image.relative.with_suffix(".png")
-        if short_names[relative] > 1:
-            relative = image.relative.with_name(image.relative.name + ".png")
-        out = output_dir / relative
+        out = output_dir / output_relative(image)
         heat = out.with_name(f"{out.stem}_heatmap.png") if heatmap else None
         taken = [p for p in (out, heat) if p is not None and p in claimed]
         if taken:
@@ -329,13 +356,13 @@ def _decoded_in_order(jobs: Sequence[_Job], size: int, pool: ThreadPoolExecutor,
 
 
 def _batches(items: Iterator[_Decoded | Failed], batch_size: int, report: TranslationReport,
-             advance: Callable[[], None]) -> Iterator[list[_Decoded]]:
+             advance: Callable[..., None]) -> Iterator[list[_Decoded]]:
     """Group decoded images into batches; decode failures go straight to the report."""
     batch: list[_Decoded] = []
     for item in items:
         if isinstance(item, Failed):
             report.failed.append(item)
-            advance()
+            advance(False)
             continue
         batch.append(item)
         if len(batch) == batch_size:
@@ -398,16 +425,16 @@ def _run(jobs: list[_Job], generator: Generator, plan: _Plan, size: int, keep_si
     writes: deque[tuple[_Decoded, Future]] = deque()
     threads = torch.get_num_threads()
 
-    def write_oldest_batch(advance: Callable[[], None]) -> None:
+    def write_oldest_batch(advance: Callable[..., None]) -> None:
         batch, future = forwards.popleft()
         pixels, attention, finite = future.result()
         for i, item in enumerate(batch):
             if not finite[i]:
                 report.failed.append(Failed(str(item.job.source), NONFINITE_REASON))
-                advance()
+                advance(False)
                 continue
             write = io_pool.submit(_save, item, pixels[i], None if attention is None else attention[i], keep_size)
-            write.add_done_callback(lambda _: advance())
+            write.add_done_callback(lambda future: advance(future.exception() is None))
             writes.append((item, write))
 
     def finish_oldest_write() -> None:

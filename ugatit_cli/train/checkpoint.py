@@ -80,6 +80,7 @@ def save_checkpoint(run_dir: Path, trainer_state: Mapping[str, Any], run_config:
         torch.save({**rest, "has_ema": trainer_state.get("ema") is not None, **extra}, tmp / STATE)
         (tmp / RUN_CONFIG).write_text(json.dumps({**run_config, "iteration": iteration}, indent=2, sort_keys=True))
         for child in tmp.iterdir():
+            honour_umask(child)  # safetensors writes 0600
             fsync(child)
         fsync(tmp)
         if final.exists():  # the same iteration saved again (e.g. Ctrl-C right after a scheduled save)
