@@ -595,3 +595,38 @@ def test_no_rate_when_nothing_was_translated_and_json_states_both_times(tmp_path
     report = json.loads(result.stdout)
     assert report["translate_seconds"] <= report["seconds"]
     assert report["images_per_second"] == pytest.approx(2 / report["translate_seconds"], rel=0.05)
+
+
+# --- 20: one error style; help that lists choices and defaults plainly --------------------------------------
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["eval", "--real", "somewhere"], "--fake"),
+    (["export", "x", "--output", "y", "--format", "tflite"], "'tflite' is not one of"),
+    (["translate", "x.png"], "Missing option '--model'"),
+    (["train", "data", "--precision", "fp8"], "'fp8' is not one of"),
+    (["translate", "x.png", "--model", "m", "--direction", "up"], "'up' is not one of 'a2b', 'b2a'"),
+])
+def test_usage_errors_are_one_red_line_like_every_other_error(args, needle):
+    result = cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert "╭" not in result.stderr and "Usage:" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+
+
+def test_help_lists_choices_and_plain_defaults_and_every_option_has_help():
+    for command in ("translate", "train", "export", "eval"):
+        result = cli(command, "--help", env={"COLUMNS": "200", "NO_COLOR": "1"})
+        assert result.returncode == 0
+        text = result.stdout
+        assert "(256)" not in text and "[default: (" not in text
+        for line in text.splitlines():
+            if line.strip("│ ").startswith("--"):
+                cells = [c.strip() for c in line.strip("│ ").split("  ") if c.strip()]
+                described = [c for c in cells[1:] if not c.startswith(("<", "[", "-"))]
+                assert described, f"{command}: an option without help: {line}"
+        if command == "translate":
+            assert "<a2b|b2a>" in text and "<fp32|bf16|fp16>" in text
+        if command == "train":
+            assert "(default: 256)" in text and "Weight of the cycle-consistency" in text

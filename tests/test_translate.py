@@ -294,8 +294,8 @@ runner = CliRunner()
     (["--model", "no-such-model"], "no such file, registered model"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--precision", "fp16", "--device", "cpu"], "fp16 autocast needs a GPU"),
-    (["--precision", "fp8"], "unknown precision"),
-    (["--direction", "sideways"], "unknown direction"),
+    (["--precision", "fp8"], "'fp8' is not one of 'fp32', 'bf16', 'fp16'"),  # choices, in the same one line
+    (["--direction", "sideways"], "'sideways' is not one of 'a2b', 'b2a'"),
     (["--size", "48"], "training size 32"),
     (["--batch-size", "0"], "batch size must be at least 1"),
 ])

@@ -17,8 +17,27 @@ from typer.core import TyperGroup
 
 from .errors import UserError
 
+# Typer >= 0.22 vendors Click: its usage errors are its own classes, found from its public BadParameter.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+try:
+    from typer._click.exceptions import NoArgsIsHelpError as _NoArgsIsHelpError
+except ImportError:  # older Typer on Click itself
+    from click.exceptions import NoArgsIsHelpError as _NoArgsIsHelpError
+_Abort = getattr(typer, "Abort", click.Abort)
+
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # soft_wrap: a message stays one line
+
+
+class Direction(str, Enum):
+    a2b = "a2b"
+    b2a = "b2a"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
 
 
 def print_error(message: str) -> None:
@@ -37,9 +56,29 @@ class _UserErrorsAsExitCodes(TyperGroup):
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
+        """Usage errors (a missing option, a value not among the choices) in the same one red line as every
+        other error, instead of Typer's boxed panel; help (--help, no arguments) is printed as usual."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except _ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            hint = f" (see '{context.command_path} --help')" if context is not None else ""
+            print_error(" ".join(exc.format_message().split()) + hint)
+            sys.exit(exc.exit_code)
+        except (click.Abort, _Abort):
+            print_error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(cls=_UserErrorsAsExitCodes, add_completion=False, no_args_is_help=True,
-                  help="U-GAT-IT image-to-image translation.")
+                  pretty_exceptions_enable=False, help="U-GAT-IT image-to-image translation.")
 
 
 def _print_version(value: bool) -> None:
@@ -64,22 +103,25 @@ def translate(
         metavar="INPUT", help="Image files, folders (recursive; relative paths kept) or glob patterns.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Registered name, Hub repo id (user/name), model "
                                        "folder, training run or checkpoint, official *_params_*.pt or TF checkpoint.")],
-    direction: Annotated[str, typer.Option(help="a2b or b2a (for selfie2anime, a2b is selfie -> anime).")] = "a2b",
+    direction: Annotated[Direction, typer.Option(help="Translation direction (for selfie2anime, a2b is selfie -> "
+                                                 "anime).")] = Direction.a2b,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")] = Path("translated"),
     size: Annotated[int | None, typer.Option(help="Square size the model runs at (light models: any multiple "
-                                             "of 4).", show_default="the model's training size")] = None,
+                                             "of 4). (default: the model's training size)", show_default=False)] = None,
     keep_size: Annotated[bool, typer.Option("--keep-size", help="Scale each result back to its input's size.")] = False,
-    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.",
-                                                   show_default="1 on a CPU, where it is fastest; 8 on a GPU")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass. (default: 1 on a CPU, where it "
+                                                        "is fastest; 8 on a GPU)",
+                                                   show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
+    precision: Annotated[Precision, typer.Option(help="Autocast precision (fp16 needs a GPU).")] = Precision.fp32,
     heatmap: Annotated[bool, typer.Option("--heatmap", help="Also write the attention map as NAME_heatmap.png.")
                        ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else they are "
                                             "skipped).")] = False,
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Threads that decode and encode images.",
-                                                show_default="the number of CPUs, at most 8")] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads that decode and encode images. (default: the number "
+                                                     "of CPUs, at most 8)",
+                                                show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
@@ -87,9 +129,9 @@ def translate(
     from .translation import translate as run_translation
 
     report = run_translation(
-        inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
-        device=device, precision=precision, heatmap=heatmap, overwrite=overwrite, revision=revision,
-        workers=workers, progress=not (quiet or as_json),
+        inputs, model, output=output, direction=direction.value, size=size, keep_size=keep_size,
+        batch_size=batch_size, device=device, precision=precision.value, heatmap=heatmap, overwrite=overwrite,
+        revision=revision, workers=workers, progress=not (quiet or as_json),
     )
     for failure in report.failed:
         print_error(f"{failure.source}: {failure.reason}")
@@ -119,40 +161,53 @@ def _warn_in_one_line(message, category, filename, lineno, file=None, line=None)
 @app.command(no_args_is_help=True)
 def train(
     data_dir: Annotated[Path, typer.Argument(help="Folder with trainA/ and trainB/ (and testA/ testB/ for samples).")],
-    light: Annotated[bool | None, typer.Option("--light/--full", help="The light model.", show_default="full")] = None,
-    size: Annotated[int | None, typer.Option(help="Image size in pixels.", show_default="256")] = None,
-    ch: Annotated[int | None, typer.Option(help="Base channel count.", show_default="64")] = None,
-    n_res: Annotated[int | None, typer.Option("--n-res", help="Residual blocks.", show_default="4")] = None,
-    iterations: Annotated[int | None, typer.Option(help="Total training iterations.", show_default="1000000")] = None,
+    light: Annotated[bool | None, typer.Option("--light/--full", help="The light model. (default: full)",
+        show_default=False)] = None,
+    size: Annotated[int | None, typer.Option(help="Image size in pixels. (default: 256)", show_default=False)] = None,
+    ch: Annotated[int | None, typer.Option(help="Base channel count. (default: 64)", show_default=False)] = None,
+    n_res: Annotated[int | None, typer.Option("--n-res", help="Residual blocks. (default: 4)",
+        show_default=False)] = None,
+    iterations: Annotated[int | None, typer.Option(help="Total training iterations. (default: 1000000)",
+        show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Images per domain per iteration (per process under torchrun).", show_default="1")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.", show_default="0.0001")] = None,
+        "--batch-size", help="Images per domain per iteration (per process under torchrun). (default: 1)",
+            show_default=False)] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate. (default: 0.0001)", show_default=False)] = None,
     weight_decay: Annotated[float | None, typer.Option(
-        "--weight-decay", help="Adam's L2 term.", show_default="0.0001")] = None,
-    adv_weight: Annotated[float | None, typer.Option("--adv-weight", show_default="1")] = None,
-    cycle_weight: Annotated[float | None, typer.Option("--cycle-weight", show_default="10")] = None,
-    identity_weight: Annotated[float | None, typer.Option("--identity-weight", show_default="10")] = None,
-    cam_weight: Annotated[float | None, typer.Option("--cam-weight", show_default="1000")] = None,
+        "--weight-decay", help="Adam's L2 term. (default: 0.0001)", show_default=False)] = None,
+    adv_weight: Annotated[float | None, typer.Option(
+        "--adv-weight", help="Weight of the adversarial (LSGAN) losses. (default: 1)", show_default=False)] = None,
+    cycle_weight: Annotated[float | None, typer.Option(
+        "--cycle-weight", help="Weight of the cycle-consistency L1 loss. (default: 10)", show_default=False)] = None,
+    identity_weight: Annotated[float | None, typer.Option(
+        "--identity-weight", help="Weight of the identity L1 loss. (default: 10)", show_default=False)] = None,
+    cam_weight: Annotated[float | None, typer.Option(
+        "--cam-weight", help="Weight of the CAM (auxiliary classifier) loss. (default: 1000)",
+            show_default=False)] = None,
     decay: Annotated[bool | None, typer.Option(
-        "--decay/--no-decay", help="Lower the learning rate linearly to 0 over the second half.", show_default="decay",
+        "--decay/--no-decay", help="Lower the learning rate linearly to 0 over the second half. (default: decay)",
+            show_default=False,
     )] = None,
     seed: Annotated[int | None, typer.Option(
-        help="Seed of the initial weights, data order and augmentation.", show_default="0")] = None,
+        help="Seed of the initial weights, data order and augmentation. (default: 0)", show_default=False)] = None,
     ema: Annotated[float | None, typer.Option(
         help="Keep an exponential moving average of the generators with this decay (e.g. 0.999); samples and "
              "models loaded from the run use it.")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (autocast).", show_default="fp32")] = None,
+    precision: Annotated[Precision | None, typer.Option(help="Autocast precision. (default: fp32)",
+        show_default=False)] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the networks.")] = None,
     sample_every: Annotated[int | None, typer.Option(
-        "--sample-every", help="Iterations between sample grids.", show_default="1000")] = None,
+        "--sample-every", help="Iterations between sample grids. (default: 1000)", show_default=False)] = None,
     save_every: Annotated[int | None, typer.Option(
-        "--save-every", help="Iterations between checkpoints.", show_default="1000")] = None,
+        "--save-every", help="Iterations between checkpoints. (default: 1000)", show_default=False)] = None,
     log_every: Annotated[int | None, typer.Option(
-        "--log-every", help="Iterations between lines of log.jsonl.", show_default="10")] = None,
-    keep: Annotated[int | None, typer.Option(help="Checkpoints to keep (the newest).", show_default="3")] = None,
-    workers: Annotated[int | None, typer.Option(help="Data-loading worker processes.", show_default="2")] = None,
+        "--log-every", help="Iterations between lines of log.jsonl. (default: 10)", show_default=False)] = None,
+    keep: Annotated[int | None, typer.Option(help="Checkpoints to keep (the newest). (default: 3)",
+        show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loading worker processes. (default: 2)",
+        show_default=False)] = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Run folder.", show_default="runs/<DATA_DIR name>")] = None,
+        "--output", "-o", help="Run folder. (default: runs/<DATA_DIR name>)", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --output from its newest checkpoint.")] = False,
     init_from: Annotated[Path | None, typer.Option(
@@ -173,7 +228,8 @@ def train(
     given = {"light": light, "size": size, "ch": ch, "n_res": n_res, "iterations": iterations,
              "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "adv_weight": adv_weight,
              "cycle_weight": cycle_weight, "identity_weight": identity_weight, "cam_weight": cam_weight,
-             "decay": decay, "seed": seed, "ema": ema, "precision": precision, "compile": compile,
+             "decay": decay, "seed": seed, "ema": ema, "precision": precision.value if precision else None,
+             "compile": compile,
              "sample_every": sample_every, "save_every": save_every, "keep_checkpoints": keep, "workers": workers,
              "log_every": log_every}
     settings = {key: value for key, value in given.items() if value is not None}
@@ -268,7 +324,8 @@ def eval_command(
     data_dir: Annotated[Path | None, typer.Argument(
         help="Dataset folder in the official layout (testA/, testB/).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="MODEL to translate the test images with.")] = None,
-    kid: Annotated[bool, typer.Option("--kid", help="Kernel Inception Distance (the paper's metric, x100).")] = False,
+    kid: Annotated[bool, typer.Option("--kid", help="Kernel Inception Distance (the paper's metric, x100; the "
+                                                    "default when neither is given).")] = False,
     fid: Annotated[bool, typer.Option("--fid", help="Frechet Inception Distance.")] = False,
     direction: Annotated[Literal["a2b", "b2a", "both"], typer.Option(
         help="a2b: translations of testA vs testB; b2a: of testB vs testA.")] = "a2b",
@@ -278,7 +335,7 @@ def eval_command(
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per batch, translation and features "
-                                                   "[default: translate's per-device choice; 16 for features].")
+                                                   "(default: translate's per-device choice; 16 for features).")
                           ] = None,
     inception_weights: Annotated[Path | None, typer.Option(
         help="Local copy of torch-fidelity's FID Inception weights (.pth), for machines without internet.")] = None,
@@ -300,7 +357,7 @@ def eval_command(
     if data_dir is not None and model is None:
         raise typer.BadParameter("DATA_DIR needs --model MODEL to translate its test images", param_hint="--model")
     if not (kid or fid):
-        raise typer.BadParameter("nothing to measure: pass --kid and/or --fid", param_hint="--kid/--fid")
+        kid = True  # the paper's metric, measured when nothing else is asked for
     from .evaluation import evaluate_folders, evaluate_model
     from .features import extractor_from_spec
 
