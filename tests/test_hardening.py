@@ -630,3 +630,69 @@ def test_help_lists_choices_and_plain_defaults_and_every_option_has_help():
             assert "<a2b|b2a>" in text and "<fp32|bf16|fp16>" in text
         if command == "train":
             assert "(default: 256)" in text and "Weight of the cycle-consistency" in text
+
+
+# --- 13, 14, 15: foreign checkpoints in every form they come in ----------------------------------------------
+
+
+def official_states(model: UGATITModel, prefix: str = "") -> dict:
+    """The official ``UGATIT.save`` layout (six networks), keys optionally prefixed as DataParallel saves them."""
+    from ugatit_cli.model import build_discriminators
+    nets = {"genA2B": model.generators["a2b"], "genB2A": model.generators["b2a"],
+            **build_discriminators(model.config)}
+    return {name: {prefix + k: v for k, v in net.state_dict().items()} for name, net in nets.items()}
+
+
+def test_a_light_official_checkpoint_says_its_size_is_assumed_and_export_records_the_real_one(tmp_path):
+    model = tiny_model(light=True, size=64)
+    path = tmp_path / "light_params_0001000.pt"
+    torch.save(official_states(model), path)
+    result = cli("export", path, "--output", tmp_path / "assumed", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "warning:" in result.stderr and "256 px is assumed" in result.stderr
+    config = json.loads((tmp_path / "assumed" / "config.json").read_text())
+    assert config["img_size"] == 256 and config["img_size_assumed"] is True
+    assert "is assumed, not known" in (tmp_path / "assumed" / "README.md").read_text()
+    result = invoke("export", path, "--output", tmp_path / "stated", "--size", "64", "--quiet")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "stated" / "config.json").read_text())
+    assert config["img_size"] == 64 and "img_size_assumed" not in config
+    # the model folder now translates at its real size by default
+    out = tmp_path / "out"
+    result = invoke("translate", make_images(tmp_path / "p", 1), "--model", tmp_path / "stated", "--output", out,
+                    "--json")
+    assert result.exit_code == 0 and Image.open(next(out.rglob("*.png"))).size == (64, 64)
+
+
+def test_checkpoints_saved_from_data_parallel_load_everywhere(tmp_path):
+    model = tiny_model(light=True)
+    path = tmp_path / "dp_params_0001000.pt"
+    torch.save(official_states(model, prefix="module."), path)
+    result = invoke("export", path, "--output", tmp_path / "out", "--size", "32", "--quiet")
+    assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+    exported = load_file(tmp_path / "out" / "generator_a2b.safetensors")
+    assert all(torch.equal(exported[k], v) for k, v in model.generators["a2b"].state_dict().items())
+    # and as the start of a training run (all six networks)
+    data = make_dataset(tmp_path / "data")
+    result = invoke("train", data, *TINY_TRAIN, "--n-res", "1", "--iterations", "1", "--init-from", path,
+                    "--output", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_tf_checkpoint_named_in_every_way_tf_tools_name_it(tmp_path):
+    from tf_writer import tf_generator_tensors, write_checkpoint
+    folder = tmp_path / "UGATIT_light_tiny"
+    folder.mkdir()
+    torch.manual_seed(0)
+    generator = Generator(UGATITConfig(img_size=32, ch=4, n_res=4, light=True, variant="tf"))
+    prefix = folder / "UGATIT.model-1000"
+    write_checkpoint(prefix, {**tf_generator_tensors(generator, "generator_B"),
+                              **tf_generator_tensors(generator, "generator_A")})
+    (folder / "UGATIT.model-1000.meta").write_bytes(b"graph")
+    (folder / "checkpoint").write_text('model_checkpoint_path: "/train/machine/UGATIT.model-1000"\n')
+    for i, name in enumerate([prefix, f"{prefix}.index", f"{prefix}.data-00000-of-00001", f"{prefix}.meta",
+                              folder / "checkpoint"]):
+        result = invoke("export", name, "--output", tmp_path / f"out{i}", "--size", "32", "--quiet")
+        assert result.exit_code == 0, f"{name}: {result.output}"
+        assert (tmp_path / f"out{i}" / "generator_a2b.safetensors").is_file()

@@ -284,6 +284,9 @@ def export(
     branch: Annotated[str | None, typer.Option("--branch", help="Hub branch to push to (created if missing; "
                                                                 "default main).")] = None,
     revision: Annotated[str | None, typer.Option("--revision", help="Revision of a Hub SOURCE.")] = None,
+    size: Annotated[int | None, typer.Option(
+        "--size", help="Training size of a light model whose checkpoint does not store it (official light "
+                       "checkpoints; otherwise 256 is assumed and marked so).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
@@ -298,7 +301,7 @@ def export(
     result = export_model(
         source, output, format=format.value, directions=parse_directions(direction.value), half=half,
         overwrite=overwrite, revision=revision, repo_id=push_to_hub, private=private, branch=branch,
-        show_progress=not (quiet or as_json),
+        show_progress=not (quiet or as_json), size=size,
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

@@ -37,6 +37,7 @@ from .hub import (
     check_output_folder,
     hub_write_errors,
     is_model_folder,
+    set_training_size,
     weights_name,
 )
 from .loading import resolve_model
@@ -95,10 +96,13 @@ def export_model(
     private: bool = False,
     branch: str | None = None,
     show_progress: bool = True,
+    size: int | None = None,
 ) -> ExportResult:
     """Load the generators of ``source`` (any MODEL) and write them to the folder ``output``.
 
-    ``half`` stores the weights in float16 (half the size; loaders compute in float32 again). With
+    ``size`` records the training size of a light model whose checkpoint does not store it (official light
+    checkpoints; 256 is assumed otherwise). ``half`` stores the weights in float16 (half the size; loaders
+    compute in float32 again). With
     ``repo_id`` the folder is then pushed to that Hub repository (see ``push_model_folder``), and its model
     card names the repo in its usage lines.
     """
@@ -122,6 +126,8 @@ def export_model(
         step(f"loading {source}")
         with contextlib.nullcontext() if show_progress else progress_disabled():
             model = resolve_model(source, directions, revision)
+        if size is not None:
+            set_training_size(model, size)
         exported = UGATITModel(model.config, model.generators, card=_card_facts(model, source),
                                weights_dtype="float16" if half else "float32")
         card: dict[str, Any] = {"model_id": repo_id} if repo_id else {}

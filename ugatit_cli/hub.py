@@ -191,8 +191,11 @@ class UGATITModel(
         self.write_config(save_directory)
 
     def write_config(self, folder: Path, **extra: Any) -> None:
-        """``config.json``: the architecture, the stored weights' dtype and any ``extra`` facts."""
+        """``config.json``: the architecture, the stored weights' dtype and any ``extra`` facts (and
+        ``img_size_assumed`` when the source did not store the training size)."""
         data = self.config.to_dict() | {"weights_dtype": self.weights_dtype} | extra
+        if self.card.get("img_size_assumed"):
+            data["img_size_assumed"] = True
         (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def generate_model_card(self, **kwargs: Any) -> ModelCard:
@@ -303,6 +306,43 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ProcessingError(f"{path}: not a readable safetensors file ({first})") from None
+
+
+def assume_training_size(model: "UGATITModel", origin: str) -> "UGATITModel":
+    """A light model read from a checkpoint that does not store its training size (official PyTorch and TF
+    light checkpoints): say once that ``img_size`` is assumed, and record it in the model card and
+    ``config.json`` (``img_size_assumed``); ``export --size`` records the real one instead."""
+    import warnings
+
+    size = model.config.img_size
+    warnings.warn(f"{origin}: a light checkpoint does not store its training size; {size} px is assumed "
+                  "(translate --size N runs at another size; export --size N records the real one)", stacklevel=2)
+    model.card["img_size_assumed"] = True
+    note = (f" A light checkpoint does not store its training size: `img_size` {size} is assumed, not known.")
+    model.card["source"] = model.card.get("source", "") + note
+    return model
+
+
+def set_training_size(model: "UGATITModel", size: int) -> None:
+    """Record the training size a user states (export --size): any multiple of 4 for a light model, only its
+    own for a full one (its gamma/beta MLP is sized by it)."""
+    import dataclasses
+
+    if not model.config.light:
+        if size != model.config.img_size:
+            raise UserError(f"--size {size}: this full model was trained at {model.config.img_size} px (its "
+                            "gamma/beta MLP is sized by it)")
+        return
+    try:
+        config = dataclasses.replace(model.config, img_size=size)
+    except ValueError as exc:
+        raise UserError(f"--size {size}: {exc}") from None
+    model.config = config
+    for generator in model.generators.values():
+        generator.config = config
+    if model.card.pop("img_size_assumed", False):
+        model.card["source"] = model.card.get("source", "").split(" A light checkpoint does not store")[0]
+    model.card["source"] = model.card.get("source", "") + f" Training size {size} px as stated at export."
 
 
 def generator_from_state(config: UGATITConfig, state: Mapping[str, torch.Tensor], origin: str) -> Generator:

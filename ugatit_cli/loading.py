@@ -17,6 +17,7 @@ from .errors import UserError
 from .hub import (
     DIRECTIONS,
     UGATITModel,
+    assume_training_size,
     check_direction,
     generator_from_state,
     hub_errors,
@@ -59,13 +60,15 @@ def _load_official_pytorch(path: Path, directions: Sequence[str]) -> UGATITModel
         generators[direction] = generator_from_state(config, states[name], origin=f"{path} [{name}]")
     source = (f"Converted from the official U-GAT-IT PyTorch checkpoint `{path.name}` (znxlwm/UGATIT-pytorch); "
               "hyper-parameters read from its tensor shapes.")
-    return UGATITModel(config, generators, card={"source": source})
+    model = UGATITModel(config, generators, card={"source": source})
+    return assume_training_size(model, str(path)) if config.light else model
 
 
 LOCAL_SOURCES: list[LocalSource] = [
     LocalSource("model folder", is_model_folder, _load_model_folder),
     LocalSource("official PyTorch checkpoint", lambda p: p.is_file() and p.suffix == ".pt", _load_official_pytorch),
-    LocalSource("official TensorFlow checkpoint (folder or .index)", is_tf_checkpoint, load_tf_checkpoint),
+    LocalSource("official TensorFlow checkpoint (folder, prefix, .index, .data or checkpoint file)", is_tf_checkpoint,
+                load_tf_checkpoint),
     LocalSource("ugatit train run folder or checkpoint", is_run_or_checkpoint, load_run_model),
 ]
 
@@ -79,7 +82,7 @@ def resolve_model(
     if text in MODELS:
         return MODELS[text].resolve(directions, revision)
     path = Path(text).expanduser()
-    if path.exists():
+    if path.exists() or is_tf_checkpoint(path):  # a TF checkpoint is often named by its prefix, not a file
         for local in LOCAL_SOURCES:
             if local.matches(path):
                 return local.load(path, directions)

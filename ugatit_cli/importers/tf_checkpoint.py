@@ -14,6 +14,7 @@ The protobuf messages are decoded by hand: five small messages do not justify a 
 """
 
 import os
+import re
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -406,18 +407,39 @@ def find_prefix(path: str | os.PathLike) -> Path:
         if not indexes:
             raise TFCheckpointError(f"{path}: no TensorFlow checkpoint (*.index) in this folder")
         raise TFCheckpointError(f"{path}: several checkpoints ({', '.join(i.name for i in indexes)}); pass one")
-    if path.suffix == ".index" and path.is_file():
-        return path.with_suffix("")
-    if path.with_name(path.name + ".index").is_file():
-        return path
+    prefix = _prefix_of_file(path)
+    if prefix is not None:
+        return prefix
     raise TFCheckpointError(f"{path}: not a TensorFlow checkpoint (no {path.name}.index)")
 
 
+_DATA_SHARD = re.compile(r"\.data-\d{5}-of-\d{5}$")
+
+
+def _prefix_of_file(path: Path) -> Path | None:
+    """The checkpoint prefix a non-folder path names, in every form TF tools use: the prefix itself
+    (``UGATIT.model-1000000``, what TF's ``checkpoint`` file records), its ``.index``, a ``.data-*`` shard,
+    its ``.meta`` graph, or the folder's ``checkpoint`` state file; None when no ``.index`` is there."""
+    name = path.name
+    shard = _DATA_SHARD.search(name)
+    if shard:
+        prefix = path.with_name(name[: shard.start()])
+    elif name.endswith((".index", ".meta")):
+        prefix = path.with_name(name.rsplit(".", 1)[0])
+    elif name == "checkpoint" and path.is_file():
+        prefix = _prefix_from_state_file(path)
+    else:
+        prefix = path
+    if prefix is not None and prefix.with_name(prefix.name + ".index").exists():
+        return prefix
+    return None
+
+
 def is_tf_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a folder holding a TF checkpoint index, or an ``.index`` file."""
+    """Whether ``path`` is a folder holding a TF checkpoint index, or names one (see ``_prefix_of_file``)."""
     if path.is_dir():
         return any(path.glob("*.index"))
-    return path.suffix == ".index" and path.is_file()
+    return _prefix_of_file(path) is not None
 
 
 def _prefix_from_state_file(state_file: Path) -> Path | None:

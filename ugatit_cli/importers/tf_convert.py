@@ -247,6 +247,10 @@ def load_tf_checkpoint(
         model = convert_checkpoint(checkpoint, directions, img_size=img_size, smoothing=smoothing, on_bytes=advance)
     prefix = Path(checkpoint.origin)
     model.card["source"] = conversion_note(f"`{prefix.name}` in `{prefix.parent.name}`", directions)
+    if model.config.light and img_size is None:
+        from ..hub import assume_training_size
+
+        assume_training_size(model, str(prefix))
     return model
 
 
