@@ -696,3 +696,44 @@ def test_a_tf_checkpoint_named_in_every_way_tf_tools_name_it(tmp_path):
         result = invoke("export", name, "--output", tmp_path / f"out{i}", "--size", "32", "--quiet")
         assert result.exit_code == 0, f"{name}: {result.output}"
         assert (tmp_path / f"out{i}" / "generator_a2b.safetensors").is_file()
+
+
+# --- 16: SIGTERM during translate leaves no temporary files, and a later run removes a killed run's ---------
+
+
+def test_sigterm_during_translate_leaves_no_temporaries(tmp_path, model_folder):
+    import signal
+    import time
+    photos = make_images(tmp_path / "photos", 120, size=256)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "ugatit_cli", "translate", str(photos), "--model",
+                                str(model_folder), "--output", str(out), "--size", "128", "--workers", "2", "-q"],
+                               env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.rglob("*.png"))):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    written = list(out.rglob("*.png"))
+    assert 0 < len(written) < 120
+    assert [p.name for p in out.rglob("*") if p.name.endswith(".tmp")] == []
+    for path in written:  # every file under its final name is complete
+        Image.open(path).load()
+
+
+def test_a_later_run_removes_only_temporaries_of_dead_runs(tmp_path, model_folder):
+    photos = make_images(tmp_path / "photos", 1)
+    target = tmp_path / "out" / "photos"
+    target.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = target / f".000.png.ugatit-{dead}-k2j4.tmp"  # what a kill -9 left
+    live = target / f".001.png.ugatit-{os.getpid()}-x9z1.tmp"  # another run, still writing
+    mine = target / ".notes.tmp"  # the user's
+    for path in (stale, live, mine):
+        path.write_bytes(b"partial")
+    assert invoke("translate", photos, "--model", model_folder, "--output", tmp_path / "out").exit_code == 0
+    assert not stale.exists() and live.exists() and mine.exists()

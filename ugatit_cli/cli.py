@@ -128,11 +128,15 @@ def translate(
     """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
     from .translation import translate as run_translation
 
-    report = run_translation(
-        inputs, model, output=output, direction=direction.value, size=size, keep_size=keep_size,
-        batch_size=batch_size, device=device, precision=precision.value, heatmap=heatmap, overwrite=overwrite,
-        revision=revision, workers=workers, progress=not (quiet or as_json),
-    )
+    try:
+        report = run_translation(
+            inputs, model, output=output, direction=direction.value, size=size, keep_size=keep_size,
+            batch_size=batch_size, device=device, precision=precision.value, heatmap=heatmap, overwrite=overwrite,
+            revision=revision, workers=workers, progress=not (quiet or as_json),
+        )
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: finished outputs stay, no temporary file is left
+        print_error("interrupted; the images finished so far are kept, no partial file is left")
+        raise typer.Exit(130) from None
     for failure in report.failed:
         print_error(f"{failure.source}: {failure.reason}")
     if as_json:

@@ -40,6 +40,7 @@ from .images import (
 from .loading import resolve_model
 from .model import Generator, UGATITConfig
 from .progress import count_progress, progress_disabled
+from .safety import remove_stale_temporaries
 
 #: Images per forward pass when none is given. On CPUs one image per pass is fastest (measured on a 2-core
 #: Xeon: 1.9 img/s at 1, 1.7 at 4, 1.3 at 8 for a light 256 px model: activations stay in cache); GPUs want
@@ -230,11 +231,35 @@ def translate(
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"{output_dir}: cannot create the output folder ({exc.strerror or exc})") from None
+        for folder in {job.output.parent for job in jobs} | {output_dir}:
+            remove_stale_temporaries(folder)  # what a run killed by an uncatchable signal left (pid gone)
         loaded = time.perf_counter()
-        _run(jobs, generator, plan, size, keep_size, workers, progress, report)
+        with _terminate_as_interrupt():
+            _run(jobs, generator, plan, size, keep_size, workers, progress, report)
         report.translate_seconds = time.perf_counter() - loaded
     report.seconds = time.perf_counter() - start
     return report
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a container stop) raises KeyboardInterrupt like Ctrl-C, so the writes in flight
+    finish or remove their temporary files instead of the process vanishing mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _default_workers() -> int:
