@@ -737,3 +737,35 @@ def test_a_later_run_removes_only_temporaries_of_dead_runs(tmp_path, model_folde
         path.write_bytes(b"partial")
     assert invoke("translate", photos, "--model", model_folder, "--output", tmp_path / "out").exit_code == 0
     assert not stale.exists() and live.exists() and mine.exists()
+
+
+# --- 21, 22: --max-pixels; what was trained and what was loaded is said ---------------------------------------
+
+
+def test_max_pixels_allows_a_100_megapixel_camera_file(tmp_path, model_folder):
+    from test_translate import _png_claiming
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "camera.png").write_bytes(_png_claiming(12_000, 8_400))  # 100.8 MP: over Pillow's 89.5 MP
+    result = invoke("translate", photos, "--model", model_folder, "--output", tmp_path / "out")
+    assert result.exit_code == 1 and "--max-pixels" in result.output, result.output
+    result = invoke("translate", photos, "--model", model_folder, "--output", tmp_path / "out",
+                    "--max-pixels", "120000000")
+    # the limit no longer refuses it: what fails now is this test file's (deliberately empty) pixel data
+    assert "decompression-bomb" not in result.output and "truncated" in result.output, result.output
+    from PIL import Image as PILImage
+    assert PILImage.MAX_IMAGE_PIXELS == 89_478_485  # put back after the call
+
+
+def test_train_ends_with_a_summary_and_translate_says_which_checkpoint(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    args = [a for a in TINY_TRAIN if a != "--quiet"]
+    result = cli("train", data, *args, "--iterations", "2", "--ema", "0.5", "--output", run)
+    assert result.returncode == 0, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "Trained 2 of 2 iterations" in result.stderr and "step_00000002" in result.stderr, result.stderr
+    assert f"--model {run}" in result.stderr, last
+    result = invoke("translate", make_images(tmp_path / "p", 1), "--model", run, "--output", tmp_path / "out")
+    assert result.exit_code == 0
+    assert "Model: checkpoint step_00000002 (iteration 2)" in result.output and "EMA generators" in result.output

@@ -122,6 +122,9 @@ def translate(
     workers: Annotated[int | None, typer.Option(help="Threads that decode and encode images. (default: the number "
                                                      "of CPUs, at most 8)",
                                                 show_default=False)] = None,
+    max_pixels: Annotated[int | None, typer.Option(
+        "--max-pixels", help="Largest image accepted, in pixels (default: Pillow's decompression-bomb limit, "
+                             "89,478,485); raise it for e.g. 100 MP camera files.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
@@ -132,7 +135,7 @@ def translate(
         report = run_translation(
             inputs, model, output=output, direction=direction.value, size=size, keep_size=keep_size,
             batch_size=batch_size, device=device, precision=precision.value, heatmap=heatmap, overwrite=overwrite,
-            revision=revision, workers=workers, progress=not (quiet or as_json),
+            revision=revision, workers=workers, progress=not (quiet or as_json), max_pixels=max_pixels,
         )
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: finished outputs stay, no temporary file is left
         print_error("interrupted; the images finished so far are kept, no partial file is left")
@@ -143,6 +146,9 @@ def translate(
         typer.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet:
         from .translation import EXISTS_REASON
+
+        if report.model:
+            err_console.print(f"Model: {escape(report.model)}")
 
         existing = sum(1 for s in report.skipped if s.reason == EXISTS_REASON)
         inside = len(report.skipped) - existing
@@ -249,6 +255,12 @@ def train(
         raise typer.Exit(exc.exit_code) from None
     if as_json and main_rank:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
+    elif main_rank and not quiet and summary.checkpoint is not None and not summary.interrupted:
+        ema = " (its EMA generators)" if getattr(summary.trainer, "ema", None) is not None else ""
+        err_console.print(f"Trained {summary.iteration} of {summary.iterations} iterations in {summary.seconds:.1f} s;"
+                          f" newest checkpoint: {escape(str(summary.checkpoint))}. Use it{ema} with: ugatit "
+                          f"translate IMAGES --model {escape(str(summary.run_dir))}  (or export it: ugatit export "
+                          f"{escape(str(summary.run_dir))} --output MODEL_DIR)", highlight=False)
     if summary.interrupted:
         raise typer.Exit(130)
 

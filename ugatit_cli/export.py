@@ -138,7 +138,9 @@ def export_model(
             else:
                 for direction in directions:
                     step(f"exporting {onnx_name(direction)} (ONNX opset {opset})")
-                    export_onnx(exported.generators[direction], tmp / onnx_name(direction), opset=opset, half=half)
+                    with contextlib.nullcontext() if show_progress else _exporter_silenced():
+                        export_onnx(exported.generators[direction], tmp / onnx_name(direction), opset=opset,
+                                    half=half)
                 _write_onnx_metadata(exported, tmp, opset, card)
         files = {p.name: p.stat().st_size for p in sorted(output.iterdir()) if p.is_file()}
         result = ExportResult(output, format, directions, exported.weights_dtype, files,
@@ -174,6 +176,23 @@ def _card_facts(model: UGATITModel, source: str | os.PathLike) -> dict[str, Any]
 
 
 # --- ONNX ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _exporter_silenced():
+    """--quiet/--json: the ONNX exporter's own warnings, log lines and progress prints are not shown."""
+    import io
+    import logging
+    import warnings
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
 
 def _require_onnx() -> None:
     for module in ("onnx", "onnxscript"):

@@ -72,7 +72,8 @@ def open_rgb(path: str | os.PathLike, background: tuple[int, int, int] = (255, 2
                 return _to_rgb(img, background)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImageError(
-            path, f"image is larger than Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels"
+            path, f"image is larger than the decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
+                  "(translate --max-pixels N allows larger images)"
         ) from None
     except Image.UnidentifiedImageError:
         raise BadImageError(path, "not an image file Pillow can read") from None

@@ -94,6 +94,7 @@ class TranslationReport:
     failed: list[Failed] = field(default_factory=list)
     seconds: float = 0.0
     translate_seconds: float = 0.0
+    model: str | None = None  # what was loaded, when the source can say (a run's checkpoint, EMA or raw)
 
     @property
     def images_per_second(self) -> float:
@@ -107,6 +108,7 @@ class TranslationReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "output_dir": str(self.output_dir),
+            "model": self.model,
             "counts": {"done": len(self.done), "skipped": len(self.skipped), "failed": len(self.failed)},
             "seconds": round(self.seconds, 3),  # the whole call, model loading included
             "translate_seconds": round(self.translate_seconds, 3),  # after the model was loaded
@@ -177,6 +179,7 @@ def translate(
     revision: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> TranslationReport:
     """Translate image files, folders (recursively) and glob patterns into one PNG each under ``output``.
 
@@ -188,11 +191,23 @@ def translate(
     multiple of 4. ``keep_size`` scales each result back to its input's size. ``heatmap`` also writes the
     attention map as ``<name>_heatmap.png``. Existing outputs are kept and counted as skipped unless ``overwrite``.
     ``batch_size`` defaults to 1 on a CPU (fastest there) and 8 on a GPU. ``workers`` is the number of
-    decode/encode threads; ``progress`` shows a Rich bar on stderr.
+    decode/encode threads; ``progress`` shows a Rich bar on stderr. ``max_pixels`` raises (or lowers) the
+    decompression-bomb limit of Pillow (89,478,485 pixels) for this call, e.g. for 100 MP camera files.
 
     Bad inputs are listed in ``report.failed`` with their reason and never stop the others; problems with
     the call itself (unknown device, bad size, model not found) raise :class:`~ugatit_cli.errors.UserError`.
     """
+    if max_pixels is not None:  # Pillow's limit is global: set for this call, then put back
+        if max_pixels < 1:
+            raise UserError(f"--max-pixels must be at least 1, got {max_pixels}")
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            return translate(inputs, model, output=output, direction=direction, size=size, keep_size=keep_size,
+                             batch_size=batch_size, device=device, precision=precision, heatmap=heatmap,
+                             overwrite=overwrite, revision=revision, workers=workers, progress=progress)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
     start = time.perf_counter()
     sources = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not sources:
@@ -226,6 +241,7 @@ def translate(
         plan = _Plan.for_device(target, dtype, batch_size)
         with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
             generator = _prepare_generator(model, direction, revision, plan)
+        report.model = getattr(generator, "loaded_from", None)
         size = _check_size(generator.config, size)
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +303,9 @@ def _prepare_generator(model: str | os.PathLike | Generator, direction: str, rev
     if isinstance(model, Generator):
         generator = model
     else:
-        generator = resolve_model(model, (direction,), revision).generators[direction]
+        resolved = resolve_model(model, (direction,), revision)
+        generator = resolved.generators[direction]
+        generator.loaded_from = resolved.card.get("loaded")  # which checkpoint, EMA or not (training runs)
     return generator.to(plan.device, memory_format=plan.memory_format).eval()
 
 

@@ -215,4 +215,6 @@ def load_run_model(path: Path, directions: Sequence[str]):
     iteration = config.get("iteration", "?")
     source = (f"Trained with `ugatit train` (ugatit-cli) on `{config.get('data_name', 'unknown data')}` for "
               f"{iteration} iterations{' (EMA generators)' if ema else ''}; checkpoint `{folder.name}`.")
-    return UGATITModel(model_config, generators, card={"training": config.get("train", {}), "source": source})
+    loaded = f"checkpoint {folder.name} (iteration {iteration}) of {path}, {'EMA' if ema else 'raw'} generators"
+    return UGATITModel(model_config, generators, card={"training": config.get("train", {}), "source": source,
+                                                        "loaded": loaded})
