@@ -103,7 +103,7 @@ def _check(config: TrainConfig) -> None:
     if config.seed < 0:
         raise UserError(f"--seed must be >= 0, got {config.seed}")
     # every real-valued setting finite and in range before anything is written (nan passes any comparison)
-    bounds = {"lr": (0.0, True), "weight_decay": (0.0, False), "adv_weight": (0.0, False),
+    bounds = {"lr": (0.0, False), "weight_decay": (0.0, False), "adv_weight": (0.0, False),
               "cycle_weight": (0.0, False), "identity_weight": (0.0, False), "cam_weight": (0.0, False)}
     try:
         for name, (low, low_open) in bounds.items():
