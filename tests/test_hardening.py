@@ -138,13 +138,15 @@ def test_export_overwrite_refuses_folders_with_files_it_did_not_write(tmp_path, 
 def test_diverging_training_stops_keeps_the_last_finite_checkpoint_and_leaves_no_black_outputs(tmp_path):
     data = make_dataset(tmp_path / "data")
     run = tmp_path / "run"
-    # lr 300 on these images goes NaN at iteration 10, after checkpoints 2..8 (seed 0)
-    result = invoke("train", data, *TINY_TRAIN, "--iterations", "12", "--lr", "300", "--save-every", "2",
+    # lr 3000: Adam's first step moves every weight by ~3000 (still finite: checkpoint 1 is saved), the next
+    # iteration overflows; the run must stop there and keep the last finite checkpoint
+    result = invoke("train", data, *TINY_TRAIN, "--iterations", "6", "--lr", "3000", "--save-every", "1",
                     "--keep", "2", "--output", run)
     assert result.exit_code == 1, result.output
     one_line_error(result.output, "training diverged at iteration", "last finite checkpoint")
     kept = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
     assert kept, "the finite checkpoint was rotated out"
+    assert (run / "checkpoints" / "latest").read_text().strip() == kept[-1]
     for file in (run / "checkpoints" / kept[-1]).glob("*.safetensors"):
         from safetensors.torch import load_file
         assert all(torch.isfinite(t).all() for t in load_file(file).values())
