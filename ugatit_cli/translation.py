@@ -477,7 +477,7 @@ def _run(jobs: list[_Job], generator: Generator, plan: _Plan, size: int, keep_si
                 advance(False)
                 continue
             write = io_pool.submit(_save, item, pixels[i], None if attention is None else attention[i], keep_size)
-            write.add_done_callback(lambda future: advance(future.exception() is None))
+            write.add_done_callback(lambda future: advance(not future.cancelled() and future.exception() is None))
             writes.append((item, write))
 
     def finish_oldest_write() -> None:
