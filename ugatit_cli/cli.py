@@ -71,7 +71,13 @@ def translate(
     batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.",
                                                    show_default="1 on a CPU, where it is fastest; 8 on a GPU")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU), or auto (bf16 on "
+                                           "GPUs and AMX CPUs, else fp32).")] = "fp32",
+    backend: Annotated[str, typer.Option(help="torch, onnxruntime (CPU, fp32 or an int8 export) or auto "
+                                         "(onnxruntime on a CPU for fp32 when installed and worth its one-time "
+                                         "export).")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generator (slow start; for long "
+                                          "runs on a GPU).")] = False,
     heatmap: Annotated[bool, typer.Option("--heatmap", help="Also write the attention map as NAME_heatmap.png.")
                        ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else they are "
@@ -83,13 +89,18 @@ def translate(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
     """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
+    from .sharding import shard_from_env
     from .translation import translate as run_translation
 
-    report = run_translation(
-        inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
-        device=device, precision=precision, heatmap=heatmap, overwrite=overwrite, revision=revision,
-        workers=workers, progress=not (quiet or as_json),
-    )
+    shard = shard_from_env()
+    with warnings.catch_warnings():
+        warnings.showwarning = _warn_in_one_line
+        report = run_translation(
+            inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
+            device=device, precision=precision, heatmap=heatmap, overwrite=overwrite, revision=revision,
+            workers=workers, progress=not (quiet or as_json) and shard.is_main, backend=backend, compile=compile,
+            shard=shard,
+        )
     for failure in report.failed:
         print_error(f"{failure.source}: {failure.reason}")
     if as_json:
@@ -98,8 +109,10 @@ def translate(
         skipped = f", {len(report.skipped)} skipped (exist; --overwrite replaces them)" if report.skipped else ""
         failed = f", {len(report.failed)} failed" if report.failed else ""
         images = "image" if len(report.done) == 1 else "images"
-        err_console.print(f"Translated {len(report.done)} {images}{skipped}{failed} in {report.seconds:.1f} s "
-                          f"({report.images_per_second:.2f} images/s) into {escape(str(report.output_dir))}")
+        ran = f", {report.backend} {report.precision}" if report.backend else ""
+        rank = (f"[rank {report.shard.rank} of {report.shard.world_size}] " if report.shard.world_size > 1 else "")
+        err_console.print(f"{rank}Translated {len(report.done)} {images}{skipped}{failed} in {report.seconds:.1f} s "
+                          f"({report.images_per_second:.2f} images/s{ran}) into {escape(str(report.output_dir))}")
     raise typer.Exit(report.exit_code)
 
 

@@ -11,6 +11,7 @@ stopping the others. Preprocessing is the official test transform (RGB, bilinear
 import contextlib
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +25,7 @@ from PIL import Image
 
 from .devices import autocast, check_precision, select_device
 from .errors import UserError
+from .hardware import SlowPrecisionWarning, auto_backend, auto_precision, bf16_note, onnxruntime_available
 from .hub import check_direction
 from .images import (
     BadImageError,
@@ -38,7 +40,9 @@ from .images import (
 )
 from .loading import resolve_model
 from .model import Generator, UGATITConfig
+from .onnx_backend import OnnxGenerator, cached_graph, cached_graph_path, is_onnx_folder, onnx_folder_graph
 from .progress import count_progress, progress_disabled
+from .sharding import Shard, device_for_shard, shard_from_env
 
 #: Images per forward pass when none is given. On CPUs one image per pass is fastest (measured on a 2-core
 #: Xeon: 1.9 img/s at 1, 1.7 at 4, 1.3 at 8 for a light 256 px model: activations stay in cache); GPUs want
@@ -49,6 +53,11 @@ ACCELERATOR_BATCH_SIZE = 8
 #: streams beat one two-threaded forward by ~15-20% (no barrier per op, one core's cache per image) and
 #: degrade far less when other processes take a core.
 MAX_CPU_STREAMS = 4
+BACKENDS = ("auto", "torch", "onnxruntime")
+#: ``--backend auto`` exports a model to ONNX on a CPU only when there are at least this many images to
+#: translate (or its graph is cached already): the one-time export (~20 s for a light ch64 generator) then
+#: costs less than what onnxruntime saves.
+AUTO_ONNX_MIN_IMAGES = 100
 EXISTS_REASON = "output exists (pass --overwrite to replace it)"
 
 
@@ -89,6 +98,9 @@ class TranslationReport:
     failed: list[Failed] = field(default_factory=list)
     seconds: float = 0.0
     translate_seconds: float = 0.0
+    backend: str = ""  # "torch" or "onnxruntime": what ran (empty when nothing had to be translated)
+    precision: str = ""  # "fp32", "bf16" or "fp16" (what "auto" chose)
+    shard: Shard = field(default_factory=Shard)
 
     @property
     def images_per_second(self) -> float:
@@ -109,6 +121,9 @@ class TranslationReport:
                       **({"heatmap": str(t.heatmap)} if t.heatmap else {})} for t in self.done],
             "skipped": [{"input": str(s.source), "output": str(s.output), "reason": s.reason} for s in self.skipped],
             "failed": [{"input": f.source, "reason": f.reason} for f in self.failed],
+            "backend": self.backend or None,
+            "precision": self.precision or None,
+            "shard": self.shard.to_dict(),
         }
 
 
@@ -171,6 +186,9 @@ def translate(
     revision: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    backend: str = "auto",
+    compile: bool = False,
+    shard: Shard | None = None,
 ) -> TranslationReport:
     """Translate image files, folders (recursively) and glob patterns into one PNG each under ``output``.
 
@@ -183,6 +201,15 @@ def translate(
     attention map as ``<name>_heatmap.png``. Existing outputs are kept and counted as skipped unless ``overwrite``.
     ``batch_size`` defaults to 1 on a CPU (fastest there) and 8 on a GPU. ``workers`` is the number of
     decode/encode threads; ``progress`` shows a Rich bar on stderr.
+
+    ``precision`` is ``fp32``, ``bf16``, ``fp16`` (GPUs) or ``auto`` (bf16 on GPUs that support it and on
+    CPUs with AMX, else fp32); bf16 on a CPU without AMX runs with a :class:`SlowPrecisionWarning`.
+    ``backend`` is ``torch``, ``onnxruntime`` (CPU, fp32: the generator's ONNX graph, exported once into a
+    cache, see :mod:`ugatit_cli.onnx_backend`; an ONNX export folder as ``model`` always runs this way) or
+    ``auto``: onnxruntime for fp32 on a CPU when it is installed and the graph is cached or there are at
+    least ``AUTO_ONNX_MIN_IMAGES`` images, PyTorch otherwise. ``compile`` runs the PyTorch generator
+    through ``torch.compile``. ``shard`` (default: from torchrun's ``RANK``/``WORLD_SIZE``) translates only
+    this process's round-robin share of the sorted inputs (:mod:`ugatit_cli.sharding`).
 
     Bad inputs are listed in ``report.failed`` with their reason and never stop the others; problems with
     the call itself (unknown device, bad size, model not found) raise :class:`~ugatit_cli.errors.UserError`.
@@ -199,23 +226,35 @@ def translate(
         raise UserError(f"workers must be at least 1, got {workers}")
     if size is not None:
         _check_size_shape(size)
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
+    shard = shard_from_env() if shard is None else shard
     if device is None:
         target = next(model.parameters()).device if isinstance(model, Generator) else select_device("auto")
     else:
-        target = select_device(device) if isinstance(device, str) else torch.device(device)
+        target = select_device(device_for_shard(device, shard)) if isinstance(device, str) else torch.device(device)
+    if precision == "auto":
+        precision = auto_precision(target)
     dtype = check_precision(precision, target)
+    if precision == "bf16" and (note := bf16_note(target)):
+        warnings.warn(note, SlowPrecisionWarning, stacklevel=2)
+    onnx_model = not isinstance(model, Generator) and is_onnx_folder(Path(str(model)).expanduser())
+    if onnx_model or backend == "onnxruntime":
+        _check_onnxruntime_settings(target, precision, compile, onnx_model, backend)
     output_dir = Path(output)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"{output_dir}: output exists and is not a folder")
 
-    report = TranslationReport(output_dir)
+    report = TranslationReport(output_dir, precision=precision, shard=shard)
     images, problems = collect_images(sources)
-    report.failed += [Failed(p.path, p.reason) for p in problems]
-    jobs = _name_outputs(_outside(images, output_dir), output_dir, heatmap, overwrite, report)
+    if shard.is_main:  # every rank finds the same missing paths; one of them names them
+        report.failed += [Failed(p.path, p.reason) for p in problems]
+    jobs = _name_outputs(_outside(images, output_dir), output_dir, heatmap, overwrite, report, shard)
     if jobs:
         plan = _Plan.for_device(target, dtype, batch_size)
         with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
-            generator = _prepare_generator(model, direction, revision, plan)
+            generator, report.backend = _prepare_generator(model, direction, revision, plan, backend, compile,
+                                                           onnx_model, len(jobs), progress)
         size = _check_size(generator.config, size)
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -248,13 +287,60 @@ def _check_size(config: UGATITConfig, size: int | None) -> int:
     return size
 
 
-def _prepare_generator(model: str | os.PathLike | Generator, direction: str, revision: str | None,
-                       plan: _Plan) -> Generator:
+def _check_onnxruntime_settings(device: torch.device, precision: str, compile: bool, onnx_model: bool,
+                                backend: str) -> None:
+    what = "an ONNX export folder" if onnx_model else "--backend onnxruntime"
+    if onnx_model and backend == "torch":
+        raise UserError("MODEL is an ONNX export folder: it runs with --backend onnxruntime (or auto), not torch")
+    if device.type != "cpu":
+        raise UserError(f"{what} runs on the CPU with ONNX Runtime; use --device cpu (or --backend torch on {device})")
+    if precision != "fp32":
+        raise UserError(f"{what} computes in float32 (or int8 when exported with --quantize int8); "
+                        f"--precision {precision} applies to --backend torch")
+    if compile:
+        raise UserError("--compile applies to --backend torch")
+    if not onnxruntime_available():
+        raise UserError('--backend onnxruntime needs onnxruntime, onnx and onnxscript: pip install "ugatit-cli[onnx]"')
+
+
+def _prepare_generator(model: str | os.PathLike | Generator, direction: str, revision: str | None, plan: _Plan,
+                       backend: str, compile: bool, onnx_model: bool, images: int, progress: bool = False
+                       ) -> tuple[Generator | OnnxGenerator, str]:
+    """The callable that runs the model, and its backend's name."""
+    threads = plan.threads_per_stream or 1
+    if onnx_model:
+        graph = onnx_folder_graph(Path(str(model)).expanduser(), direction)
+        return OnnxGenerator(graph.path, graph.config, threads=threads, quantization=graph.quantization), "onnxruntime"
     if isinstance(model, Generator):
         generator = model
+        if backend == "auto":
+            backend = "torch"  # a module the caller built is run as it is
     else:
         generator = resolve_model(model, (direction,), revision).generators[direction]
-    return generator.to(plan.device, memory_format=plan.memory_format).eval()
+    path = None
+    if backend == "auto":
+        backend = auto_backend(plan.device, "fp32" if plan.dtype is None else "bf16")
+        if backend == "onnxruntime":
+            path = cached_graph_path(generator)
+            if images < AUTO_ONNX_MIN_IMAGES and not path.is_file():
+                backend = "torch"  # exporting would cost more than it saves
+    if backend == "onnxruntime":
+        config = generator.config
+        path = path or cached_graph_path(generator)
+        if progress and not path.is_file():
+            from rich.console import Console
+
+            Console(stderr=True, highlight=False).print(
+                f"exporting the generator to ONNX for onnxruntime (once; cached in {path.parent})")
+        path = cached_graph(generator, path=path)
+        del generator  # the session holds its own copy of the weights
+        return OnnxGenerator(path, config, threads=threads), "onnxruntime"
+    generator = generator.to(plan.device, memory_format=plan.memory_format).eval()
+    if compile:
+        compiled = torch.compile(generator)
+        compiled.config = generator.config
+        return compiled, "torch"
+    return generator, "torch"
 
 
 def _outside(images: list[InputImage], output_dir: Path) -> list[InputImage]:
@@ -264,13 +350,17 @@ def _outside(images: list[InputImage], output_dir: Path) -> list[InputImage]:
 
 
 def _name_outputs(images: Iterable[InputImage], output_dir: Path, heatmap: bool, overwrite: bool,
-                  report: TranslationReport) -> list[_Job]:
+                  report: TranslationReport, shard: Shard | None = None) -> list[_Job]:
     """Output names for each image (``photo.jpg`` -> ``photo.png``); existing outputs become skips.
 
     When two inputs would share a name (``a.jpg`` and ``a.png``) both keep their suffix (``a.jpg.png``,
-    ``a.png.png``); an input whose name is still taken fails with the reason.
+    ``a.png.png``); an input whose name is still taken fails with the reason. With a ``shard`` of several,
+    names are chosen over all inputs (so every rank names alike) and only this rank's share of the inputs,
+    sorted by path, is kept (jobs, skips and name clashes).
     """
     images = list(images)
+    shard = shard or Shard()
+    mine = {image.path for image in shard.take(sorted(images, key=lambda image: str(image.path)))}
     short_names: dict[Path, int] = {}
     for image in images:
         short = image.relative.with_suffix(".png")
@@ -285,10 +375,13 @@ def _name_outputs(images: Iterable[InputImage], output_dir: Path, heatmap: bool,
         heat = out.with_name(f"{out.stem}_heatmap.png") if heatmap else None
         taken = [p for p in (out, heat) if p is not None and p in claimed]
         if taken:
-            report.failed.append(Failed(str(image.path), f"output {taken[0]} would also be written for "
-                                                         f"{claimed[taken[0]]}; translate them separately"))
+            if image.path in mine:
+                report.failed.append(Failed(str(image.path), f"output {taken[0]} would also be written for "
+                                                             f"{claimed[taken[0]]}; translate them separately"))
             continue
         claimed.update({p: image.path for p in (out, heat) if p is not None})
+        if image.path not in mine:
+            continue
         write_output = overwrite or not out.exists()
         write_heatmap = heat is not None and (overwrite or not heat.exists())
         if not (write_output or write_heatmap):
