@@ -68,11 +68,13 @@ class ExportResult:
     files: dict[str, int]
     seconds: float
     opset: int | None = None
+    quantize: str | None = None
     pushed: dict[str, str] = field(default_factory=dict)  # repo_id, branch, commit_url
 
     def to_dict(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "format": self.format, "directions": list(self.directions),
-                "weights_dtype": self.weights_dtype, "opset": self.opset, "files": self.files,
+                "weights_dtype": self.weights_dtype, "opset": self.opset, "quantize": self.quantize,
+                "files": self.files,
                 "seconds": round(self.seconds, 3), "pushed": self.pushed or None}
 
 
@@ -95,8 +97,13 @@ def export_model(
     private: bool = False,
     branch: str | None = None,
     show_progress: bool = True,
+    quantize: str | None = None,
+    calibration: str | os.PathLike | None = None,
 ) -> ExportResult:
     """Load the generators of ``source`` (any MODEL) and write them to the folder ``output``.
+
+    ``quantize="int8"`` (ONNX only) writes int8 graphs calibrated on the images in the folder
+    ``calibration`` (real images of each exported direction's source domain; see ``ugatit_cli.quantize``).
 
     ``half`` stores the weights in float16 (half the size; loaders compute in float32 again). With
     ``repo_id`` the folder is then pushed to that Hub repository (see ``push_model_folder``), and its model
@@ -109,6 +116,7 @@ def export_model(
         raise UserError("no direction to export")
     if (private or branch) and not repo_id:
         raise UserError("--private and --branch apply to a push: add --push-to-hub REPO_ID")
+    calibration_paths = _check_quantize(format, quantize, calibration, half)
     output = Path(output).expanduser()
     check_output_folder(output, overwrite=overwrite)  # before loading a 1.1 GB generator, not after
     if format == "onnx":
@@ -128,13 +136,20 @@ def export_model(
                 step(f"writing {', '.join(weights_name(d) for d in directions)}")
                 exported.save_pretrained(tmp, model_card_kwargs=card)
             else:
+                quantization = None
                 for direction in directions:
-                    step(f"exporting {onnx_name(direction)} (ONNX opset {opset})")
-                    export_onnx(exported.generators[direction], tmp / onnx_name(direction), opset=opset, half=half)
-                _write_onnx_metadata(exported, tmp, opset, card)
+                    step(f"exporting {onnx_name(direction)} (ONNX opset {opset}"
+                         f"{f', {quantize} calibrated on {len(calibration_paths)} images' if quantize else ''})")
+                    if quantize:
+                        quantization = _export_int8(exported.generators[direction], tmp, direction, opset,
+                                                    calibration_paths)
+                    else:
+                        export_onnx(exported.generators[direction], tmp / onnx_name(direction), opset=opset,
+                                    half=half)
+                _write_onnx_metadata(exported, tmp, opset, card, quantization)
         files = {p.name: p.stat().st_size for p in sorted(output.iterdir()) if p.is_file()}
         result = ExportResult(output, format, directions, exported.weights_dtype, files,
-                              time.perf_counter() - start, opset if format == "onnx" else None)
+                              time.perf_counter() - start, opset if format == "onnx" else None, quantize)
         if repo_id:
             step(f"pushing to {repo_id}")
             try:
@@ -144,6 +159,43 @@ def export_model(
             result.pushed = {"repo_id": repo_id, "branch": branch or "main", "commit_url": url}
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_quantize(format: str, quantize: str | None, calibration: str | os.PathLike | None,
+                    half: bool) -> list[Path]:
+    """The calibration images for ``quantize`` (checked before any model is loaded), [] without it."""
+    if quantize is None:
+        if calibration is not None:
+            raise UserError("--calibration applies to --quantize int8")
+        return []
+    from .quantize import QUANTIZE_CHOICES, calibration_images, require_quantization
+
+    if quantize not in QUANTIZE_CHOICES:
+        raise UserError(f"unknown quantization {quantize!r}; expected {', '.join(QUANTIZE_CHOICES)}")
+    if format != "onnx":
+        raise UserError("--quantize int8 writes ONNX graphs: add --format onnx")
+    if half:
+        raise UserError("--quantize int8 and --half do not combine: int8 weights are already a quarter of the size")
+    if calibration is None:
+        raise UserError("--quantize int8 needs --calibration PHOTOS/: a folder of real images of the source domain")
+    require_quantization()
+    return calibration_images(calibration)
+
+
+def _export_int8(generator: Generator, folder: Path, direction: str, opset: int,
+                 calibration: list[Path]) -> dict[str, Any]:
+    """Export the fp32 graph beside the final name, quantize it into ``onnx_name(direction)``, drop the fp32."""
+    from .quantize import quantize_int8
+
+    fp32 = folder / f".fp32.{onnx_name(direction)}"
+    try:
+        export_onnx(generator, fp32, opset=opset)
+        with atomic_file(folder / onnx_name(direction)) as tmp:
+            facts = quantize_int8(fp32, tmp, calibration, generator.config.img_size)
+    finally:
+        fp32.unlink(missing_ok=True)
+        Path(f"{fp32}.data").unlink(missing_ok=True)
+    return facts
 
 
 def _card_facts(model: UGATITModel, source: str | os.PathLike) -> dict[str, Any]:
@@ -239,12 +291,15 @@ def store_initializers_as_float16(model: Any, names: set[str]) -> None:
     model.graph.node.extend(nodes)
 
 
-def _write_onnx_metadata(model: UGATITModel, folder: Path, opset: int, card: dict[str, Any]) -> None:
+def _write_onnx_metadata(model: UGATITModel, folder: Path, opset: int, card: dict[str, Any],
+                         quantization: dict[str, Any] | None = None) -> None:
     onnx_facts = {
         "opset": opset, "input": ONNX_INPUT, "outputs": list(ONNX_OUTPUTS),
         "dynamic_axes": {ONNX_INPUT: {str(k): v for k, v in onnx_dynamic_axes(model.config).items()}},
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
     }
+    if quantization:
+        onnx_facts["quantization"] = quantization
     model.write_config(folder, onnx=onnx_facts)
     files = {onnx_name(d): f"generator {d} ({'A -> B' if d == 'a2b' else 'B -> A'}), ONNX opset {opset}"
              for d in model.generators}

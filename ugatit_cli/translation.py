@@ -255,6 +255,8 @@ def translate(
         with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
             generator, report.backend = _prepare_generator(model, direction, revision, plan, backend, compile,
                                                            onnx_model, len(jobs), progress)
+        if isinstance(generator, OnnxGenerator) and generator.quantization:
+            report.precision = generator.quantization.get("dtype", "int8")
         size = _check_size(generator.config, size)
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
