@@ -1,0 +1,326 @@
+"""Speed paths of ``translate``: ONNX Runtime (fp32 and int8), precision choices, sharding under torchrun.
+
+Real photos come from the sample data that ships with scikit-image, scikit-learn and matplotlib; models are
+tiny and random (rho drawn away from its init, so LIN/AdaLIN mix both statistics). The ONNX exports are the
+real exporter's and run in the real ONNX Runtime; the CPU capability check is the only thing faked (to play
+machines with and without AMX).
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import skimage
+import sklearn.datasets
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import ugatit_cli
+from ugatit_cli import hardware
+from ugatit_cli.cli import app
+from ugatit_cli.errors import UserError
+from ugatit_cli.hub import UGATITModel, write_model_folder
+from ugatit_cli.images import image_to_tensor, open_rgb, tensor_to_image
+from ugatit_cli.model import Generator, UGATITConfig
+from ugatit_cli.onnx_backend import OnnxGenerator
+from ugatit_cli.quantize import image_batch, psnr_and_max_error
+from ugatit_cli.sharding import Shard
+
+pytest.importorskip("onnxruntime")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+SKIMAGE = Path(skimage.__file__).parent / "data"
+SKLEARN = Path(sklearn.datasets.__file__).parent / "images"
+MATPLOTLIB = Path(matplotlib.get_data_path()) / "sample_data"
+CALIBRATION = [SKIMAGE / "astronaut.png", SKIMAGE / "chelsea.png", SKIMAGE / "coffee.png", SKIMAGE / "rocket.jpg",
+               SKIMAGE / "motorcycle_left.png", SKLEARN / "china.jpg"]
+HELD_OUT = [MATPLOTLIB / "grace_hopper.jpg", SKLEARN / "flower.jpg", SKIMAGE / "motorcycle_right.png"]
+
+
+def random_model(root: Path, **config) -> Path:
+    torch.manual_seed(0)
+    config = UGATITConfig(**config)
+    generators = {d: Generator(config) for d in ("a2b", "b2a")}
+    for generator in generators.values():
+        for name, param in generator.named_parameters():
+            if name.endswith("rho"):
+                param.data.uniform_(0.2, 0.8)
+    return write_model_folder(UGATITModel(config, generators), root)
+
+
+@pytest.fixture(scope="module")
+def light_model(tmp_path_factory) -> Path:
+    return random_model(tmp_path_factory.mktemp("models") / "light", img_size=32, ch=4, n_res=1, light=True)
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory) -> Path:
+    """One ONNX cache for the module: the first onnxruntime run exports, the others reuse the graph."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
+@pytest.fixture
+def env(onnx_cache, monkeypatch) -> dict[str, str]:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(onnx_cache))
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def photos(folder: Path, sources=HELD_OUT) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sources:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.int16)
+
+
+def cli(*args, env, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ugatit_cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=REPO_ROOT, timeout=timeout)
+
+
+# --- ONNX Runtime: same outputs as PyTorch --------------------------------------------------------------------
+
+
+def test_onnxruntime_backend_matches_pytorch_through_the_cli(tmp_path, light_model, env, onnx_cache):
+    src = photos(tmp_path / "in")
+    out = tmp_path / "ort"
+    result = cli("translate", src, "--model", light_model, "--output", out, "--backend", "onnxruntime", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "exporting the generator to ONNX" in result.stderr and "onnxruntime fp32" in result.stderr
+    graphs = list((onnx_cache / "ugatit-cli" / "onnx").glob("*/generator.onnx"))
+    assert len(graphs) == 1  # exported once, into the cache
+
+    # the cached graph computes what the PyTorch generator computes, to 1e-4, on real photos
+    generator = ugatit_cli.load_generator(light_model)
+    session = OnnxGenerator(graphs[0], generator.config)
+    for photo in HELD_OUT:
+        x = image_to_tensor(open_rgb(photo), 32)[None]
+        with torch.inference_mode():
+            expected = generator(x)
+        for ours, theirs in zip(session(x), expected, strict=True):
+            np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-4, rtol=0)
+        # so the written PNG is PyTorch's image, up to a rounding at a level boundary
+        diff = np.abs(pixels(out / f"{photo.stem}.png") - np.asarray(tensor_to_image(expected[0][0])))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+    # a second run reads the cache (no export), and existing outputs are skipped as with PyTorch
+    mtime = graphs[0].stat().st_mtime_ns
+    again = cli("translate", src, "--model", light_model, "--output", out, "--backend", "onnxruntime", "--json",
+                env=env)
+    assert again.returncode == 0 and "exporting" not in again.stderr
+    assert json.loads(again.stdout)["counts"] == {"done": 0, "skipped": 3, "failed": 0}
+    assert graphs[0].stat().st_mtime_ns == mtime
+
+
+def test_an_onnx_export_folder_is_a_model_and_auto_uses_the_cached_graph(tmp_path, light_model, env):
+    exported = tmp_path / "onnx"
+    result = cli("export", light_model, "--output", exported, "--format", "onnx", "--direction", "b2a", env=env)
+    assert result.returncode == 0, result.stderr
+    src = photos(tmp_path / "in", HELD_OUT[:2])
+    (src / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    result = cli("translate", src, "--model", exported, "--direction", "b2a", "--output", tmp_path / "out", "--json",
+                 env=env)
+    assert result.returncode == 1  # the broken input fails alone, named with its reason, like with PyTorch
+    report = json.loads(result.stdout)
+    assert report["backend"] == "onnxruntime" and report["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
+    torch_out = ugatit_cli.translate(src / HELD_OUT[0].name, light_model, output=tmp_path / "torch", direction="b2a",
+                                     backend="torch", progress=False)
+    diff = np.abs(pixels(tmp_path / "out" / f"{HELD_OUT[0].stem}.png") - pixels(torch_out.done[0].output))
+    assert diff.max() <= 1
+
+    # the folder has no a2b graph; torch cannot run it; onnxruntime is a CPU fp32 path
+    for args, message in ((["--direction", "a2b"], "has no generator_a2b.onnx"),
+                          (["--direction", "b2a", "--backend", "torch"], "runs with --backend onnxruntime"),
+                          (["--direction", "b2a", "--precision", "bf16"], "computes in float32")):
+        bad = cli("translate", src, "--model", exported, "--output", tmp_path / "bad", *args, env=env)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_auto_backend_rule(tmp_path, light_model, env, onnx_cache, monkeypatch):
+    """auto: PyTorch for a few images without a cached graph; onnxruntime once the graph is cached."""
+    src = photos(tmp_path / "in", HELD_OUT[:1])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    report = ugatit_cli.translate(src, light_model, output=tmp_path / "a", device="cpu", progress=False)
+    assert report.backend == "torch"  # one image is not worth an export
+    monkeypatch.setenv("XDG_CACHE_HOME", str(onnx_cache))
+    ugatit_cli.translate(src, light_model, output=tmp_path / "b", backend="onnxruntime", progress=False)
+    report = ugatit_cli.translate(src, light_model, output=tmp_path / "c", device="cpu", progress=False)
+    assert report.backend == "onnxruntime"
+    monkeypatch.setenv("UGATIT_BACKEND", "torch")
+    assert ugatit_cli.translate(src, light_model, output=tmp_path / "d", progress=False).backend == "torch"
+
+
+# --- int8 -----------------------------------------------------------------------------------------------------
+
+
+def test_int8_export_keeps_30_db_on_held_out_real_photos(tmp_path, env):
+    model = random_model(tmp_path / "model", img_size=64, ch=8, n_res=2, light=True)
+    calibration = photos(tmp_path / "calibration", CALIBRATION)
+    fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
+    assert cli("export", model, "-o", fp32, "--format", "onnx", "--direction", "a2b", env=env).returncode == 0
+    result = cli("export", model, "-o", int8, "--format", "onnx", "--direction", "a2b", "--quantize", "int8",
+                 "--calibration", calibration, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["quantize"] == "int8"
+    quantization = json.loads((int8 / "config.json").read_text())["onnx"]["quantization"]
+    assert quantization["calibration_images"] == len(CALIBRATION) and quantization["format"] == "QDQ"
+
+    import onnx
+
+    graph = onnx.load(str(int8 / "generator_a2b.onnx")).graph
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int8_weights) >= 5  # the convolutions' weights are stored in int8
+    assert (int8 / "generator_a2b.onnx").stat().st_size < 0.5 * (fp32 / "generator_a2b.onnx").stat().st_size
+
+    config = UGATITConfig(img_size=64, ch=8, n_res=2, light=True)
+    reference = OnnxGenerator(fp32 / "generator_a2b.onnx", config)
+    quantized = OnnxGenerator(int8 / "generator_a2b.onnx", config)
+    for photo in HELD_OUT:  # photos the calibration never saw
+        x = torch.from_numpy(image_batch(photo, 64))
+        psnr, worst = psnr_and_max_error(reference(x)[0].numpy(), quantized(x)[0].numpy())
+        assert psnr >= 30, f"{photo.name}: {psnr:.1f} dB (largest error {worst})"
+
+    # translate runs the int8 folder and says so
+    out = cli("translate", photos(tmp_path / "in", HELD_OUT[:1]), "--model", int8, "-o", tmp_path / "out", env=env)
+    assert out.returncode == 0 and "onnxruntime int8" in out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "onnx", "--quantize", "int8"], "needs --calibration"),
+    (["--quantize", "int8", "--calibration", "."], "add --format onnx"),
+    (["--format", "onnx", "--calibration", "."], "--calibration applies to --quantize int8"),
+    (["--format", "onnx", "--quantize", "int4", "--calibration", "."], "unknown quantization"),
+    (["--format", "onnx", "--quantize", "int8", "--calibration", "EMPTY"], "no calibration images"),
+])
+def test_quantize_usage_errors_are_one_line(tmp_path, light_model, args, message):
+    (tmp_path / "EMPTY").mkdir()
+    args = [str(tmp_path / "EMPTY") if a == "EMPTY" else a for a in args]
+    result = CliRunner().invoke(app, ["export", str(light_model), "-o", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "out").exists()
+
+
+# --- precision: bf16 on CPUs without AMX ---------------------------------------------------------------------
+
+
+def fake_cpu(monkeypatch, amx: bool, avx512_bf16: bool = True) -> None:
+    features = hardware.CpuFeatures(capability="AVX512", avx512_bf16=avx512_bf16, amx_bf16=amx, vnni=True)
+    monkeypatch.setattr(hardware, "cpu_features", lambda: features)
+
+
+def test_bf16_without_amx_warns_in_one_line_and_still_translates(tmp_path, light_model, monkeypatch):
+    photos(tmp_path / "in", HELD_OUT[:1])
+    fake_cpu(monkeypatch, amx=False)
+    result = CliRunner().invoke(app, ["translate", str(tmp_path / "in"), "-m", str(light_model), "-o",
+                                      str(tmp_path / "out"), "--precision", "bf16", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "slower than fp32" in warnings[0] and "no AMX" in warnings[0]
+    assert "torch bf16" in result.output and (tmp_path / "out" / f"{HELD_OUT[0].stem}.png").is_file()
+    with pytest.warns(hardware.SlowPrecisionWarning, match="no AVX-512 BF16 and no AMX"):
+        fake_cpu(monkeypatch, amx=False, avx512_bf16=False)
+        ugatit_cli.translate(tmp_path / "in", light_model, output=tmp_path / "out2", precision="bf16",
+                             device="cpu", progress=False)
+
+
+def test_bf16_with_amx_is_quiet_and_auto_picks_it(tmp_path, light_model, monkeypatch, recwarn):
+    photos(tmp_path / "in", HELD_OUT[:1])
+    fake_cpu(monkeypatch, amx=True)
+    report = ugatit_cli.translate(tmp_path / "in", light_model, output=tmp_path / "out", precision="auto",
+                                  device="cpu", progress=False)
+    assert report.precision == "bf16" and report.to_dict()["precision"] == "bf16"
+    assert not [w for w in recwarn if issubclass(w.category, hardware.SlowPrecisionWarning)]
+    fake_cpu(monkeypatch, amx=False)
+    report = ugatit_cli.translate(tmp_path / "in", light_model, output=tmp_path / "out2", precision="auto",
+                                  device="cpu", progress=False)
+    assert report.precision == "fp32"
+
+
+def test_the_capability_check_reads_this_cpu():
+    features = hardware.cpu_features()
+    flags = hardware._cpuinfo_flags()
+    if flags:  # Linux: PyTorch's probe and the kernel's flags agree
+        assert features.avx512_bf16 == ("avx512_bf16" in flags)
+        assert features.amx_bf16 == ("amx_bf16" in flags or "amx_tile" in flags)
+    assert features.capability in ("DEFAULT", "AVX2", "AVX512", "unknown", "NO AVX")
+
+
+def test_unknown_backend_is_a_usage_error(tmp_path, light_model):
+    with pytest.raises(UserError, match="unknown backend"):
+        ugatit_cli.translate(tmp_path, light_model, backend="tensorrt", progress=False)
+
+
+# --- many processes: torchrun shards --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_shards_split_names_alike_without_gap_or_overlap(tmp_path, light_model):
+    src = tmp_path / "in"
+    for name in ("a.jpg", "a.png", "b.png", "c.png", "sub/d.png"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 20), (len(name) * 20, 90, 10)).save(src / name)
+    reports = [ugatit_cli.translate(src, light_model, output=tmp_path / "out", shard=Shard(r, 2), backend="torch",
+                                    progress=False) for r in range(2)]
+    done = [{t.source.name for t in r.done} for r in reports]
+    assert done[0] | done[1] == {"a.jpg", "a.png", "b.png", "c.png", "d.png"} and not done[0] & done[1]
+    assert abs(len(done[0]) - len(done[1])) <= 1
+    # the two inputs named "a" keep their suffixes although different ranks write them
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")) == [
+        "a.jpg.png", "a.png.png", "b.png", "c.png", "sub/d.png"]
+
+
+def test_torchrun_two_processes_split_a_folder_and_a_rerun_finishes_it(tmp_path, light_model, env):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 255, (24, 30, 3), dtype=np.uint8)).save(src / f"{i}.png")
+    out = tmp_path / "out"
+
+    def torchrun(tag: str) -> list[dict]:
+        logs = tmp_path / f"logs-{tag}"
+        result = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+             f"--master_port={free_port()}", "--redirects=1", f"--log-dir={logs}", "-m", "ugatit_cli",
+             "translate", str(src), "--model", str(light_model), "--output", str(out), "--device", "cpu",
+             "--backend", "torch", "--json"],
+            capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
+        assert result.returncode == 0, result.stderr
+        reports = {}
+        for rank in range(2):
+            (stdout,) = logs.rglob(f"attempt_0/{rank}/stdout.log")
+            reports[rank] = json.loads(stdout.read_text())
+        assert [reports[r]["shard"] for r in range(2)] == [{"rank": r, "world_size": 2} for r in range(2)]
+        return [reports[r] for r in range(2)]
+
+    first = torchrun("first")
+    done = [{Path(d["input"]).name for d in report["done"]} for report in first]
+    everything = {f"{i}.png" for i in range(7)}
+    assert done[0] | done[1] == everything and not done[0] & done[1]
+    assert {p.name for p in out.iterdir()} == everything
+
+    # a crash lost two outputs: the same command translates just those, each on the rank that owns it
+    for name in ("2.png", "5.png"):
+        (out / name).unlink()
+    second = torchrun("second")
+    redone = [{Path(d["input"]).name for d in report["done"]} for report in second]
+    assert redone[0] | redone[1] == {"2.png", "5.png"} and not redone[0] & redone[1]
+    assert sum(r["counts"]["skipped"] for r in second) == 5
