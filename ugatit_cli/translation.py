@@ -221,8 +221,7 @@ def translate(
     check_direction(direction)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
-    workers = _default_workers() if workers is None else workers
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise UserError(f"workers must be at least 1, got {workers}")
     if size is not None:
         _check_size_shape(size)
@@ -233,6 +232,7 @@ def translate(
         target = next(model.parameters()).device if isinstance(model, Generator) else select_device("auto")
     else:
         target = select_device(device_for_shard(device, shard)) if isinstance(device, str) else torch.device(device)
+    workers = _default_workers(target, shard) if workers is None else workers
     if precision == "auto":
         precision = auto_precision(target)
     dtype = check_precision(precision, target)
@@ -269,9 +269,19 @@ def translate(
     return report
 
 
-def _default_workers() -> int:
-    """Enough threads to keep decoding ahead of a GPU, few enough not to crowd a CPU the model is using."""
-    return max(1, min(8, (os.cpu_count() or 1)))
+def _default_workers(device: torch.device | None = None, shard: Shard | None = None) -> int:
+    """Enough threads to keep decoding ahead of a GPU, few enough not to crowd a CPU the model is using.
+
+    On a CPU at most 8 (the model streams need the cores). On a GPU, decoding and resizing photos with
+    Pillow on the CPU is what limits the rate (not measured here: no GPU was available), so up to 32
+    threads, the machine's CPUs shared among the torchrun processes of this node (one per GPU).
+    """
+    cpus = os.cpu_count() or 1
+    if device is not None and device.type == "cuda":
+        local = os.environ.get("LOCAL_WORLD_SIZE", "1")
+        per_node = max(1, int(local)) if shard and shard.world_size > 1 and local.isdigit() else 1
+        return max(1, min(32, cpus // per_node))
+    return max(1, min(8, cpus))
 
 
 def _check_size_shape(size: int) -> None:
