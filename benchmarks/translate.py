@@ -77,7 +77,7 @@ def make_model(folder: Path, size: int, light: bool = True) -> None:
     write_model_folder(UGATITModel(config, {"a2b": generator}), folder)
 
 
-def plain_loop(inputs: str, model: str, output: str) -> dict:
+def plain_loop(inputs: str, model: str, output: str, device: str = "cpu") -> dict:
     """One image at a time: open, resize, forward, save; the model's share of the time is measured too."""
     import torch
     from PIL import Image
@@ -85,7 +85,7 @@ def plain_loop(inputs: str, model: str, output: str) -> dict:
     from ugatit_cli import load_generator
     from ugatit_cli.images import image_to_tensor, tensor_to_image
 
-    generator = load_generator(model, direction="a2b")
+    generator = load_generator(model, direction="a2b", device=device)
     size = generator.config.img_size
     files = sorted(Path(inputs).iterdir())
     Path(output).mkdir(parents=True, exist_ok=True)
@@ -93,9 +93,11 @@ def plain_loop(inputs: str, model: str, output: str) -> dict:
     start = time.perf_counter()
     with torch.inference_mode():
         for path in files:
-            x = image_to_tensor(Image.open(path).convert("RGB"), size)[None]
+            x = image_to_tensor(Image.open(path).convert("RGB"), size)[None].to(device)
             t = time.perf_counter()
             image = generator(x)[0]
+            if device != "cpu":
+                torch.cuda.synchronize()
             model_seconds += time.perf_counter() - t
             tensor_to_image(image[0]).save(Path(output) / f"{path.stem}.png")
     seconds = time.perf_counter() - start
