@@ -55,7 +55,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-
     from translate import make_inputs, make_model, plain_loop
 
     from ugatit_cli import translate
