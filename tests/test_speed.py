@@ -62,6 +62,17 @@ def light_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def onnx_folder(light_model, tmp_path_factory) -> Path:
+    """``ugatit export --format onnx`` of the light model (both directions), once for the module."""
+    folder = tmp_path_factory.mktemp("exports") / "onnx"
+    result = subprocess.run([sys.executable, "-m", "ugatit_cli", "export", str(light_model), "-o", str(folder),
+                             "--format", "onnx", "--quiet"], capture_output=True, text=True, cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.fixture(scope="module")
 def onnx_cache(tmp_path_factory) -> Path:
     """One ONNX cache for the module: the first onnxruntime run exports, the others reuse the graph."""
     return tmp_path_factory.mktemp("xdg-cache")
@@ -124,10 +135,8 @@ def test_onnxruntime_backend_matches_pytorch_through_the_cli(tmp_path, light_mod
     assert graphs[0].stat().st_mtime_ns == mtime
 
 
-def test_an_onnx_export_folder_is_a_model_and_auto_uses_the_cached_graph(tmp_path, light_model, env):
-    exported = tmp_path / "onnx"
-    result = cli("export", light_model, "--output", exported, "--format", "onnx", "--direction", "b2a", env=env)
-    assert result.returncode == 0, result.stderr
+def test_an_onnx_export_folder_is_a_model(tmp_path, light_model, onnx_folder, env):
+    exported = onnx_folder
     src = photos(tmp_path / "in", HELD_OUT[:2])
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     result = cli("translate", src, "--model", exported, "--direction", "b2a", "--output", tmp_path / "out", "--json",
@@ -141,9 +150,13 @@ def test_an_onnx_export_folder_is_a_model_and_auto_uses_the_cached_graph(tmp_pat
     diff = np.abs(pixels(tmp_path / "out" / f"{HELD_OUT[0].stem}.png") - pixels(torch_out.done[0].output))
     assert diff.max() <= 1
 
-    # the folder has no a2b graph; torch cannot run it; onnxruntime is a CPU fp32 path
-    for args, message in ((["--direction", "a2b"], "has no generator_a2b.onnx"),
-                          (["--direction", "b2a", "--backend", "torch"], "runs with --backend onnxruntime"),
+    # torch cannot run it; onnxruntime is a CPU fp32 path; a direction that was not exported is named
+    (tmp_path / "one").mkdir()
+    for name in ("config.json", "generator_b2a.onnx"):
+        shutil.copy(exported / name, tmp_path / "one" / name)
+    missing = cli("translate", src, "--model", tmp_path / "one", "--output", tmp_path / "bad", env=env)
+    assert missing.returncode == 2 and "has no generator_a2b.onnx" in missing.stderr
+    for args, message in ((["--direction", "b2a", "--backend", "torch"], "runs with --backend onnxruntime"),
                           (["--direction", "b2a", "--precision", "bf16"], "computes in float32")):
         bad = cli("translate", src, "--model", exported, "--output", tmp_path / "bad", *args, env=env)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
@@ -324,3 +337,22 @@ def test_torchrun_two_processes_split_a_folder_and_a_rerun_finishes_it(tmp_path,
     redone = [{Path(d["input"]).name for d in report["done"]} for report in second]
     assert redone[0] | redone[1] == {"2.png", "5.png"} and not redone[0] & redone[1]
     assert sum(r["counts"]["skipped"] for r in second) == 5
+
+
+def test_eval_translates_with_onnxruntime_and_takes_an_onnx_export_folder(tmp_path, light_model, onnx_folder, env):
+    exported = onnx_folder
+    data = tmp_path / "data"
+    photos(data / "testA", HELD_OUT)
+    photos(data / "testB", CALIBRATION[:4])
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests"), str(REPO_ROOT)])}
+    results = {}
+    for name, model, backend in (("torch", light_model, "torch"), ("ort", light_model, "onnxruntime"),
+                                 ("folder", exported, "auto")):
+        proc = cli("eval", data, "--model", model, "--kid", "--json", "--kid-subsets", "10", "--device", "cpu",
+                   "--backend", backend, "--feature-extractor", "small_extractor:SmallFeatures", env=env)
+        assert proc.returncode == 0, proc.stderr
+        results[name] = json.loads(proc.stdout)["results"][0]
+    # the same translations up to a rounding at a level boundary, so the same KID to a small tolerance
+    for name in ("ort", "folder"):
+        assert results[name]["fake_images"] == 3
+        assert results[name]["kid_mean"] == pytest.approx(results["torch"]["kid_mean"], rel=1e-2, abs=1e-4)

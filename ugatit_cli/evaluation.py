@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .devices import select_device
 from .errors import UserError
 from .features import FeatureExtractor, FolderFeatures, InceptionFeatures, folder_features
 from .hub import DIRECTIONS, UGATITModel, check_direction
@@ -141,15 +142,19 @@ def evaluate_model(
     inception_weights: str | os.PathLike | None = None, device: str | torch.device = "auto",
     batch_size: int | None = None, revision: str | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
     seed: int = 0, cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+    backend: str = "auto",
 ) -> EvaluationReport:
     """Translate ``testA`` (a2b) and/or ``testB`` (b2a) of ``data_dir`` with ``model`` and measure the
     translations against the real test images of the target domain (``direction="both"`` for both).
 
     Translation runs through :func:`ugatit_cli.translate` at the model's size; ``batch_size`` applies to it and
-    to the features (default: translate's per-device choice, and 16). Other options as :func:`evaluate_folders`.
+    to the features (default: translate's per-device choice, and 16). ``backend`` as in :func:`ugatit_cli.translate`
+    (an ONNX export folder as ``model`` runs with onnxruntime). Other options as :func:`evaluate_folders`.
     """
+    from .images import collect_images
     from .loading import resolve_model
-    from .translation import translate
+    from .onnx_backend import is_onnx_folder
+    from .translation import BACKENDS, choose_backend, translate
 
     directions = DIRECTIONS if direction == "both" else (check_direction(direction),)
     data_dir = Path(data_dir)
@@ -160,14 +165,27 @@ def evaluate_model(
     settings = _settings(kid, fid, extractor, inception_weights, device, progress, batch_size=batch_size,
                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
                          cache_dir=cache_dir)
-    loaded = model if isinstance(model, UGATITModel) else resolve_model(model, directions, revision)
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
+    onnx_folder = not isinstance(model, UGATITModel) and is_onnx_folder(Path(str(model)).expanduser())
+    if onnx_folder:
+        loaded = None
+    else:
+        loaded = model if isinstance(model, UGATITModel) else resolve_model(model, directions, revision)
     comparisons, failures = [], []
     for d in directions:
         source, target = (data_dir / name for name in TEST_FOLDERS[d])
         real_features = settings.features(target)
         with tempfile.TemporaryDirectory(prefix=f"ugatit-eval-{d}-") as tmp:
-            translation = translate([source], loaded.generators[d], output=tmp, batch_size=batch_size, device=device,
-                                    progress=progress)
+            if loaded is None:  # an ONNX export folder: translate reads its graph for the direction
+                runner, used = str(model), backend
+            else:
+                runner, used = loaded.generators[d], backend
+                if backend == "auto":
+                    target = select_device(device) if isinstance(device, str) else torch.device(device)
+                    used = choose_backend(runner, target, "fp32", len(collect_images([source])[0]))
+            translation = translate([source], runner, output=tmp, batch_size=batch_size, device=device,
+                                    progress=progress, direction=d, backend=used)
             failures += [InputProblem(str(f.source), f.reason) for f in translation.failed]
             # translations are new files every run: caching their features could never hit
             fake_features = settings.features(tmp, cache=False, label=f"{source.name} translated {d}")

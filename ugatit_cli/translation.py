@@ -315,6 +315,16 @@ def _check_onnxruntime_settings(device: torch.device, precision: str, compile: b
         raise UserError('--backend onnxruntime needs onnxruntime, onnx and onnxscript: pip install "ugatit-cli[onnx]"')
 
 
+def choose_backend(generator: Generator, device: torch.device, precision: str, images: int) -> str:
+    """What ``backend="auto"`` runs ``generator`` with for ``images`` inputs: onnxruntime on a CPU for fp32
+    when it is installed and the graph is cached or there are at least ``AUTO_ONNX_MIN_IMAGES`` images (the
+    one-time export then pays for itself), PyTorch otherwise (see :func:`ugatit_cli.hardware.auto_backend`)."""
+    backend = auto_backend(device, precision)
+    if backend == "onnxruntime" and images < AUTO_ONNX_MIN_IMAGES and not cached_graph_path(generator).is_file():
+        return "torch"
+    return backend
+
+
 def _prepare_generator(model: str | os.PathLike | Generator, direction: str, revision: str | None, plan: _Plan,
                        backend: str, compile: bool, onnx_model: bool, images: int, progress: bool = False
                        ) -> tuple[Generator | OnnxGenerator, str]:
@@ -329,16 +339,11 @@ def _prepare_generator(model: str | os.PathLike | Generator, direction: str, rev
             backend = "torch"  # a module the caller built is run as it is
     else:
         generator = resolve_model(model, (direction,), revision).generators[direction]
-    path = None
     if backend == "auto":
-        backend = auto_backend(plan.device, "fp32" if plan.dtype is None else "bf16")
-        if backend == "onnxruntime":
-            path = cached_graph_path(generator)
-            if images < AUTO_ONNX_MIN_IMAGES and not path.is_file():
-                backend = "torch"  # exporting would cost more than it saves
+        backend = choose_backend(generator, plan.device, "fp32" if plan.dtype is None else "bf16", images)
     if backend == "onnxruntime":
         config = generator.config
-        path = path or cached_graph_path(generator)
+        path = cached_graph_path(generator)
         if progress and not path.is_file():
             from rich.console import Console
 
