@@ -166,6 +166,47 @@ def int8_quality(model: str, cache: str, int8_folder: str, photos: list[str]) ->
     return rows
 
 
+def model_only(model: str, cache: str, int8_folder: str | None, repetitions: int) -> dict:
+    """The networks alone, one thread, one 256 px image, the variants interleaved: median seconds per image.
+
+    On a machine shared with other work this is the steadiest comparison: every variant meets the same load.
+    """
+    import statistics
+
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["XDG_CACHE_HOME"] = cache
+    from ugatit_cli import load_generator
+    from ugatit_cli.onnx_backend import OnnxGenerator, cached_graph
+
+    generator = load_generator(model)
+    size = generator.config.img_size
+    runners = {"torch_fp32": generator, "onnxruntime_fp32": OnnxGenerator(cached_graph(generator), generator.config)}
+    if int8_folder:
+        runners["onnxruntime_int8"] = OnnxGenerator(Path(int8_folder) / "generator_a2b.onnx", generator.config)
+
+    def bf16(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return generator(x)
+
+    runners["torch_bf16"] = bf16
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    with torch.inference_mode():
+        for run in runners.values():
+            run(x)
+        for _ in range(repetitions):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                run(x)
+                times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    return {"seconds_per_image": {k: round(v, 3) for k, v in median.items()},
+            "speedup_vs_torch_fp32": {k: round(median["torch_fp32"] / v, 2) for k, v in median.items()},
+            "repetitions": repetitions}
+
+
 def real_photos() -> tuple[list[str], list[str]]:
     """(calibration, held-out) real photos from the sample data of scikit-image, scikit-learn, matplotlib."""
     import matplotlib
@@ -199,7 +240,8 @@ def cpu_facts() -> dict:
 def _measure(queue, name: str, kwargs: dict) -> None:
     import torch
 
-    functions = {"plain_loop": plain_loop, "ours": ours, "prepare_onnx": prepare_onnx, "int8_quality": int8_quality}
+    functions = {"plain_loop": plain_loop, "ours": ours, "prepare_onnx": prepare_onnx, "int8_quality": int8_quality,
+                 "model_only": model_only}
     result = functions[name](**kwargs)
     queue.put({**result, "peak_rss_mb": round(_peak_rss_mb(), 1), "torch_threads": torch.get_num_threads()})
 
@@ -246,6 +288,8 @@ def main() -> None:
     parser.add_argument("--full-images", type=int, default=0,
                         help="also the full 256 px ch64 model on this many images (batch 1 and batched)")
     parser.add_argument("--full-batch-size", type=int, default=4)
+    parser.add_argument("--model-repetitions", type=int, default=6,
+                        help="interleaved single-thread forward passes per variant (model_only_one_thread)")
     args = parser.parse_args()
 
     load_before = os.getloadavg()
@@ -287,6 +331,10 @@ def main() -> None:
             "onnx_export": {k: v for k, v in prepared.items() if k.endswith("_s")},
             **light,
         }
+        if args.model_repetitions:
+            only = in_fresh_process("model_only", model=str(tmp / "model"), cache=cache, int8_folder=int8_folder,
+                                    repetitions=args.model_repetitions)
+            report["model_only_one_thread"] = {k: v for k, v in only.items() if k != "torch_threads"}
         if int8_folder:
             quality = in_fresh_process("int8_quality", model=str(tmp / "model"), cache=cache, int8_folder=int8_folder,
                                        photos=held_out)
