@@ -1,12 +1,13 @@
 """What the CPU runs fast, and the choices that follow: bf16 warnings, ``--precision auto``, ``--backend auto``.
 
-Measured with ``benchmarks/translate.py`` (light ch64 generator, 256 px): on an Intel Xeon with AVX-512 BF16
-but without AMX (the flags ``avx512_bf16`` present, ``amx_bf16`` absent, as KVM guests of Sapphire/Emerald
-Rapids often show them) PyTorch's bf16 autocast ran at ~0.75x fp32 per image, and at 0.46x on an Ice Lake
-Xeon (no bf16 instructions at all): the convolutions gain little or nothing while every normalisation pays
-for the casts. Only AMX tiles (``amx_bf16``) made bf16 the faster choice (2.26x). Hence the rule: bf16 on a
-CPU is "fast" only with AMX; elsewhere ``--precision bf16`` still runs, with a one-line warning (it is not
-refused: its outputs are valid, only slower, and a user may want them to compare with a bf16 machine).
+Measured (light ch64 generator, 256 px, one image per pass): on an Intel Xeon with AVX-512 BF16 but without
+AMX (``avx512_bf16`` present, ``amx_bf16`` absent, as this KVM guest of a recent Xeon shows them) PyTorch's
+bf16 autocast ran at ~0.75x fp32 per image, and at 0.46x on an Ice Lake Xeon (no bf16 instructions at all,
+issue 15): the convolutions gain little or nothing while every normalisation pays for the casts. The issue
+also reports 2.26x on a CPU with bf16 support, which we take to be an AMX machine (not measured here). Hence
+the rule: bf16 on a CPU counts as fast only with AMX; elsewhere ``--precision bf16`` still runs, with a
+one-line warning (it is not refused: its outputs are valid, only slower, and a user may want them to compare
+with a bf16 machine).
 
 The check reads PyTorch's own CPU probe (``torch.backends.cpu.get_cpu_capability`` and the private
 ``torch.cpu._is_*_supported`` helpers, which ask the same cpuinfo library oneDNN uses) and falls back to the

@@ -55,8 +55,8 @@ ACCELERATOR_BATCH_SIZE = 8
 MAX_CPU_STREAMS = 4
 BACKENDS = ("auto", "torch", "onnxruntime")
 #: ``--backend auto`` exports a model to ONNX on a CPU only when there are at least this many images to
-#: translate (or its graph is cached already): the one-time export (~20 s for a light ch64 generator) then
-#: costs less than what onnxruntime saves.
+#: translate (or its graph is cached already): the one-time export (~35 s for a light ch64 generator, ~70 s for
+#: the full one, on a busy 2-core Xeon) then costs less than what onnxruntime saves (~0.3 s per image there).
 AUTO_ONNX_MIN_IMAGES = 100
 EXISTS_REASON = "output exists (pass --overwrite to replace it)"
 
