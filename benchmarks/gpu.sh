@@ -5,9 +5,9 @@
 #
 # 1. installs what is missing (the project's dependencies; torch must already be a CUDA build),
 # 2. benchmarks/gpu.py: the generator alone (light and full, fp32/bf16, eager/compile, batch 1/8/32/64) and
-#    the translate pipeline against the plain loop (~170 s budget),
+#    the translate pipeline against the plain loop (120 s budget, 150 s cap),
 # 3. benchmarks/train.py on the GPU, 256 px ch64 light model: fp32, bf16 and --compile, each against the
-#    official step (one process per variant, 90 s cap each).
+#    official step (one process per variant; 45 s cap per setting, so the whole script ends in ~5 minutes).
 # Progress goes to stderr; a step that fails or runs out of time is reported in the JSON, not fatal.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,15 +24,15 @@ fi
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'torch sees no CUDA GPU')" || exit 1
 
 echo "translate (generator and pipeline)" >&2
-timeout 200 "$PY" benchmarks/gpu.py --budget-s 170 > "$OUT/translate.json" 2> "$OUT/translate.err" \
+timeout 150 "$PY" benchmarks/gpu.py --budget-s 120 > "$OUT/translate.json" 2> "$OUT/translate.err" \
     || echo "{\"error\": \"gpu.py exited $?\"}" > "$OUT/translate.json"
 
 train() {  # name, then train.py arguments
     local name=$1; shift
     echo "train $name" >&2
-    timeout 90 "$PY" benchmarks/train.py --device cuda --size 256 --ch 64 --rounds 1 --warmup 3 --iterations 10 \
+    timeout 45 "$PY" benchmarks/train.py --device cuda --size 256 --ch 64 --rounds 1 --warmup 3 --iterations 10 \
         "$@" > "$OUT/train_$name.json" 2> "$OUT/train_$name.err" \
-        || echo "{\"error\": \"train.py $* exited $? (124: over 90 s)\"}" > "$OUT/train_$name.json"
+        || echo "{\"error\": \"train.py $* exited $? (124: over 45 s)\"}" > "$OUT/train_$name.json"
 }
 train fp32
 train bf16 --precision bf16
