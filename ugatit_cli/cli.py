@@ -353,5 +353,10 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
                   "an official PyTorch checkpoint (*_params_*.pt) or an official TensorFlow checkpoint folder.")
 
 
+from .cli_demo import demo  # noqa: E402
+
+app.command()(demo)
+
+
 def main() -> None:
     app()
