@@ -109,7 +109,8 @@ def _warn_in_one_line(message, category, filename, lineno, file=None, line=None)
 
 @app.command(no_args_is_help=True)
 def train(
-    data_dir: Annotated[Path, typer.Argument(help="Folder with trainA/ and trainB/ (and testA/ testB/ for samples).")],
+    data_dir: Annotated[str, typer.Argument(help="Folder with trainA/ and trainB/ (and testA/ testB/ for samples), "
+                                            "or a Hub dataset: hf://datasets/OWNER/NAME[@REVISION].")],
     light: Annotated[bool | None, typer.Option("--light/--full", help="The light model.", show_default="full")] = None,
     size: Annotated[int | None, typer.Option(help="Image size in pixels.", show_default="256")] = None,
     ch: Annotated[int | None, typer.Option(help="Base channel count.", show_default="64")] = None,
@@ -151,6 +152,12 @@ def train(
     )] = None,
     device: Annotated[str, typer.Option(
         help="auto, cpu, cuda, cuda:N or mps (torchrun: one GPU per process).")] = "auto",
+    split: Annotated[str | None, typer.Option(help="Hub dataset: the split to train on.",
+                                              show_default="train")] = None,
+    domain_column: Annotated[list[str] | None, typer.Option(
+        "--domain-column", help="Hub dataset: an image column per domain (repeat: A, then B), or "
+        "LABEL=VALUE_A,VALUE_B (a label column and its value of each domain).",
+        show_default="inferred")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
@@ -173,7 +180,8 @@ def train(
         with warnings.catch_warnings():
             warnings.showwarning = _warn_in_one_line
             summary = run_training(data_dir, settings, output=output, resume=resume, init_from=init_from,
-                                   device=device, progress=not quiet and main_rank)
+                                   device=device, progress=not quiet and main_rank, split=split,
+                                   domain_columns=domain_column or ())
     except UserError as exc:
         if main_rank:  # every rank fails alike; one message is enough
             print_error(str(exc))

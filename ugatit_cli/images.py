@@ -5,6 +5,7 @@ all of them with the same words.
 """
 
 import glob
+import io
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -60,10 +61,21 @@ def open_rgb(path: str | os.PathLike, background: tuple[int, int, int] = (255, 2
         raise BadImageError(path, "is a folder, not an image file")
     if path.stat().st_size == 0:
         raise BadImageError(path, "empty file (0 bytes)")
+    return _decode_rgb(path, path, background)
+
+
+def open_rgb_bytes(data: bytes, name: str, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """:func:`open_rgb` for an encoded image held in memory (a Hub dataset's cell); ``name`` is used in errors."""
+    if not data:
+        raise BadImageError(name, "empty file (0 bytes)")
+    return _decode_rgb(io.BytesIO(data), name, background)
+
+
+def _decode_rgb(source, path: str | os.PathLike, background: tuple[int, int, int]) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 img.seek(0)
                 img.load()
                 img = ImageOps.exif_transpose(img)

@@ -50,6 +50,12 @@ class TrainingData:
         return {s: [p.relative_to(self.root).as_posix() for p in files] for s, files in self.train.items()}
 
 
+def open_source(item) -> Image.Image:
+    """An RGB image from a training source: a file (:class:`~pathlib.Path`) or an object with ``open_rgb()``
+    (a Hub dataset's image, :class:`ugatit_cli.hub_datasets.HubImage`); BadImageError when unusable."""
+    return item.open_rgb() if hasattr(item, "open_rgb") else open_rgb(item)
+
+
 def _readable(path: Path) -> BadImageError | None:
     try:
         open_rgb(path)
@@ -169,7 +175,7 @@ class TrainingStreams(Dataset):
         for offset in range(len(files)):
             path = files[int(order[(position + offset) % len(files)])]
             try:
-                return train_transform(open_rgb(path), self.size, rng)
+                return train_transform(open_source(path), self.size, rng)
             except BadImageError as exc:
                 warnings.warn(f"skipping {exc} (it became unreadable during the run)", SkippedImagesWarning,
                               stacklevel=2)
@@ -200,7 +206,7 @@ def sample_images(files: Sequence[Path], size: int, count: int) -> torch.Tensor:
         if len(tensors) == count:
             break
         try:
-            tensors.append(image_to_tensor(open_rgb(path), size))
+            tensors.append(image_to_tensor(open_source(path), size))
         except BadImageError:
             continue
     return torch.stack(tensors) if tensors else torch.empty(0, 3, size, size)

@@ -14,7 +14,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -202,17 +202,32 @@ class _Plan:
 
     run_dir: Path
     config: dict[str, Any]
-    files: dict[str, list[str]]  # absolute paths per stream
-    test: dict[str, str | None]
+    files: dict[str, list[Any]]  # per stream: absolute paths (str), or a Hub dataset's images
+    test: dict[str, Any]  # per stream: a test folder (str), a list of a Hub dataset's images, or None
     checkpoint: str | None
     init_from: str | None
 
 
-def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.device,
-             ranks: _Ranks, say) -> _Plan:
-    """Everything that can fail on the user's side, checked before a single file is written."""
+def _scan(data_dir, data_options: Mapping[str, Any]):
+    """(training data, its root as recorded, its name for the default run folder): a local folder, or a Hub
+    dataset (``hf://datasets/OWNER/NAME``) read by :mod:`ugatit_cli.hub_datasets`."""
+    from ..hub_datasets import is_hub_dataset, parse_hub_dataset, scan_hub_dataset
+
+    if is_hub_dataset(data_dir):
+        spec = parse_hub_dataset(data_dir)
+        data = scan_hub_dataset(spec, **data_options)
+        return data, data.root, spec.repo_id.split("/")[1]
+    if data_options:
+        raise UserError(f"{', '.join(data_options)}: only for Hub datasets (hf://datasets/OWNER/NAME)")
     data = scan_training_data(data_dir)
-    run_dir = Path(output) if output is not None else Path("runs") / Path(data_dir).resolve().name
+    return data, str(data.root.resolve()), Path(data_dir).resolve().name
+
+
+def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.device,
+             ranks: _Ranks, say, data_options: Mapping[str, Any] | None = None) -> _Plan:
+    """Everything that can fail on the user's side, checked before a single file is written."""
+    data, data_root, data_name = _scan(data_dir, data_options or {})
+    run_dir = Path(output) if output is not None else Path("runs") / data_name
     if resume and init_from is not None:
         raise UserError("--resume and --init-from exclude each other: a resumed run continues its own weights")
     checkpoint = None
@@ -243,14 +258,16 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
     check_precision(resolved.precision, device)
 
     run_config = {"format": ckpt.FORMAT, "ugatit_cli": __version__, "train": resolved.to_dict(),
-                  "model": resolved.model_config().to_dict(), "data_dir": str(Path(data_dir).resolve()),
-                  "data_name": Path(data_dir).resolve().name, "world_size": ranks.world_size}
+                  "model": resolved.model_config().to_dict(), "data_dir": data_root,
+                  "data_name": data_name, "world_size": ranks.world_size}
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.write_json_atomic(run_dir / ckpt.RUN_CONFIG, run_config)
     if not resume or not (run_dir / DATA_NAME).is_file():
-        ckpt.write_json_atomic(run_dir / DATA_NAME, {"root": str(data.root.resolve()), "train": data.relative()})
-    return _Plan(run_dir, run_config, {s: [str(p) for p in files] for s, files in data.train.items()},
-                 {s: str(p) if p else None for s, p in data.test.items()},
+        ckpt.write_json_atomic(run_dir / DATA_NAME, {"root": data_root, "train": data.relative(),
+                                                     **({"options": dict(data_options)} if data_options else {})})
+    return _Plan(run_dir, run_config,
+                 {s: [p if hasattr(p, "open_rgb") else str(p) for p in files] for s, files in data.train.items()},
+                 {s: p if isinstance(p, list) or p is None else str(p) for s, p in data.test.items()},
                  str(checkpoint) if checkpoint else None, str(init_from) if init_from is not None else None)
 
 
@@ -378,7 +395,8 @@ def _duration(seconds: float) -> str:
 
 def train(data_dir: str | os.PathLike, config: TrainConfig | Mapping[str, Any] | None = None, *,
           output: str | os.PathLike | None = None, resume: bool = False, init_from: str | os.PathLike | None = None,
-          device: str = "auto", progress: bool = True) -> RunSummary:
+          device: str = "auto", progress: bool = True, split: str | None = None,
+          domain_columns: Sequence[str] = ()) -> RunSummary:
     """Train U-GAT-IT on ``data_dir`` (``trainA/ trainB/`` [``testA/ testB/``]) into the run folder ``output``
     (default ``runs/<data folder name>``).
 
@@ -386,6 +404,8 @@ def train(data_dir: str | os.PathLike, config: TrainConfig | Mapping[str, Any] |
     ``resume=True`` from the run's own settings, of which only the ``RESUMABLE`` ones may change).
     ``init_from`` starts a new run from an official ``*_params_*.pt`` checkpoint or another run's newest
     checkpoint. Under torchrun every process calls this; the returned summary is the same on every rank.
+    ``data_dir`` may also be a Hub dataset, ``hf://datasets/OWNER/NAME[@REVISION]``: ``split`` (default
+    ``train``) and ``domain_columns`` (see :func:`ugatit_cli.hub_datasets.infer_mapping`) apply to it.
     """
     from rich.console import Console
 
@@ -402,7 +422,8 @@ def train(data_dir: str | os.PathLike, config: TrainConfig | Mapping[str, Any] |
     plan = None
     if ranks.main:
         try:
-            plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say)
+            options = {k: v for k, v in (("split", split), ("domain_columns", tuple(domain_columns))) if v}
+            plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say, options)
         except Exception as exc:
             _share(ranks, str(exc))  # the other ranks stop with the same message instead of waiting
             raise
@@ -415,6 +436,17 @@ def train(data_dir: str | os.PathLike, config: TrainConfig | Mapping[str, Any] |
         if ranks.main and not resume:
             _remove_unstarted(plan.run_dir)
         raise
+
+
+def _source(item: Any) -> Any:
+    """A training image as the data streams take it: a Path for a file, the object itself otherwise."""
+    return Path(item) if isinstance(item, str) else item
+
+
+def _test_sources(test: Any) -> list[Any]:
+    if test is None:
+        return []
+    return list(test) if isinstance(test, list) else list_images(Path(test))
 
 
 def _remove_unstarted(run_dir: Path) -> None:
@@ -452,7 +484,7 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
         random.seed(config.seed + ranks.rank)
 
     start = trainer.iteration
-    streams = TrainingStreams({s: [Path(p) for p in files] for s, files in plan.files.items()}, config.size,
+    streams = TrainingStreams({s: [_source(p) for p in files] for s, files in plan.files.items()}, config.size,
                               config.batch_size, config.seed, ranks.rank, ranks.world_size)
     loader = training_loader(streams, start, max(start, config.iterations), config.workers,
                              pin_memory=device.type == "cuda")
@@ -462,9 +494,8 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
         _trim_log(run_dir / LOG_NAME, start)
         # the same images every time, so that grids compare across iterations: the first training images,
         # then the first test images
-        samples = {s: torch.cat([sample_images([Path(p) for p in plan.files[s]], config.size, SAMPLE_COUNT),
-                                 sample_images(list_images(Path(plan.test[s])) if plan.test[s] else [], config.size,
-                                               SAMPLE_COUNT)])
+        samples = {s: torch.cat([sample_images([_source(p) for p in plan.files[s]], config.size, SAMPLE_COUNT),
+                                 sample_images(_test_sources(plan.test[s]), config.size, SAMPLE_COUNT)])
                    for s in ("A", "B")}
         watch = _Watch(run_dir, config, start, progress, console)
     if start >= config.iterations:
