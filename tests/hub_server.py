@@ -325,8 +325,9 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 sha, files = snapshot
                 siblings = [{"rfilename": name} for name in sorted(files)]
                 public_id = repo_id.removeprefix("datasets/")
-                self._json(method, "info", repo_id, None, {"id": public_id, "sha": sha, "private": repo_id in hub.private,
-                                                           "siblings": siblings, "tags": []}, sha)
+                info = {"id": public_id, "sha": sha, "private": repo_id in hub.private, "siblings": siblings,
+                        "tags": []}
+                self._json(method, "info", repo_id, None, info, sha)
 
         def _tree(self, method: str, repo_id: str, revision: str, folder: str, recursive: bool) -> None:
             snapshot = self._files(method, "tree", repo_id, revision, folder)
