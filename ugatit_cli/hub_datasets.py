@@ -11,7 +11,8 @@ images need random access; a stream would have to be held in memory whole to giv
 
 Columns -> domains (:func:`infer_mapping`; ``--domain-column`` overrides):
 
-- U-GAT-IT (roles ``A``, ``B``): two image columns named after the domains (``imageA``/``imageB``), or one image column and a label column with two values (``trainA``/``trainB`` of an
+- U-GAT-IT (roles ``A``, ``B``): two image columns named after the domains (``imageA``/``imageB``), or
+  one image column and a label column with two values (``trainA``/``trainB`` of an
   imagefolder upload of the official layout, whose ``testA``/``testB`` rows become the sample images);
 - pix2pixHD (``label``, ``image``) and TUNIT (``image``): the same rules with their role names.
 
