@@ -183,3 +183,22 @@ def test_cli_offline_from_the_cache(hub, tmp_path):
     bad = subprocess.run([*args, "--output", str(tmp_path / "bad"), "--domain-column", "label=trainA,nothing"],
                          capture_output=True, text=True, timeout=600, env={**env, "HF_HUB_OFFLINE": "1"})
     assert bad.returncode == 2 and "no value 'nothing'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_without_datasets_the_hint_names_the_extra(monkeypatch):
+    from ugatit_cli.hub_datasets import scan_hub_dataset
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
+    with pytest.raises(UserError, match=r'pip install "ugatit-cli\[hub-datasets\]"'):
+        scan_hub_dataset("hf://datasets/alice/h2z")
+
+
+def test_hub_options_with_a_local_folder_and_bad_specs_are_usage_errors(tmp_path):
+    local = _local_copy(tmp_path / "h2z")
+    with pytest.raises(UserError, match="only for Hub datasets"):
+        train(local, {**TINY, "iterations": 1}, output=tmp_path / "run", device="cpu", progress=False,
+              domain_columns=["imageA", "imageB"])
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(UserError, match="expected hf://datasets/OWNER/NAME"):
+        train("hf://datasets/just-a-name", {**TINY, "iterations": 1}, output=tmp_path / "run", device="cpu",
+              progress=False)
