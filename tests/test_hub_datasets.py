@@ -153,7 +153,7 @@ def test_training_equals_the_local_folder_and_resumes_exactly(hub, tmp_path):
             assert torch.equal(a["nets"][name][key], b["nets"][name][key]), (name, key)
     train("hf://datasets/alice/h2z", {**TINY, "iterations": 2}, output=tmp_path / "split", device="cpu",
           progress=False)
-    resumed = train("hf://datasets/alice/h2z", {"iterations": 4}, output=tmp_path / "split", resume=True,
+    resumed = train("hf://datasets/alice/h2z", {"iterations": 4, "workers": 2}, output=tmp_path / "split", resume=True,
                     device="cpu", progress=False)
     c = resumed.trainer.state_dict()
     for name in b["nets"]:
