@@ -152,6 +152,14 @@ def test_help_imports_no_torch_and_translate_no_training_code():
 
 
 def test_train_options_are_the_dataclass_fields_with_their_defaults():
+    # in a fresh interpreter: the CLI is built from the families registered when it is first imported, and
+    # other test modules register families of their own in this process
+    code = "import test_layout; test_layout.check_train_options()"
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def check_train_options():
     import typer
 
     from ugatit_cli.cli import app
