@@ -101,7 +101,7 @@ class _Settings:
         return comparison
 
     def report(self, comparisons: list[Comparison], failures: list[InputProblem]) -> EvaluationReport:
-        unique = list({p.path: p for p in failures}.values())  # with "both", testA is read twice
+        unique = list({p.path: p for p in failures}.values())  # with "both", a test folder may be read twice
         return EvaluationReport(comparisons, unique, self.extractor.identity, self.kid_subsets, self.seed)
 
 
@@ -143,8 +143,8 @@ def evaluate_model(
     seed: int = 0, cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool = True,
 ) -> EvaluationReport:
     """Translate the test images of ``data_dir`` with ``model`` and measure the translations against the real
-    test images the family pairs them with (U-GAT-IT: ``testA`` translated a2b against ``testB``, b2a the
-    other way; ``direction="both"`` for both; None: the family's default direction).
+    test images the family pairs them with (its ``EvalPair``s: which folder is translated, in which direction,
+    against which real folder; ``direction="both"`` for both; None: the family's default direction).
 
     Translation runs through :func:`ugatit_cli.translate` at the model's size; ``batch_size`` applies to it and
     to the features (default: translate's per-device choice, and 16). Other options as :func:`evaluate_folders`.

@@ -90,8 +90,8 @@ def load_generator(
     """The generator for one direction (None: the family's default, U-GAT-IT's ``a2b``; families without
     directions: their first network), in eval mode on ``device`` (``"auto"`` picks the best one).
 
-    For U-GAT-IT, calling it on a ``B x 3 x H x W`` tensor in [-1, 1] returns ``(image, cam_logit, heatmap)``
-    like the official PyTorch ``ResnetGenerator.forward``.
+    Calling it returns what the family's network returns; for U-GAT-IT, on a ``B x 3 x H x W`` tensor in
+    [-1, 1], the image, attention logit and heatmap of the official PyTorch ``ResnetGenerator.forward``.
     """
     if direction is None:  # the family's default, known without loading for all but Hub repos
         family = peek_family(source)
