@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +28,7 @@ from PIL import Image
 
 from .core.devices import autocast, check_precision, select_device
 from .core.faces import DEFAULT_FACE_SCALE, DEFAULT_MIN_FACE
+from .core.hardware import SlowPrecisionWarning, auto_backend, auto_precision, bf16_note, onnxruntime_available
 from .core.images import (
     BadImageError,
     InputImage,
@@ -37,6 +39,7 @@ from .core.images import (
     tensor_to_pixels,
 )
 from .core.progress import count_progress, progress_disabled
+from .core.sharding import Shard, device_for_shard, shard_from_env
 from .errors import UserError
 from .families.base import Direction, Family, Model, OutputSpec, Translator, families
 from .media import (
@@ -47,6 +50,15 @@ from .media import (
     translate_face_images,
     translate_videos,
     translator_batches,
+)
+from .onnx_backend import (
+    OnnxSession,
+    OnnxTranslator,
+    cached_graph,
+    cached_graph_path,
+    onnx_export_family,
+    read_onnx_export,
+    release_memory,
 )
 from .store.sources import peek_family, resolve_model
 
@@ -59,6 +71,12 @@ ACCELERATOR_BATCH_SIZE = 8
 #: streams beat one two-threaded forward by ~15-20% (no barrier per op, one core's cache per image) and
 #: degrade far less when other processes take a core.
 MAX_CPU_STREAMS = 4
+BACKENDS = ("auto", "torch", "onnxruntime")
+#: ``--backend auto`` exports a model to ONNX on a CPU only when there are at least this many images to
+#: translate (or its graph is cached already): the one-time export (~35 s for a light ch64 U-GAT-IT
+#: generator, ~70 s for the full one, on a busy 2-core Xeon) then costs less than what onnxruntime saves
+#: (~0.3 s per image there).
+AUTO_ONNX_MIN_IMAGES = 100
 EXISTS_REASON = "output exists (pass --overwrite to replace it)"
 
 
@@ -106,6 +124,9 @@ class TranslationReport:
     failed: list[Failed] = field(default_factory=list)
     seconds: float = 0.0
     translate_seconds: float = 0.0
+    backend: str = ""  # "torch" or "onnxruntime": what ran (empty when nothing had to be translated)
+    precision: str = ""  # "fp32", "bf16", "fp16" (what "auto" chose), or "int8" for a quantized graph
+    shard: Shard = field(default_factory=Shard)
 
     @property
     def images_per_second(self) -> float:
@@ -126,6 +147,9 @@ class TranslationReport:
                       **{key: str(path) for key, path in t.extras.items()}} for t in self.done],
             "skipped": [{"input": str(s.source), "output": str(s.output), "reason": s.reason} for s in self.skipped],
             "failed": [{"input": f.source, "reason": f.reason} for f in self.failed],
+            "backend": self.backend or None,
+            "precision": self.precision or None,
+            "shard": self.shard.to_dict(),
         }
 
 
@@ -198,6 +222,9 @@ def translate(
     crf: int | None = None,
     codec: str | None = None,
     blend: float = 0.0,
+    backend: str = "auto",
+    compile: bool = False,
+    shard: Shard | None = None,
     **options: Any,
 ) -> TranslationReport:
     """Translate image files, folders (recursively) and glob patterns into one PNG each under ``output``.
@@ -223,6 +250,17 @@ def translate(
     faces narrower than ``min_face`` pixels ignored) instead of the whole picture; a photo without a face is
     skipped with "no face found".
 
+    ``precision`` is ``fp32``, ``bf16``, ``fp16`` (GPUs) or ``auto`` (bf16 on GPUs that support it and on
+    CPUs with AMX, else fp32); bf16 on a CPU without AMX runs with a one-line
+    :class:`~ugatit_cli.core.hardware.SlowPrecisionWarning`. ``backend`` is ``torch``, ``onnxruntime`` (CPU,
+    fp32: the family's ONNX graph, exported once into a cache, see :mod:`ugatit_cli.onnx_backend`; an ONNX
+    export folder as ``model``, int8 included, always runs this way) or ``auto``: for a MODEL source,
+    onnxruntime for fp32 on a CPU when it is installed and the graph is cached or there are at least
+    ``AUTO_ONNX_MIN_IMAGES`` images, PyTorch otherwise; a loaded Model or network runs with PyTorch.
+    ``compile`` runs the PyTorch networks through ``torch.compile``. ``shard`` (default: from torchrun's
+    ``RANK``/``WORLD_SIZE``) translates only this process's round-robin share of the sorted inputs
+    (:mod:`ugatit_cli.core.sharding`). ``report.backend`` and ``report.precision`` say what ran.
+
     Bad inputs are listed in ``report.failed`` with their reason and never stop the others; problems with
     the call itself (unknown device, bad size, model not found) raise :class:`~ugatit_cli.errors.UserError`.
     """
@@ -232,22 +270,32 @@ def translate(
         raise UserError("no input given: name image files, folders or glob patterns")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
-    workers = _default_workers() if workers is None else workers
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise UserError(f"workers must be at least 1, got {workers}")
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
+    shard = shard_from_env() if shard is None else shard
     if isinstance(model, torch.nn.Module):
         model = _model_of_net(model, direction)
+    onnx_family = None if isinstance(model, Model) else onnx_export_family(Path(str(model)).expanduser())
     if device is None:
         target = next(next(iter(model.nets.values())).parameters()).device if isinstance(model, Model) \
             else select_device("auto")
     else:
-        target = select_device(device) if isinstance(device, str) else torch.device(device)
+        target = select_device(device_for_shard(device, shard)) if isinstance(device, str) else torch.device(device)
+    workers = _default_workers(target, shard) if workers is None else workers
+    if precision == "auto":
+        precision = auto_precision(target)
     dtype = check_precision(precision, target)
+    if precision == "bf16" and (note := bf16_note(target)):
+        warnings.warn(note, SlowPrecisionWarning, stacklevel=2)
+    if onnx_family is not None or backend == "onnxruntime":
+        _check_onnxruntime_settings(target, precision, compile, onnx_family is not None, backend)
     output_dir = Path(output)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"{output_dir}: output exists and is not a folder")
 
-    family = model.family if isinstance(model, Model) else peek_family(model)
+    family = model.family if isinstance(model, Model) else onnx_family or peek_family(model)
     if family is not None:
         direction = _direction(family, direction)
         options = family.check_options(options)
@@ -255,12 +303,14 @@ def translate(
     face_options = FaceOptions(faces, face_scale, min_face) if faces else None
     video_options = VideoOptions(crf, codec, blend=blend)
 
-    report = TranslationReport(output_dir)
+    report = TranslationReport(output_dir, precision=precision, shard=shard)
     sources, videos = split_videos(sources)
     images, problems = collect_images(sources) if sources else ([], [])
-    report.failed += [Failed(p.path, p.reason) for p in problems]
+    if shard.is_main:  # every rank finds the same missing paths; one of them names them
+        report.failed += [Failed(p.path, p.reason) for p in problems]
     images, videos = _outside(images, output_dir), _outside(videos, output_dir)
-    face_images, images = (images, []) if face_options else ([], images)
+    videos = _mine(videos, shard)
+    face_images, images = (_mine(images, shard), []) if face_options else ([], images)
     check_extras(face_options, videos, video_options)
     if (images or face_images or videos) and family is None:  # a Hub repo: its config.json says the family
         with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
@@ -268,11 +318,20 @@ def translate(
         family = model.family
         direction = _direction(family, direction)
         options = family.check_options(options)
-    jobs = _name_outputs(images, output_dir, family.outputs(options) if family else (), overwrite, report)
+    jobs = _name_outputs(images, output_dir, family.outputs(options) if family else (), overwrite, report, shard)
     if jobs or face_images or videos:
         plan = _Plan.for_device(target, dtype, batch_size)
+        count = len(jobs) + len(face_images) + len(videos)
         with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
-            translator = _prepare_translator(_load(model, direction, revision), direction, size, options, plan)
+            if onnx_family is not None:
+                translator = _onnx_export_translator(Path(str(model)).expanduser(), direction, size, options, plan)
+            else:
+                owned = not isinstance(model, Model)  # loaded here: its weights may be dropped for a session's
+                translator = _prepare_translator(_load(model, direction, revision), direction, size, options, plan,
+                                                 backend, compile, owned, count, progress)
+        report.backend = "onnxruntime" if isinstance(translator, OnnxTranslator) else "torch"
+        if isinstance(translator, OnnxTranslator) and translator.quantization:
+            report.precision = translator.quantization.get("dtype", "int8")
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -309,9 +368,59 @@ def _faces_and_videos(face_images: list[InputImage], videos: list[InputImage], t
                          overwrite=overwrite, progress=progress, **callbacks)
 
 
-def _default_workers() -> int:
-    """Enough threads to keep decoding ahead of a GPU, few enough not to crowd a CPU the model is using."""
-    return max(1, min(8, (os.cpu_count() or 1)))
+def _default_workers(device: torch.device | None = None, shard: Shard | None = None) -> int:
+    """Enough threads to keep decoding ahead of a GPU, few enough not to crowd a CPU the model is using.
+
+    On a CPU at most 8 (the model streams need the cores). On a GPU, decoding and resizing photos with
+    Pillow on the CPU is what limits the rate (not measured here: no GPU was available), so up to 32
+    threads, the machine's CPUs shared among the torchrun processes of this node (one per GPU).
+    """
+    cpus = os.cpu_count() or 1
+    if device is not None and device.type == "cuda":
+        local = os.environ.get("LOCAL_WORLD_SIZE", "1")
+        per_node = max(1, int(local)) if shard and shard.world_size > 1 and local.isdigit() else 1
+        return max(1, min(32, cpus // per_node))
+    return max(1, min(8, cpus))
+
+
+def _mine(items: list[InputImage], shard: Shard) -> list[InputImage]:
+    """This rank's round-robin share of ``items`` sorted by path (all of them outside torchrun)."""
+    if shard.world_size == 1:
+        return items
+    return shard.take(sorted(items, key=lambda item: str(item.path)))
+
+
+def _check_onnxruntime_settings(device: torch.device, precision: str, compile: bool, onnx_model: bool,
+                                backend: str) -> None:
+    what = "an ONNX export folder" if onnx_model else "--backend onnxruntime"
+    if onnx_model and backend == "torch":
+        raise UserError("MODEL is an ONNX export folder: it runs with --backend onnxruntime (or auto), not torch")
+    if device.type != "cpu":
+        raise UserError(f"{what} runs on the CPU with ONNX Runtime; use --device cpu (or --backend torch on {device})")
+    if precision != "fp32":
+        raise UserError(f"{what} computes in float32 (or int8 when exported with --quantize int8); "
+                        f"--precision {precision} applies to --backend torch")
+    if compile:
+        raise UserError("--compile applies to --backend torch")
+    if not onnxruntime_available():
+        raise UserError('--backend onnxruntime needs onnxruntime, onnx and onnxscript: pip install "ugatit-cli[onnx]"')
+
+
+def network_key(family: Family, direction: str | None) -> str:
+    """The network that translates ``direction`` (families without directions: their first network)."""
+    return family.keys_for(None if direction is None else (direction,))[0]
+
+
+def choose_backend(model: Model, direction: str | None, device: torch.device, precision: str, images: int) -> str:
+    """What ``backend="auto"`` runs ``model`` with for ``images`` inputs: onnxruntime on a CPU for fp32
+    when it is installed and the graph is cached or there are at least ``AUTO_ONNX_MIN_IMAGES`` images (the
+    one-time export then pays for itself), PyTorch otherwise (see :func:`ugatit_cli.core.hardware.auto_backend`)."""
+    backend = auto_backend(device, precision)
+    if backend == "onnxruntime" and images < AUTO_ONNX_MIN_IMAGES:
+        key = network_key(model.family, direction)
+        if not cached_graph_path(model, key).is_file():
+            return "torch"
+    return backend
 
 
 def _direction(family: Family, direction: str | None) -> str | None:
@@ -340,11 +449,49 @@ def _load(model: str | os.PathLike | Model, direction: str | None, revision: str
 
 
 def _prepare_translator(model: Model, direction: str | None, size: int | None, options: dict[str, Any],
-                        plan: _Plan) -> Translator:
+                        plan: _Plan, backend: str = "torch", compile: bool = False, owned: bool = False,
+                        images: int = 0, progress: bool = False) -> Translator:
+    """The family's translator on the plan's device, or with ``backend`` onnxruntime its graph in a session.
+
+    ``owned``: the model was loaded for this call, so once a session holds the weights the PyTorch copy is
+    freed (moved to the meta device) and the memory given back, which keeps the peak RSS down. ``auto``
+    resolves here for a loaded source (see :func:`choose_backend`); a caller's Model runs with PyTorch.
+    """
     translator = model.family.translator(model, direction, size, options)
+    if backend == "auto":
+        backend = choose_backend(model, direction, plan.device, "fp32" if plan.dtype is None else "bf16", images) \
+            if owned else "torch"
+    if backend == "onnxruntime":
+        key = network_key(model.family, direction)
+        path = cached_graph_path(model, key)
+        if progress and not path.is_file():
+            from rich.console import Console
+
+            Console(stderr=True, highlight=False).print(
+                f"exporting the model to ONNX for onnxruntime (once; cached in {path.parent})")
+        path = cached_graph(model, key, path=path)
+        if owned:
+            for module in translator.modules():
+                module.to("meta")
+            release_memory()
+        return OnnxTranslator(translator, OnnxSession(path, threads=plan.threads_per_stream or 1))
     for module in translator.modules():
         module.to(plan.device, memory_format=plan.memory_format).eval()
+        if compile:
+            module.compile()
     return translator
+
+
+def _onnx_export_translator(folder: Path, direction: str | None, size: int | None, options: dict[str, Any],
+                            plan: _Plan) -> OnnxTranslator:
+    """The translator of an ONNX export folder: the family's own (on meta networks) for reading and sizes,
+    the folder's graph for the forward pass."""
+    export = read_onnx_export(folder)
+    key = network_key(export.family, direction)
+    model = export.model((key,))
+    translator = export.family.translator(model, direction, size, options)
+    session = OnnxSession(export.graphs[key], threads=plan.threads_per_stream or 1)
+    return OnnxTranslator(translator, session, export.quantization)
 
 
 def _outside(images: list[InputImage], output_dir: Path) -> list[InputImage]:
@@ -354,13 +501,16 @@ def _outside(images: list[InputImage], output_dir: Path) -> list[InputImage]:
 
 
 def _name_outputs(images: Iterable[InputImage], output_dir: Path, specs: Sequence[OutputSpec], overwrite: bool,
-                  report: TranslationReport) -> list[_Job]:
+                  report: TranslationReport, shard: Shard | None = None) -> list[_Job]:
     """Output names for each image (``photo.jpg`` -> ``photo.png``); existing outputs become skips.
 
     When two inputs would share a name (``a.jpg`` and ``a.png``) both keep their suffix (``a.jpg.png``,
-    ``a.png.png``); an input whose name is still taken fails with the reason.
+    ``a.png.png``); an input whose name is still taken fails with the reason. With a ``shard`` of several,
+    names are chosen over all inputs (so every rank names alike) and only this rank's share of the inputs,
+    sorted by path, is kept (jobs, skips and name clashes).
     """
     images = list(images)
+    mine = {image.path for image in _mine(images, shard or Shard())}
     short_names: dict[Path, int] = {}
     for image in images:
         short = image.relative.with_suffix(".png")
@@ -375,10 +525,13 @@ def _name_outputs(images: Iterable[InputImage], output_dir: Path, specs: Sequenc
         paths = [out.with_name(f"{out.stem}{spec.suffix}.png") for spec in specs]
         taken = [p for p in paths if p in claimed]
         if taken:
-            report.failed.append(Failed(str(image.path), f"output {taken[0]} would also be written for "
-                                                         f"{claimed[taken[0]]}; translate them separately"))
+            if image.path in mine:
+                report.failed.append(Failed(str(image.path), f"output {taken[0]} would also be written for "
+                                                             f"{claimed[taken[0]]}; translate them separately"))
             continue
         claimed.update({p: image.path for p in paths})
+        if image.path not in mine:
+            continue
         writes = [overwrite or not p.exists() for p in paths]
         if not any(writes):
             report.skipped.append(Skipped(image.path, out))

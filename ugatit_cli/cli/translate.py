@@ -1,6 +1,8 @@
 """``ugatit translate``: options common to every family, plus each family's own (``translate_options``)."""
 
 import json
+import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +32,13 @@ def translate(
     batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.",
                                                    show_default="1 on a CPU, where it is fastest; 8 on a GPU")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU), or auto (bf16 on "
+                                           "GPUs and AMX CPUs, else fp32).")] = "fp32",
+    backend: Annotated[str, typer.Option(help="torch, onnxruntime (CPU, fp32, or an int8 export) or auto "
+                                         "(onnxruntime on a CPU for fp32 when installed and worth its one-time "
+                                         "export).")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the networks (slow start; for long "
+                                          "runs on a GPU).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else they are "
                                             "skipped).")] = False,
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
@@ -54,15 +62,20 @@ def translate(
     options: dict[str, Any] | None = None,
 ) -> None:
     """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
+    from ..core.sharding import shard_from_env
     from ..translation import translate as run_translation
 
     given = {name: value for name, value in (options or {}).items() if value is not None}
-    report = run_translation(
-        inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
-        device=device, precision=precision, overwrite=overwrite, revision=revision, workers=workers,
-        progress=not (quiet or as_json), faces=faces, face_scale=face_scale, min_face=min_face, crf=crf,
-        codec=codec, blend=blend, **given,
-    )
+    shard = shard_from_env()
+    with warnings.catch_warnings():
+        warnings.showwarning = _warn_in_one_line
+        report = run_translation(
+            inputs, model, output=output, direction=direction, size=size, keep_size=keep_size,
+            batch_size=batch_size, device=device, precision=precision, overwrite=overwrite, revision=revision,
+            workers=workers, progress=not (quiet or as_json) and shard.is_main, faces=faces, face_scale=face_scale,
+            min_face=min_face, crf=crf, codec=codec, blend=blend, backend=backend, compile=compile, shard=shard,
+            **given,
+        )
     for failure in report.failed:
         print_error(f"{failure.source}: {failure.reason}")
     if as_json:
@@ -74,9 +87,15 @@ def translate(
         failed = f", {len(report.failed)} failed" if report.failed else ""
         unit = "images" if all(t.output.suffix == ".png" for t in report.done) else "inputs"  # clips are inputs
         noun = unit[:-1] if len(report.done) == 1 else unit
-        err_console.print(f"Translated {len(report.done)} {noun}{skipped}{failed} in {report.seconds:.1f} s "
-                          f"({report.images_per_second:.2f} {unit}/s) into {escape(str(report.output_dir))}")
+        ran = f", {report.backend} {report.precision}" if report.backend else ""
+        rank = f"[rank {report.shard.rank} of {report.shard.world_size}] " if report.shard.world_size > 1 else ""
+        err_console.print(f"{rank}Translated {len(report.done)} {noun}{skipped}{failed} in {report.seconds:.1f} s "
+                          f"({report.images_per_second:.2f} {unit}/s{ran}) into {escape(str(report.output_dir))}")
     raise typer.Exit(report.exit_code)
+
+
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 app.command("translate")(with_options(translate, GENERATED))

@@ -335,6 +335,33 @@ class Translator(ABC):
         ``read`` gives none); ``extras``: the other arrays, stacked, on the device as they were (dtype kept).
         Returns a tensor per :attr:`outputs` key."""
 
+    def onnx_feeds(self, x: torch.Tensor | None, extras: Mapping[str, torch.Tensor],
+                   input_names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """What ``translate --backend onnxruntime`` feeds the family's ONNX graph (inputs ``input_names``, as
+        :meth:`Family.onnx_io` declared them) for the same batch :meth:`forward` gets. The default: each input
+        named like an extra gets that extra, and the one input left gets ``x`` (U-GAT-IT: ``input`` <- the
+        image; pix2pixHD: ``label`` and ``inst`` <- its extras). Override for inputs the forward pass computes
+        itself. UserError when the names do not fit."""
+        from ..errors import UserError
+
+        feeds = {name: extras[name] for name in input_names if name in extras}
+        left = [name for name in input_names if name not in feeds]
+        if len(left) == 1 and x is not None:
+            feeds[left[0]] = x
+        elif left:
+            raise UserError(f"the ONNX graph's inputs {', '.join(left)} are not among this translator's inputs")
+        return feeds
+
+    def onnx_outputs(self, results: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`forward`'s result from the graph's outputs by name (the default: the outputs named like the
+        :attr:`outputs` keys; U-GAT-IT's graph outputs ``image``, ``cam_logit``, ``heatmap``)."""
+        from ..errors import UserError
+
+        missing = [spec.key for spec in self.outputs if spec.key not in results]
+        if missing:
+            raise UserError(f"the ONNX graph has no output {', '.join(missing)} (it has {', '.join(results)})")
+        return {spec.key: results[spec.key] for spec in self.outputs}
+
 
 # --- training ---------------------------------------------------------------------------------------------------
 

@@ -153,6 +153,22 @@ class Pix2PixHDTranslator(Translator):
         generator = torch.Generator().manual_seed(0) if self.clusters is not None else None
         return {"image": generate(self.config, self.net_g, extras, self.net_e, self.clusters, generator)}
 
+    def onnx_feeds(self, x, extras, input_names):
+        """``label`` and ``inst`` as they are; with instance features also ``feat``, the cluster centres drawn as
+        :meth:`forward` draws them (same seed), since the graph takes the feature map as an input."""
+        feeds = {name: extras[name] for name in input_names if name in extras}
+        if "feat" in input_names:
+            import torch
+
+            from .official import sample_feature_map
+
+            if self.clusters is None:
+                raise UserError("this pix2pixHD model uses instance features: give --feature-clusters FILE")
+            regions = extras["label"] if self.config.label_feat else extras["inst"]
+            feeds["feat"] = sample_feature_map(self.clusters, regions, self.config.feat_num,
+                                               torch.Generator().manual_seed(0))
+        return super().onnx_feeds(x, {**extras, **feeds}, input_names)
+
 
 class Pix2PixHDFamily(Family):
     name = "pix2pixhd"

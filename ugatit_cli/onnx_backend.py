@@ -1,0 +1,261 @@
+"""Run a model's ONNX graph with ONNX Runtime: ``translate --backend onnxruntime`` (and ``eval --backend``).
+
+:class:`OnnxTranslator` wraps the family's own :class:`~ugatit_cli.families.base.Translator`: inputs are read
+and prepared by it (:meth:`Translator.read`), the batch is fed to the graph as the family's
+:class:`~ugatit_cli.families.base.OnnxIO` declared its inputs (:meth:`Translator.onnx_feeds`: U-GAT-IT's
+``input`` image; pix2pixHD's ``label`` and ``inst`` maps), and the graph's outputs are handed back by name
+(:meth:`Translator.onnx_outputs`), so the translate pipeline (decode workers, model streams, writers,
+progress, errors) is the same for both backends. The graph comes from
+
+- an ONNX export folder given as MODEL (``ugatit export ... --format onnx``, fp32, ``--half`` or
+  ``--quantize int8``): ``config.json`` with ``family`` and an ``onnx`` section, and the family's
+  ``onnx_name(key)`` graphs;
+- any other MODEL: its network is exported once (:func:`ugatit_cli.export.export_onnx` of
+  ``family.onnx_io(model, key)``) into a cache folder keyed by a hash of the family, its config and every
+  weight (``$XDG_CACHE_HOME/ugatit-cli/onnx/<key>/``, default ``~/.cache/ugatit-cli/onnx``) and read from
+  there on every later run.
+
+Session options, measured with ``benchmarks/translate.py`` on a 2-core Xeon: ``ORT_ENABLE_ALL`` graph
+optimisations (conv + activation fusion, constant folding of the weight casts of ``--half`` graphs),
+sequential execution, no memory pattern (see :func:`session_options`), and intra-op threads = the pipeline's
+threads per model stream (1 on a CPU: several single-threaded streams, as for PyTorch, each calling ``run``
+on the shared session, which is thread-safe; with one intra-op thread ONNX Runtime computes on the calling
+thread).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .families.base import Family, Model, Translator, get_family
+from .families.model_folder import CONFIG_NAME, read_config
+
+ONNX_RUNTIME_HINT = 'pip install "ugatit-cli[onnx]"'
+#: bump when the exported graph of the same weights changes (exporter settings, graph surgery), so old
+#: cache entries are not used
+GRAPH_VERSION = 2
+#: ONNX tensor element types -> NumPy dtypes of the inputs we feed
+_ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+                "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def require_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError(f"--backend onnxruntime needs the optional package onnxruntime: {ONNX_RUNTIME_HINT}") from None
+    return onnxruntime
+
+
+def session_options(threads: int = 1) -> Any:
+    """CPU session options: all graph optimisations, ``threads`` intra-op threads, no inter-op pool."""
+    ort = require_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    # The memory pattern pre-plans one block per concurrent run; with two model streams it raised the peak RSS
+    # by ~250 MB (light ch64, 256 px) for no measurable speed, so buffers come from the arena as needed.
+    options.enable_mem_pattern = False
+    options.log_severity_level = 3  # errors only: no per-node warnings on stderr
+    return options
+
+
+class OnnxSession:
+    """An ONNX Runtime CPU session on one graph: named tensors in, named CPU tensors out.
+
+    Raises UserError when the file is not a readable ONNX graph.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: int = 1):
+        ort = require_onnxruntime()
+        self.path = Path(path)
+        try:
+            self.session = ort.InferenceSession(str(self.path), session_options(threads),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{self.path}: not a usable ONNX graph ({first})") from None
+        self.inputs = {i.name: _ONNX_DTYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.inputs)
+
+    def run(self, feeds: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, torch.Tensor]:
+        """Run the graph on ``feeds`` (each cast to the dtype the graph declares for it)."""
+        arrays = {}
+        for name, value in feeds.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach().to("cpu").contiguous().numpy()
+            arrays[name] = np.ascontiguousarray(value, dtype=self.inputs.get(name, np.float32))
+        results = self.session.run(self.output_names, arrays)
+        return {name: torch.from_numpy(result) for name, result in zip(self.output_names, results, strict=True)}
+
+
+class OnnxTranslator(Translator):
+    """The family's ``translator`` with its forward pass replaced by an ONNX Runtime session.
+
+    Reading, preparing, sizes and outputs are the family translator's; ``forward`` feeds the graph what
+    :meth:`Translator.onnx_feeds` gives and returns :meth:`Translator.onnx_outputs`. ``quantization`` is the
+    ``config.json`` description of an int8 graph, or None.
+    """
+
+    def __init__(self, translator: Translator, session: OnnxSession, quantization: Mapping[str, Any] | None = None):
+        self.base = translator
+        self.session = session
+        self.quantization = dict(quantization) if quantization else None
+        self.outputs = translator.outputs
+
+    @property
+    def size(self) -> int:
+        return self.base.size
+
+    def modules(self) -> Sequence[torch.nn.Module]:
+        return []  # nothing for translate to move: the session holds the weights
+
+    def read(self, source: Path) -> tuple[dict[str, Any], tuple[int, int]]:
+        return self.base.read(source)
+
+    def prepare(self, source: Path, pixels: Any) -> dict[str, Any]:
+        return self.base.prepare(source, pixels)
+
+    def forward(self, x, extras):
+        x = None if x is None else x.float()
+        return self.base.onnx_outputs(self.session.run(self.base.onnx_feeds(x, extras, self.session.input_names)))
+
+
+# --- ONNX export folders as MODEL ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """An ONNX export folder: its family, config, graphs by network key and what config.json says of them."""
+
+    folder: Path
+    family: Family
+    config: Any
+    graphs: dict[str, Path]
+    quantization: dict[str, Any] | None
+
+    def model(self, keys: Sequence[str]) -> Model:
+        """A Model whose networks ``keys`` are built on the meta device (no memory): the family's translator
+        needs them as objects, the session holds the weights."""
+        missing = [key for key in keys if key not in self.graphs]
+        if missing:
+            names = ", ".join(self.family.onnx_name(k) for k in missing)
+            raise UserError(f"{self.folder}: ONNX export has no {names}")
+        with torch.device("meta"):
+            nets = {key: self.family.build_net(self.config, key) for key in keys}
+        return Model(self.family, self.config, nets)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def onnx_export_family(path: Path) -> Family | None:
+    """The family of an ONNX export folder (``config.json`` with an ``onnx`` section, none named: U-GAT-IT,
+    and at least one of the family's graphs), or None when ``path`` is not one. Never raises for a folder
+    that is not an export; UserError for an unknown family."""
+    if not path.is_dir() or not (path / CONFIG_NAME).is_file():
+        return None
+    data = _read_json(path / CONFIG_NAME)
+    if data is None or "onnx" not in data or data.get("format") is not None:
+        return None
+    family = get_family(data.get("family"))
+    names = {family.onnx_name(key) for key in family.weight_files(None)}
+    return family if any((path / name).is_file() for name in names) else None
+
+
+def read_onnx_export(folder: Path) -> OnnxExport:
+    """The ONNX export in ``folder`` (see :func:`onnx_export_family`); UserError for an invalid config.json."""
+    data = _read_json(folder / CONFIG_NAME)
+    if data is None:
+        raise UserError(f"{folder}: unreadable {CONFIG_NAME}")
+    family, config, _ = read_config(data, str(folder))
+    graphs = {key: folder / family.onnx_name(key) for key in family.weight_files(None)
+              if (folder / family.onnx_name(key)).is_file()}
+    quantization = data.get("onnx", {}).get("quantization") if isinstance(data.get("onnx"), dict) else None
+    return OnnxExport(folder, family, config, graphs, quantization)
+
+
+# --- graphs exported on first use ------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ugatit-cli" / "onnx"
+
+
+def weights_key(model: Model, key: str) -> str:
+    """A hash of the family, the architecture, the export settings and every weight of network ``key``
+    (names, shapes, dtypes, bytes)."""
+    from .export import ONNX_OPSET
+
+    digest = hashlib.blake2b(digest_size=16)
+    facts = {"family": model.family.name, "key": key, "config": model.config.to_dict(), "opset": ONNX_OPSET,
+             "graph_version": GRAPH_VERSION}
+    digest.update(json.dumps(facts, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.nets[key].state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def cached_graph_path(model: Model, key: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    return Path(cache_dir or default_cache_dir()) / weights_key(model, key) / model.family.onnx_name(key)
+
+
+def cached_graph(model: Model, key: str, cache_dir: str | os.PathLike | None = None, *,
+                 path: Path | None = None) -> Path:
+    """The ONNX graph of network ``key`` of ``model`` from the cache, exported into it first when missing
+    (``path``: the :func:`cached_graph_path` already computed, to hash the weights once).
+
+    The export is written under a temporary name and renamed, so a crash leaves no half graph and two
+    processes exporting at once (torchrun ranks) both end with a complete file.
+    """
+    from .export import _require_onnx, export_onnx
+
+    path = path or cached_graph_path(model, key, cache_dir)
+    if path.is_file():
+        return path
+    _require_onnx()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path.parent}: cannot create the ONNX cache folder ({exc.strerror or exc}); "
+                        "set XDG_CACHE_HOME to a writable folder") from None
+    on_cpu = model.with_(nets={k: net.to("cpu").eval() for k, net in model.nets.items()})
+    export_onnx(model.family.onnx_io(on_cpu, key), path)
+    return path
+
+
+def release_memory() -> None:
+    """Give freed memory back to the OS (glibc's ``malloc_trim``; elsewhere nothing), e.g. after the PyTorch
+    weights were dropped for a session's own copy: the process's peak RSS then does not hold both."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
