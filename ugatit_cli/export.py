@@ -53,12 +53,14 @@ class ExportResult:
     files: dict[str, int]
     seconds: float
     opset: int | None = None
+    quantize: str | None = None
     pushed: dict[str, str] = field(default_factory=dict)  # repo_id, branch, commit_url
     onnx: dict[str, list[str]] = field(default_factory=dict)  # inputs, outputs of the ONNX graphs
 
     def to_dict(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "format": self.format, "directions": list(self.directions),
-                "weights_dtype": self.weights_dtype, "opset": self.opset, "files": self.files,
+                "weights_dtype": self.weights_dtype, "opset": self.opset, "quantize": self.quantize,
+                "files": self.files,
                 "seconds": round(self.seconds, 3), "pushed": self.pushed or None}
 
 
@@ -85,6 +87,8 @@ def export_model(
     private: bool = False,
     branch: str | None = None,
     show_progress: bool = True,
+    quantize: str | None = None,
+    calibration: str | os.PathLike | None = None,
 ) -> ExportResult:
     """Load the generators of ``source`` (any MODEL) and write them to the folder ``output``.
 
@@ -92,6 +96,10 @@ def export_model(
     ``half`` stores the weights in float16 (half the size; loaders compute in float32 again). With
     ``repo_id`` the folder is then pushed to that Hub repository (see ``push_model_folder``), and its model
     card names the repo in its usage lines.
+
+    ``quantize="int8"`` (ONNX only) writes int8 graphs calibrated on the files in the folder ``calibration``
+    (real inputs of each exported network's source domain, read as ``translate`` reads them; see
+    :mod:`ugatit_cli.quantize`).
     """
     if format not in FORMATS:
         raise UserError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -104,6 +112,7 @@ def export_model(
             family.keys_for(directions)  # a direction the family does not have fails before any work
     if (private or branch) and not repo_id:
         raise UserError("--private and --branch apply to a push: add --push-to-hub REPO_ID")
+    calibration_paths = _check_quantize(format, quantize, calibration, half)
     output = Path(output).expanduser()
     check_output_folder(output, overwrite=overwrite)  # before loading a 1.1 GB generator, not after
     if format == "onnx":
@@ -126,14 +135,19 @@ def export_model(
                 ModelFolder(exported).save_pretrained(tmp, model_card_kwargs=card)
             else:
                 ios = {}
+                quantization = None
                 for key in keys:
-                    step(f"exporting {family.onnx_name(key)} (ONNX opset {opset})")
+                    calibrated = f", {quantize} calibrated on {len(calibration_paths)} inputs" if quantize else ""
+                    step(f"exporting {family.onnx_name(key)} (ONNX opset {opset}{calibrated})")
                     ios[key] = family.onnx_io(exported, key)
-                    export_onnx(ios[key], tmp / family.onnx_name(key), opset=opset, half=half)
-                _write_onnx_metadata(exported, ios, tmp, opset, card)
+                    if quantize:
+                        quantization = _export_int8(exported, key, ios[key], tmp, opset, calibration_paths)
+                    else:
+                        export_onnx(ios[key], tmp / family.onnx_name(key), opset=opset, half=half)
+                _write_onnx_metadata(exported, ios, tmp, opset, card, quantization)
         files = {p.name: p.stat().st_size for p in sorted(output.iterdir()) if p.is_file()}
         result = ExportResult(output, format, keys, exported.weights_dtype, files,
-                              time.perf_counter() - start, opset if format == "onnx" else None)
+                              time.perf_counter() - start, opset if format == "onnx" else None, quantize)
         if format == "onnx":
             first = next(iter(ios.values()))
             result.onnx = {"inputs": list(first.input_names), "outputs": list(first.output_names)}
@@ -146,6 +160,51 @@ def export_model(
             result.pushed = {"repo_id": repo_id, "branch": branch or "main", "commit_url": url}
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_quantize(format: str, quantize: str | None, calibration: str | os.PathLike | None,
+                    half: bool) -> list[Path]:
+    """The calibration files for ``quantize`` (checked before any model is loaded), [] without it."""
+    if quantize is None:
+        if calibration is not None:
+            raise UserError("--calibration applies to --quantize int8")
+        return []
+    from .quantize import QUANTIZE_CHOICES, calibration_images, require_quantization
+
+    if quantize not in QUANTIZE_CHOICES:
+        raise UserError(f"unknown quantization {quantize!r}; expected {', '.join(QUANTIZE_CHOICES)}")
+    if format != "onnx":
+        raise UserError("--quantize int8 writes ONNX graphs: add --format onnx")
+    if half:
+        raise UserError("--quantize int8 and --half do not combine: int8 weights are already a quarter of the size")
+    if calibration is None:
+        raise UserError("--quantize int8 needs --calibration PHOTOS/: a folder of real images of the source domain")
+    require_quantization()
+    return calibration_images(calibration)
+
+
+def _export_int8(model: Model, key: str, io: OnnxIO, folder: Path, opset: int, calibration: list[Path]
+                 ) -> dict[str, Any]:
+    """Export the fp32 graph beside the final name, quantize it into ``onnx_name(key)``, drop the fp32 one.
+    The calibration inputs are read by the family's translator for ``key`` at the model's own size."""
+    from .quantize import quantize_int8
+
+    family = model.family
+    direction = key if key in family.directions else None
+    try:
+        translator = family.translator(model, direction, None, family.check_options({}))
+    except UserError as exc:
+        raise UserError(f"cannot calibrate int8 for this model: {exc}") from None
+    name = family.onnx_name(key)
+    fp32 = folder / f".fp32.{name}"
+    try:
+        export_onnx(io, fp32, opset=opset)
+        with atomic_file(folder / name) as tmp:
+            facts = quantize_int8(fp32, tmp, calibration, translator)
+    finally:
+        fp32.unlink(missing_ok=True)
+        Path(f"{fp32}.data").unlink(missing_ok=True)
+    return facts
 
 
 def _card_facts(model: Model, source: str | os.PathLike) -> dict[str, Any]:
@@ -246,7 +305,7 @@ def store_initializers_as_float16(model: Any, names: set[str]) -> None:
 
 
 def _write_onnx_metadata(model: Model, ios: dict[str, OnnxIO], folder: Path, opset: int,
-                         card: dict[str, Any]) -> None:
+                         card: dict[str, Any], quantization: dict[str, Any] | None = None) -> None:
     first = next(iter(ios.values()))
     onnx_facts = {
         "opset": opset, "input": first.input_names[0] if len(first.input_names) == 1 else list(first.input_names),
@@ -254,6 +313,8 @@ def _write_onnx_metadata(model: Model, ios: dict[str, OnnxIO], folder: Path, ops
         "dynamic_axes": {name: {str(k): v for k, v in axes.items()} for name, axes in first.dynamic.items()},
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
     }
+    if quantization:
+        onnx_facts["quantization"] = quantization
     written = ModelFolder(model)
     written.write_config(folder, onnx=onnx_facts)
     family = model.family

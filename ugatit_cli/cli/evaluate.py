@@ -36,6 +36,8 @@ def eval_command(
         min=2, help="Images per KID subset (fewer when a folder has fewer).")] = 1000,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse features of unchanged folders.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    backend: Annotated[str, typer.Option(help="How DATA_DIR's test images are translated: torch, onnxruntime or "
+                                         "auto, as in translate.")] = "auto",
     feature_extractor: Annotated[str | None, typer.Option(
         hidden=True, help="module:factory of another feature extractor.")] = None,
 ) -> None:
@@ -56,7 +58,7 @@ def eval_command(
                    kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
                    progress=not quiet, extractor=extractor_from_spec(feature_extractor) if feature_extractor else None)
     if data_dir is not None:
-        report = evaluate_model(data_dir, model, direction=direction, revision=revision, **options)
+        report = evaluate_model(data_dir, model, direction=direction, revision=revision, backend=backend, **options)
     else:
         report = evaluate_folders(real, fake, **options)
     for problem in report.failures:

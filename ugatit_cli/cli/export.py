@@ -34,6 +34,12 @@ def export(
                                            "family, or both.")] = "both",
     half: Annotated[bool, typer.Option("--half", help="Store weights in float16 (half the size; loaders compute "
                                                       "in float32).")] = False,
+    quantize: Annotated[str | None, typer.Option("--quantize", metavar="int8", help="ONNX only: int8 graphs "
+                                                 "(ONNX Runtime static quantization) for translate's onnxruntime "
+                                                 "backend.")] = None,
+    calibration: Annotated[Path | None, typer.Option("--calibration", metavar="PHOTOS", help="Folder of real "
+                                                     "inputs of the source domain to calibrate --quantize int8.")
+                           ] = None,
     push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", metavar="REPO_ID", help="Then upload the "
                                                     "folder to this Hub repo (created if missing).")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private.")] = False,
@@ -54,7 +60,7 @@ def export(
     result = export_model(
         source, output, format=format.value, directions=parse_directions(direction), half=half,
         overwrite=overwrite, revision=revision, repo_id=push_to_hub, private=private, branch=branch,
-        show_progress=not (quiet or as_json),
+        show_progress=not (quiet or as_json), quantize=quantize, calibration=calibration,
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -64,7 +70,8 @@ def export(
     table = Table("file", "size")
     for name, size in result.files.items():
         table.add_row(name, _size(size))
-    console.print(f"Wrote {result.folder} ({result.format}, weights in {result.weights_dtype}):", highlight=False)
+    stored = "int8 (QDQ)" if result.quantize else result.weights_dtype
+    console.print(f"Wrote {result.folder} ({result.format}, weights in {stored}):", highlight=False)
     console.print(table)
     if result.onnx:
         console.print(f"ONNX opset {result.opset}; inputs {', '.join(map(repr, result.onnx['inputs']))} with a "

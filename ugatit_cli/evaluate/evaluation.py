@@ -141,40 +141,57 @@ def evaluate_model(
     inception_weights: str | os.PathLike | None = None, device: str | torch.device = "auto",
     batch_size: int | None = None, revision: str | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
     seed: int = 0, cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+    backend: str = "auto",
 ) -> EvaluationReport:
     """Translate the test images of ``data_dir`` with ``model`` and measure the translations against the real
     test images the family pairs them with (its ``EvalPair``s: which folder is translated, in which direction,
     against which real folder; ``direction="both"`` for both; None: the family's default direction).
 
     Translation runs through :func:`ugatit_cli.translate` at the model's size; ``batch_size`` applies to it and
-    to the features (default: translate's per-device choice, and 16). Other options as :func:`evaluate_folders`.
+    to the features (default: translate's per-device choice, and 16). ``backend`` as in
+    :func:`ugatit_cli.translate` (``auto`` applies its rule to each folder; an ONNX export folder as ``model``
+    runs with onnxruntime). Other options as :func:`evaluate_folders`.
     """
+    from ..core.devices import select_device
+    from ..core.images import collect_images
+    from ..onnx_backend import onnx_export_family
     from ..store.sources import peek_family, resolve_model
-    from ..translation import translate
+    from ..translation import BACKENDS, choose_backend, translate
 
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     data_dir = Path(data_dir)
-    family = model.family if isinstance(model, Model) else peek_family(model)
+    onnx_family = None if isinstance(model, Model) else onnx_export_family(Path(str(model)).expanduser())
+    family = model.family if isinstance(model, Model) else onnx_family or peek_family(model)
     directions, pairs = _pairs(family, data_dir, direction) if family is not None else (None, [])
     settings = _settings(kid, fid, extractor, inception_weights, device, progress, batch_size=batch_size,
                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
                          cache_dir=cache_dir)
     if isinstance(model, Model):
         loaded = model
+    elif onnx_family is not None:  # translate reads the export's graph for each pair
+        loaded = None
     else:  # a Hub repo's family is known once loaded: ask for the one direction named, or all
         wanted = directions if family is not None else None if direction in (None, "both") else (direction,)
         loaded = resolve_model(model, wanted, revision)
     if family is None:
-        directions, pairs = _pairs(loaded.family, data_dir, direction)
+        family = loaded.family
+        directions, pairs = _pairs(family, data_dir, direction)
     comparisons, failures = [], []
     for pair in pairs:
         real_features = settings.features(pair.real)
         with tempfile.TemporaryDirectory(prefix=f"ugatit-eval-{pair.label}-") as tmp:
-            translation = translate([pair.source], loaded, direction=pair.direction, output=tmp,
-                                    batch_size=batch_size, device=device, progress=progress, **pair.options)
+            used = backend
+            if loaded is not None and backend == "auto":
+                target = select_device(device) if isinstance(device, str) else torch.device(device)
+                used = choose_backend(loaded, pair.direction, target, "fp32", len(collect_images([pair.source])[0]))
+            translation = translate([pair.source], str(model) if loaded is None else loaded,
+                                    direction=pair.direction, output=tmp, batch_size=batch_size, device=device,
+                                    progress=progress, backend=used, **pair.options)
             failures += [InputProblem(str(f.source), f.reason) for f in translation.failed]
             # translations are new files every run: caching their features could never hit
             fake_features = settings.features(tmp, cache=False, label=f"{pair.source.name} translated {pair.label}")
-            paired = loaded.family.paired_scores(pair, Path(tmp))
+            paired = family.paired_scores(pair, Path(tmp))
         comparisons.append(settings.compare(real_features, fake_features, f"{pair.source} translated {pair.label}",
                                             pair.label))
         comparisons[-1].paired = paired
