@@ -14,8 +14,8 @@ from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "ugatit_cli"
 #: layer of each top-level part of the package; a module may import its own layer or lower ones only
-LAYERS = {"cli": 4, "__main__": 4, "translation": 3, "media": 3, "export": 3, "evaluate": 3, "train": 3, "store": 2,
-          "families": 1, "data": 0, "core": 0, "errors": 0}
+LAYERS = {"cli": 4, "__main__": 4, "translation": 3, "media": 3, "export": 3, "evaluate": 3, "train": 3,
+          "onnx_backend": 3, "quantize": 3, "store": 2, "families": 1, "data": 0, "core": 0, "errors": 0}
 
 
 def module_name(path: Path) -> str:
@@ -144,11 +144,13 @@ def test_help_imports_no_torch_and_translate_no_training_code():
         "    except SystemExit: pass\n"
         "print(json.dumps(sorted(sys.modules)))"))
     assert "torch" not in loaded and "ugatit_cli.cli.train" in loaded
+    assert not [m for m in loaded if m.split(".")[0] in ("onnxruntime", "onnx", "onnxscript")]
     loaded = json.loads(python("import sys, json, ugatit_cli.translation, ugatit_cli.store.sources\n"
                                "print(json.dumps(sorted(sys.modules)))"))
     training = [m for m in loaded if m.startswith(("ugatit_cli.train", "ugatit_cli.data", "torch.distributed.")
                                                   ) or m.endswith((".trainer", ".losses"))]
     assert "ugatit_cli.translation" in loaded and not [m for m in training if m.startswith("ugatit_cli")], training
+    assert "onnxruntime" not in loaded  # imported when a session is made, not by translate's module
 
 
 def test_train_options_are_the_dataclass_fields_with_their_defaults():

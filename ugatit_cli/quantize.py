@@ -71,7 +71,7 @@ def calibration_feeds(translator: Translator, path: Path, input_names: Sequence[
     import torch
 
     arrays, _ = translator.read(path)
-    batch = {key: torch.from_numpy(np.asarray(value)[None]) for key, value in arrays.items()}
+    batch = {key: torch.from_numpy(np.array(value)[None]) for key, value in arrays.items()}
     pixels = batch.pop("pixels", None)
     x = None if pixels is None else pixels_to_tensor(pixels)
     feeds = translator.onnx_feeds(x, batch, input_names)
