@@ -3,6 +3,11 @@
     python benchmarks/train.py                         # 128 px, ch 16, light, batch 1, CPU (the target)
     python benchmarks/train.py --precision bf16 --compile
     python benchmarks/train.py --device cuda --size 256 --ch 64 --full
+    python benchmarks/train.py --compile --warmup 3 --iterations 20 --rounds 1   # compile vs eager, break-even
+
+With ``--compile`` a third variant, ``ours_eager`` (same settings without compiling), runs in the same
+rounds, and the report gives ``compile`` facts: the steady-state speedup over eager, the extra warm-up
+(compilation) time, and the number of iterations after which compiling has paid for itself.
 
 The official way (znxlwm/UGATIT-pytorch ``UGATIT.train``): both generators run for the discriminator update
 and its loss is back-propagated through them; the generator update runs them again, and the discriminators
@@ -14,6 +19,7 @@ the reported time per iteration is the median over all timed iterations of that 
 import argparse
 import itertools
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -24,7 +30,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-VARIANTS = ("ours", "official_way")
+VARIANTS = ("ours", "official_way", "ours_eager")
 
 
 def official_way_step(trainer, real_a, real_b) -> None:
@@ -128,12 +134,15 @@ def main() -> None:
     if args.variant:
         if args.variant == "official_way":
             args.precision, args.compile = "fp32", False
+        if args.variant == "ours_eager":
+            args.compile = False
         print(json.dumps(measure(args)))
         return
 
-    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    variants = VARIANTS if args.compile else VARIANTS[:2]
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
     for _ in range(args.rounds):
-        for variant in VARIANTS:
+        for variant in variants:
             out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--variant", variant],
                                  capture_output=True, text=True)
             if out.returncode:
@@ -154,6 +163,19 @@ def main() -> None:
             entry["peak_cuda_allocated_mib"] = max(r["peak_cuda_allocated_mib"] for r in results)
         report[variant] = entry
     report["speedup"] = round(report["official_way"]["s_per_iteration"] / report["ours"]["s_per_iteration"], 2)
+    if args.compile:
+        eager, compiled = report["ours_eager"], report["ours"]
+        report["speedup_eager_vs_official"] = round(
+            report["official_way"]["s_per_iteration"] / eager["s_per_iteration"], 2)
+        saved = eager["s_per_iteration"] - compiled["s_per_iteration"]
+        # warm-up of both covers the same number of steps, so the difference is the compilation
+        extra = compiled["warmup_s"] - eager["warmup_s"]
+        report["compile"] = {
+            "speedup_vs_eager": round(eager["s_per_iteration"] / compiled["s_per_iteration"], 2),
+            "extra_warmup_s": round(extra, 1),
+            "break_even_iterations": round(extra / saved) if saved > 0 else None,
+        }
+    report["load_average_1min"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=2))
 
 
