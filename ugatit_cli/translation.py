@@ -28,7 +28,14 @@ from PIL import Image
 
 from .core.devices import autocast, check_precision, select_device
 from .core.faces import DEFAULT_FACE_SCALE, DEFAULT_MIN_FACE
-from .core.hardware import SlowPrecisionWarning, auto_backend, auto_precision, bf16_note, onnxruntime_available
+from .core.hardware import (
+    SlowPrecisionWarning,
+    auto_backend,
+    auto_precision,
+    bf16_note,
+    onnxruntime_available,
+    release_memory,
+)
 from .core.images import (
     BadImageError,
     InputImage,
@@ -58,7 +65,6 @@ from .onnx_backend import (
     cached_graph_path,
     onnx_export_family,
     read_onnx_export,
-    release_memory,
 )
 from .store.sources import peek_family, resolve_model
 

@@ -125,3 +125,44 @@ def auto_backend(device: torch.device, precision: str) -> str:
     if device.type == "cpu" and precision == "fp32" and onnxruntime_available():
         return "onnxruntime"
     return "torch"
+
+
+# --- memory -----------------------------------------------------------------------------------------------
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def release_memory() -> None:
+    """Give freed memory back to the OS (glibc's ``malloc_trim``; elsewhere only a garbage collection), e.g.
+    after the PyTorch weights were dropped for an ONNX Runtime session's own copy, so that the process's peak
+    RSS does not hold both."""
+    import gc
+
+    gc.collect()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+LARGE_BUFFER_BYTES = 1 << 20
+
+
+@functools.lru_cache(maxsize=1)
+def return_large_buffers() -> bool:
+    """Make glibc serve allocations of ``LARGE_BUFFER_BYTES`` and more with their own mmap, returned to the
+    OS when freed (``mallopt(M_MMAP_THRESHOLD)``; this also stops glibc from raising the threshold after the
+    first frees, which is what parks freed activation buffers in per-thread heaps). Process-wide, once; used
+    by ONNX Runtime sessions without their arena. False where it does not apply (not glibc)."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES))
