@@ -9,6 +9,8 @@ compares and its model-card facts. The shared layers reach it only through :clas
 - ``store/`` (model folders, run folders, MODEL sources, the Hub) asks it for weight file names, builds and
   loads its networks (:meth:`Family.build_net`), and tries its importers (:attr:`Family.sources`);
 - ``translate`` asks for a :class:`Translator` (input size, preparation, forward pass, outputs to write);
+  with ``--backend onnxruntime`` the same translator says what the family's ONNX graph is fed and what its
+  outputs are (:meth:`Translator.onnx_feeds`, :meth:`Translator.onnx_outputs`; the defaults match by name);
 - ``export`` asks for :meth:`Family.onnx_io` (module, example inputs, names, dynamic axes);
 - ``evaluate/`` asks for :meth:`Family.eval_pairs` (which folder is translated and compared with which);
 - ``train/`` (run folder, checkpoints, resume, signals, DDP, logging) asks for the training data
