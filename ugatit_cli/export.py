@@ -27,7 +27,7 @@ import torch
 from huggingface_hub import constants
 
 from . import __version__
-from .core.files import atomic_file, atomic_folder, check_output_folder
+from .core.files import atomic_file, atomic_folder, check_output_folder, is_own_model_file
 from .core.progress import progress_disabled, step_progress
 from .errors import UserError
 from .families.base import Direction, Model, OnnxIO
@@ -105,7 +105,11 @@ def export_model(
     if (private or branch) and not repo_id:
         raise UserError("--private and --branch apply to a push: add --push-to-hub REPO_ID")
     output = Path(output).expanduser()
-    check_output_folder(output, overwrite=overwrite)  # before loading a 1.1 GB generator, not after
+    # --overwrite replaces only a folder this tool provably wrote: never the source, a folder holding it, the
+    # current directory or home (checked before loading a 1.1 GB generator, and again before the swap)
+    local = Path(str(source)).expanduser()
+    protect = [local] if local.exists() or local.is_symlink() else []
+    check_output_folder(output, overwrite=overwrite, protect=protect, own=is_own_model_file, guarded=True)
     if format == "onnx":
         _require_onnx()
     token = _hub_token(repo_id) if repo_id else None  # a missing token is found before the work, not after
@@ -119,7 +123,7 @@ def export_model(
         exported = model.with_(card=_card_facts(model, source), weights_dtype="float16" if half else "float32")
         keys = tuple(exported.nets)
         card: dict[str, Any] = {"model_id": repo_id} if repo_id else {}
-        with atomic_folder(output, overwrite=overwrite) as tmp:
+        with atomic_folder(output, overwrite=overwrite, protect=protect, own=is_own_model_file) as tmp:
             if format == "safetensors":
                 names = family.weight_files(exported.config)
                 step(f"writing {', '.join(names[k] for k in keys)}")

@@ -33,10 +33,19 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..core.files import atomic_folder
 from ..core.nets import load_strict
+from ..core.safety import (
+    check_tensors,
+    meta_shapes,
+    read_json_object,
+    regular_file,
+    shape_mismatch,
+    strip_wrapper_prefixes,
+)
 from ..errors import ProcessingError, UserError, first_line
 from .base import DEFAULT_FAMILY, FORMAT_VERSION, Family, Model, get_family
 
@@ -165,6 +174,33 @@ class ModelFolder(
                                        paper_url=family.paper_url, docs_url=self._hub_mixin_info.docs_url, **facts)
 
     @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls, pretrained_model_name_or_path: str | Path, *, force_download: bool = False,
+        token: str | bool | None = None, cache_dir: str | Path | None = None, local_files_only: bool = False,
+        revision: str | None = None, directions: Sequence[str] | None = None, **_: Any,
+    ) -> "ModelFolder":
+        """Load a local model folder or a Hub repo. ``config.json`` is read here as a regular file holding a
+        JSON object (the mixin's own reading would pass a list, ``null`` or a FIFO on to a traceback); its
+        fields are validated by the family's config before anything is sized by them."""
+        model_id = str(pretrained_model_name_or_path)
+        local = os.path.isdir(model_id)
+        if local:
+            config_file = os.path.join(model_id, CONFIG_NAME)
+            if not os.path.exists(config_file):
+                raise UserError(f"{model_id}: no {CONFIG_NAME}; not a ugatit-cli model folder")
+        else:
+            config_file = hf_hub_download(repo_id=model_id, filename=CONFIG_NAME, revision=revision,
+                                          cache_dir=cache_dir, force_download=force_download, token=token,
+                                          local_files_only=local_files_only)
+        try:
+            config = read_json_object(config_file, CONFIG_NAME)
+        except UserError as exc:
+            raise UserError(str(exc) if local else f"{model_id}: {exc}") from None
+        return cls._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download, local_files_only=local_files_only, token=token,
+                                    config=config, directions=directions)
+
+    @classmethod
     def _from_pretrained(
         cls,
         *,
@@ -203,29 +239,54 @@ class ModelFolder(
                     repo_id=model_id, filename=name, revision=revision, cache_dir=cache_dir,
                     force_download=force_download, local_files_only=local_files_only, token=token,
                 )
-            nets[key] = net_from_state(family, model_config, key, load_file(path), origin=path)
+            nets[key] = net_from_state(family, model_config, key, read_safetensors(path), origin=path)
         return cls(Model(family, model_config, nets, weights_dtype=weights_dtype))
 
 
 def read_config(data: dict[str, Any], origin: str) -> tuple[Family, Any, str]:
     """The family, its config and the weights dtype of a ``config.json`` mapping (UserError when invalid)."""
-    family = get_family(data.get("family") or DEFAULT_FAMILY)
+    name = data.get("family") or DEFAULT_FAMILY
+    if not isinstance(name, str):
+        raise UserError(f"{origin}: invalid {CONFIG_NAME} (family must be a name, got {name!r})")
+    family = get_family(name)
     version = data.get("format_version", 0)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(f"{origin}: {CONFIG_NAME} has format_version {version!r}; this ugatit-cli reads up to "
                         f"{FORMAT_VERSION} (upgrade ugatit-cli)")
     try:
         model_config = family.model_config.from_dict({k: v for k, v in data.items() if k not in FOLDER_KEYS})
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{origin}: invalid {CONFIG_NAME} ({exc})") from None
     weights_dtype = data.get("weights_dtype", "float32")
-    if weights_dtype not in WEIGHTS_DTYPES:
+    if not isinstance(weights_dtype, str) or weights_dtype not in WEIGHTS_DTYPES:
         raise UserError(f"{origin}: invalid {CONFIG_NAME} (weights_dtype {weights_dtype!r})")
     return family, model_config, weights_dtype
 
 
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; an empty, truncated, foreign or non-regular file is one
+    ``ProcessingError`` line (safetensors itself checks that the header's offsets fit the file, so nothing
+    is allocated beyond the file's real size)."""
+    regular_file(path, "safetensors weights file", error=ProcessingError)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ProcessingError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
+
+
 def net_from_state(family: Family, config: Any, key: str, state: dict[str, torch.Tensor], origin: str):
-    """Build network ``key`` and load ``state`` strictly (stored fp16/bf16 weights cast back to fp32)."""
+    """Build network ``key`` and load ``state`` strictly (stored fp16/bf16 weights cast back to fp32).
+
+    Every family's weights pass here: wrapper key prefixes (DataParallel/DDP ``module.``, torch.compile
+    ``_orig_mod.``) are removed; tensors that are not stored weights (stride-0 views claiming more than the
+    file holds) or hold NaN/inf are refused; the shapes are compared with the configuration's on the meta
+    device before a byte of the network is allocated. UserError / ProcessingError with one line otherwise.
+    """
+    state = check_tensors(strip_wrapper_prefixes(state), origin)
+    mismatch = shape_mismatch(meta_shapes(lambda: family.build_net(config, key)),
+                              {k: v.shape for k, v in state.items()})
+    if mismatch:
+        raise UserError(f"{origin}: weights do not match its config ({mismatch})")
     return load_strict(family.build_net(config, key), state, origin, to_float=True).eval()
 
 
