@@ -51,31 +51,43 @@ def translate(
                                               show_default=DEFAULT_CODEC)] = None,
     blend: Annotated[float, typer.Option(help="Video: mix this share of the previous output frame into each "
                                          "(less flicker, some ghosting; 0 is off).")] = 0.0,
+    max_pixels: Annotated[int | None, typer.Option(
+        "--max-pixels", help="Largest image accepted, in pixels; raise it for e.g. 100 MP camera files.",
+        show_default="Pillow's decompression-bomb limit, 89,478,485")] = None,
     options: dict[str, Any] | None = None,
 ) -> None:
     """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
     from ..translation import translate as run_translation
 
     given = {name: value for name, value in (options or {}).items() if value is not None}
-    report = run_translation(
-        inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
-        device=device, precision=precision, overwrite=overwrite, revision=revision, workers=workers,
-        progress=not (quiet or as_json), faces=faces, face_scale=face_scale, min_face=min_face, crf=crf,
-        codec=codec, blend=blend, **given,
-    )
+    try:
+        report = run_translation(
+            inputs, model, output=output, direction=direction, size=size, keep_size=keep_size,
+            batch_size=batch_size, device=device, precision=precision, overwrite=overwrite, revision=revision,
+            workers=workers, progress=not (quiet or as_json), faces=faces, face_scale=face_scale,
+            min_face=min_face, crf=crf, codec=codec, blend=blend, max_pixels=max_pixels, **given,
+        )
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: finished outputs stay, no temporary file is left
+        print_error("interrupted; the results finished so far are kept, no partial file is left")
+        raise typer.Exit(130) from None
     for failure in report.failed:
         print_error(f"{failure.source}: {failure.reason}")
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet:
+        if report.model:
+            err_console.print(f"Model: {escape(report.model)}")
         why = sorted({"exist; --overwrite replaces them" if s.reason.startswith("output exists") else s.reason
                       for s in report.skipped})
         skipped = f", {len(report.skipped)} skipped ({'; '.join(why)})" if report.skipped else ""
         failed = f", {len(report.failed)} failed" if report.failed else ""
         unit = "images" if all(t.output.suffix == ".png" for t in report.done) else "inputs"  # clips are inputs
         noun = unit[:-1] if len(report.done) == 1 else unit
-        err_console.print(f"Translated {len(report.done)} {noun}{skipped}{failed} in {report.seconds:.1f} s "
-                          f"({report.images_per_second:.2f} {unit}/s) into {escape(str(report.output_dir))}")
+        # the rate is over the translation itself (after loading the model), and only of inputs translated
+        rate = (f"; {report.images_per_second:.2f} {unit}/s over {report.translate_seconds:.1f} s of translation"
+                if report.done else "")
+        err_console.print(f"Translated {len(report.done)} {noun}{skipped}{failed} in {report.seconds:.1f} s"
+                          f"{rate} into {escape(str(report.output_dir))}")
     raise typer.Exit(report.exit_code)
 
 
