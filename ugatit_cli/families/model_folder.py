@@ -54,6 +54,7 @@ CARD_NAME = "README.md"
 WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 #: keys of config.json that are the folder's, not the family config's
 FOLDER_KEYS = ("family", "format_version", "weights_dtype", "onnx")
+#: ``Model.card["config_notes"]``: facts a loader adds to config.json (e.g. U-GAT-IT's ``img_size_assumed``)
 
 
 MODEL_CARD = """---
@@ -147,7 +148,7 @@ class ModelFolder(
         ``extra`` facts."""
         model = self.model
         data = ({"family": model.family.name, "format_version": FORMAT_VERSION} | model.config.to_dict()
-                | {"weights_dtype": model.weights_dtype} | extra)
+                | {"weights_dtype": model.weights_dtype} | dict(model.card.get("config_notes") or {}) | extra)
         (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def generate_model_card(self, **kwargs: Any) -> ModelCard:
@@ -291,11 +292,11 @@ def net_from_state(family: Family, config: Any, key: str, state: dict[str, torch
 
 
 def read_model_folder(model_id: str | os.PathLike, directions: Sequence[str] | None = None,
-                      revision: str | None = None) -> Model:
+                      revision: str | None = None, local_files_only: bool = False) -> Model:
     """The Model in a local model folder or Hub repo, with the networks ``directions`` need (see
     :class:`ModelFolder`). UserError for a folder that is not one, a missing file, weights that do not fit."""
     return ModelFolder.from_pretrained(str(model_id), directions=None if directions is None else tuple(directions),
-                                       revision=revision).model
+                                       revision=revision, local_files_only=local_files_only).model
 
 
 def write_model_folder(
@@ -326,6 +327,54 @@ def is_model_folder(path: Path) -> bool:
     return folder_family(path) is not None
 
 
+_REACHABLE: dict[str, bool] = {}
+PROBE_TIMEOUT_S = 3.0
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_reachable() -> bool:
+    """Whether the Hub can be asked at all: False at once under ``HF_HUB_OFFLINE`` (huggingface_hub's own
+    switch), else one TCP connection to the endpoint (at most 3 s, remembered for the process). Without
+    this, huggingface_hub retries a dead network for ~30 s before it says so. Behind a proxy the answer is
+    left to huggingface_hub (True)."""
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = constants.ENDPOINT
+    if endpoint not in _REACHABLE:
+        import socket
+        from urllib.parse import urlsplit
+
+        if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+            _REACHABLE[endpoint] = True
+        else:
+            parts = urlsplit(endpoint)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            try:
+                socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+                _REACHABLE[endpoint] = True
+            except OSError:
+                _REACHABLE[endpoint] = False
+    return _REACHABLE[endpoint]
+
+
+def offline_reason() -> str:
+    return "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
+
+
+def _is_network_error(exc: BaseException | None) -> bool:
+    """A transport failure under requests (OSError) or httpx (its TransportError family, matched by name so
+    that no HTTP library is imported here), anywhere in the exception's chain."""
+    for _ in range(8):
+        if exc is None:
+            return False
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if isinstance(exc, (ConnectionError, TimeoutError)) or names & {"TransportError", "ConnectError",
+                                                                        "TimeoutException", "NetworkError"}:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @contextmanager
 def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
     """Turn huggingface_hub's exceptions into one sentence that says what to do."""
@@ -333,8 +382,7 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
     try:
         yield
     except LocalEntryNotFoundError:
-        how = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} could not be reached"
-        raise UserError(f"{at}: not in the local Hugging Face cache and {how}") from None
+        raise UserError(f"{at}: not in the local Hugging Face cache and {offline_reason()}") from None
     except OfflineModeIsEnabled:
         raise UserError(f"{at}: needs the Hugging Face Hub, but HF_HUB_OFFLINE is set") from None
     except RevisionNotFoundError:
@@ -348,6 +396,10 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
     except HfHubHTTPError as exc:
         raise UserError(f"{at}: Hub request failed: {first_line(exc)}") from None
     except (ConnectionError, TimeoutError) as exc:
+        raise UserError(f"{at}: could not reach {constants.ENDPOINT}: {first_line(exc)}") from None
+    except Exception as exc:  # httpx transport errors (huggingface_hub >= 1.0), anywhere in the chain
+        if not _is_network_error(exc):
+            raise
         raise UserError(f"{at}: could not reach {constants.ENDPOINT}: {first_line(exc)}") from None
 
 
