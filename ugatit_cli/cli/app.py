@@ -72,6 +72,7 @@ class _UserErrorsAsExitCodes(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
         """Usage errors (a missing option, a value not among the choices) in the same one red line as every
         other error, instead of Typer's boxed panel; help (--help, no arguments) is printed as usual."""
+        _plain_defaults(self)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -88,6 +89,17 @@ class _UserErrorsAsExitCodes(TyperGroup):
             print_error("aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _plain_defaults(group: click.Group) -> None:
+    """Defaults described in words or computed (``show_default="..."``) print as "(default: X)" in the help
+    text, instead of Typer's "[default: (X)]"."""
+    for command in group.commands.values():
+        for param in command.params:
+            shown = getattr(param, "show_default", None)
+            if isinstance(shown, str) and shown:
+                param.help = f"{param.help or ''} (default: {shown})".strip()
+                param.show_default = False
 
 
 def warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:

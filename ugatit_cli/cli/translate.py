@@ -1,6 +1,7 @@
 """``ugatit translate``: options common to every family, plus each family's own (``translate_options``)."""
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +14,14 @@ from .app import FAMILIES, app, err_console, family_help, print_error
 from .options import translate_options, with_options
 
 GENERATED = translate_options(FAMILIES)
+
+
+class Precision(str, Enum):
+    """Autocast precisions (help lists them as choices)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
 
 
 def translate(
@@ -30,7 +39,7 @@ def translate(
     batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.",
                                                    show_default="1 on a CPU, where it is fastest; 8 on a GPU")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
+    precision: Annotated[Precision, typer.Option(help="Autocast precision (fp16 needs a GPU).")] = Precision.fp32,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else they are "
                                             "skipped).")] = False,
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
@@ -63,8 +72,8 @@ def translate(
     try:
         report = run_translation(
             inputs, model, output=output, direction=direction, size=size, keep_size=keep_size,
-            batch_size=batch_size, device=device, precision=precision, overwrite=overwrite, revision=revision,
-            workers=workers, progress=not (quiet or as_json), faces=faces, face_scale=face_scale,
+            batch_size=batch_size, device=device, precision=Precision(precision).value, overwrite=overwrite,
+            revision=revision, workers=workers, progress=not (quiet or as_json), faces=faces, face_scale=face_scale,
             min_face=min_face, crf=crf, codec=codec, blend=blend, max_pixels=max_pixels, **given,
         )
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: finished outputs stay, no temporary file is left
