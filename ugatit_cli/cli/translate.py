@@ -86,9 +86,14 @@ def translate(
     elif not quiet:
         if report.model:
             err_console.print(f"Model: {escape(report.model)}")
+        from ..translation import INSIDE_OUTPUT_REASON
+
+        inside = sum(1 for s in report.skipped if s.reason == INSIDE_OUTPUT_REASON)
+        others = [s for s in report.skipped if s.reason != INSIDE_OUTPUT_REASON]
         why = sorted({"exist; --overwrite replaces them" if s.reason.startswith("output exists") else s.reason
-                      for s in report.skipped})
-        skipped = f", {len(report.skipped)} skipped ({'; '.join(why)})" if report.skipped else ""
+                      for s in others})
+        skipped = f", {len(others)} skipped ({'; '.join(why)})" if others else ""
+        skipped += f", {inside} left out (inside the output folder)" if inside else ""
         failed = f", {len(report.failed)} failed" if report.failed else ""
         unit = "images" if all(t.output.suffix == ".png" for t in report.done) else "inputs"  # clips are inputs
         noun = unit[:-1] if len(report.done) == 1 else unit
