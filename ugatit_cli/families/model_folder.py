@@ -316,8 +316,11 @@ def folder_family(path: Path) -> Family | None:
     try:
         data = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") is not None:  # a training run's config.json
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("family") or "", str):
+        # a damaged config.json beside weights: a model folder, so that reading it says what is wrong
+        return get_family(DEFAULT_FAMILY) if any(path.glob("*.safetensors")) else None
+    if data.get("format") is not None:  # a training run's config.json
         return None
     family = get_family(data.get("family") or DEFAULT_FAMILY)
     return family if any((path / name).is_file() for name in family.weight_files(None).values()) else None
