@@ -7,6 +7,7 @@ exit 2 (README "Exit status"). The last section tries the same kinds on the othe
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -629,7 +630,7 @@ def test_help_lists_choices_and_plain_defaults_and_every_option_has_help():
         text = result.stdout
         assert "(256)" not in text and "[default: (" not in text
         for line in text.splitlines():
-            if line.strip("│ ").startswith("--"):
+            if re.match(r"^│\s{1,5}(\*\s+)?--", line):  # an option's own line, not a wrapped description
                 cells = [c.strip() for c in line.strip("│ ").split("  ") if c.strip()]
                 described = [c for c in cells[1:] if not c.startswith(("<", "[", "-"))]
                 assert described, f"{command}: an option without help: {line}"
@@ -862,9 +863,9 @@ def test_pix2pixhd_official_checkpoints_stride0_and_wrapper_prefixes(tmp_path):
     assert result.returncode == 2, result.stderr
     one_line_error(result.stderr, "stores only")
     # an opt.txt that is a device is not read
-    (hostile / "opt.txt").unlink()
-    (hostile / "opt.txt").symlink_to("/dev/zero")
-    result = budget_cli("export", hostile, "--output", tmp_path / "out", "--quiet", timeout=30)
+    (ckpt / "opt.txt").unlink()
+    (ckpt / "opt.txt").symlink_to("/dev/zero")
+    result = budget_cli("export", ckpt, "--output", tmp_path / "out", "--quiet", timeout=60)
     assert result.returncode == 2, result.stderr
     one_line_error(result.stderr, "not a regular file")
 

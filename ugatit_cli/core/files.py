@@ -38,6 +38,24 @@ def atomic_file(path: str | os.PathLike, *, durable: bool = False) -> Iterator[P
         raise
 
 
+def walk_once(folder: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(folder, followlinks=True)`` with hidden folders skipped, sorted, and every folder walked at
+    most once: a link that loops (``ln -s . photos/self``) or two links to one folder add nothing."""
+    visited: set[tuple[int, int]] = set()  # (device, inode) of each folder walked
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            info = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in visited:
+            dirs[:] = []
+            continue
+        visited.add((info.st_dev, info.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield root, dirs, files
+
+
 def fsync(path: str | os.PathLike) -> None:
     """Flush a file or folder to disk; filesystems that cannot fsync a folder are let be (renames stay atomic)."""
     fd = os.open(path, os.O_RDONLY)

@@ -7,7 +7,7 @@ all of them with the same words.
 import glob
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import ProcessingError
-from .files import atomic_file
+from .files import atomic_file, walk_once
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -113,24 +113,6 @@ class InputProblem:
 
 def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def walk_once(folder: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
-    """``os.walk(folder, followlinks=True)`` with hidden folders skipped, sorted, and every folder walked at
-    most once: a link that loops (``ln -s . photos/self``) or two links to one folder add nothing."""
-    visited: set[tuple[int, int]] = set()  # (device, inode) of each folder walked
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        try:
-            info = os.stat(root)
-        except OSError:
-            dirs[:] = []
-            continue
-        if (info.st_dev, info.st_ino) in visited:
-            dirs[:] = []
-            continue
-        visited.add((info.st_dev, info.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        yield root, dirs, files
 
 
 def _folder_images(folder: Path) -> list[Path]:

@@ -40,8 +40,7 @@ from .faces import (
     paste_faces,
     square_crop,
 )
-from .files import atomic_file
-from .images import walk_once
+from .files import atomic_file, walk_once
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp",
                             ".wmv", ".flv"})

@@ -124,15 +124,15 @@ def _check_numbers(flat: Mapping[str, Any]) -> None:
     before anything is written. UserError names the option."""
     try:
         for name, value in flat.items():
-            if isinstance(value, bool) or not isinstance(value, float | int) or value is None:
+            if isinstance(value, bool) or not isinstance(value, float | int):
                 continue
             option = f"--{name.replace('_', '-')}"
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{option} must be a finite number, got {value!r}")
             if _NON_NEGATIVE.match(name):
                 check_number(option, value, 0.0)
-            elif _UNIT.match(name):
-                check_number(option, value, 0.0, 0.999999999)
+            elif _UNIT.match(name):  # betas and decays in [0, 1), shares in [0, 1]
+                check_number(option, value, 0.0, 1.0 if name.startswith("p_") else 0.999999999)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
