@@ -210,7 +210,7 @@ def read_official(path: str | os.PathLike, overrides: dict[str, Any] | None = No
     except ValueError as exc:
         raise UserError(f"{g_path}: {exc}") from None
     opt_path = g_path.parent / "opt.txt"
-    options: dict[str, Any] = model_options(opt_path) if opt_path.is_file() else {}
+    options: dict[str, Any] = model_options(opt_path) if opt_path.exists() else {}  # a device is refused
     options.update(overrides or {})
     known = dict(options)
     for name in ("netG", "ngf", "n_downsample_global", "n_blocks_global", "norm", "output_nc",
