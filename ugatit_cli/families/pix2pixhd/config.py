@@ -56,7 +56,9 @@ class Pix2PixHDConfig:
     def validate(self) -> None:
         for f in fields(self):  # types first: a config.json or opt.txt may hold "64", null or a list
             value = getattr(self, f.name)
-            kind = {"int": int, "bool": bool, "str": str}[f.type]
+            kind = {"int": int, "bool": bool, "str": str}.get(f.type)
+            if kind is None:
+                continue
             if (kind is int and (isinstance(value, bool) or not isinstance(value, int))) or \
                     (kind is not int and not isinstance(value, kind)):
                 raise ValueError(f"{f.name} must be {'an integer' if kind is int else f'a {kind.__name__}'}, "
