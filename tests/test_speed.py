@@ -150,7 +150,7 @@ def test_onnxruntime_backend_matches_pytorch_through_the_cli(tmp_path, light_mod
     ugatit_cli.translate(src, light_model, output=torch_out, backend="torch", heatmap=True, progress=False)
     for photo in HELD_OUT:
         for name in (f"{photo.stem}.png", f"{photo.stem}_heatmap.png"):
-            diff = np.abs(pixels(out / name) - pixels(torch_out / name))
+            diff = np.abs(pixels(out / "in" / name) - pixels(torch_out / "in" / name))  # FOLDER -> out/FOLDER/
             assert diff.max() <= 1 and (diff > 0).mean() < 0.01, name
 
     # a second run reads the cache (no export), and existing outputs are skipped as with PyTorch
@@ -204,7 +204,7 @@ def test_onnxruntime_runs_pix2pixhd_label_and_instance_maps(tmp_path, env):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["backend"] == "onnxruntime"
     for done in reports["torch"].done:
-        assert np.abs(pixels(tmp_path / "exp" / done.output.name) - pixels(done.output)).max() <= 1
+        assert np.abs(pixels(tmp_path / "exp" / "labels" / done.output.name) - pixels(done.output)).max() <= 1
     missing = cli("translate", labels, "--model", exported, "-o", tmp_path / "bad", env=env)
     assert missing.returncode == 2 and "--instance-maps" in missing.stderr and "Traceback" not in missing.stderr
 
@@ -221,7 +221,7 @@ def test_an_onnx_export_folder_is_a_model(tmp_path, light_model, onnx_folder, en
     assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
     torch_out = ugatit_cli.translate(src / HELD_OUT[0].name, light_model, output=tmp_path / "torch", direction="b2a",
                                      backend="torch", progress=False)
-    diff = np.abs(pixels(tmp_path / "out" / f"{HELD_OUT[0].stem}.png") - pixels(torch_out.done[0].output))
+    diff = np.abs(pixels(tmp_path / "out" / "in" / f"{HELD_OUT[0].stem}.png") - pixels(torch_out.done[0].output))
     assert diff.max() <= 1
 
     # torch cannot run it; onnxruntime is a CPU fp32 path; a direction that was not exported is named
@@ -318,7 +318,7 @@ def test_bf16_without_amx_warns_in_one_line_and_still_translates(tmp_path, light
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "slower than fp32" in warnings[0] and "no AMX" in warnings[0]
-    assert "torch bf16" in result.output and (tmp_path / "out" / f"{HELD_OUT[0].stem}.png").is_file()
+    assert "torch bf16" in result.output and (tmp_path / "out" / "in" / f"{HELD_OUT[0].stem}.png").is_file()
     with pytest.warns(hardware.SlowPrecisionWarning, match="no AVX-512 BF16 and no AMX"):
         fake_cpu(monkeypatch, amx=False, avx512_bf16=False)
         ugatit_cli.translate(tmp_path / "in", light_model, output=tmp_path / "out2", precision="bf16",
@@ -373,7 +373,7 @@ def test_shards_split_names_alike_without_gap_or_overlap(tmp_path, light_model):
     assert abs(len(done[0]) - len(done[1])) <= 1
     # the two inputs named "a" keep their suffixes although different ranks write them
     assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")) == [
-        "a.jpg.png", "a.png.png", "b.png", "c.png", "sub/d.png"]
+        "in/a.jpg.png", "in/a.png.png", "in/b.png", "in/c.png", "in/sub/d.png"]
 
 
 def test_torchrun_two_processes_split_a_folder_and_a_rerun_finishes_it(tmp_path, light_model, env):
@@ -404,11 +404,11 @@ def test_torchrun_two_processes_split_a_folder_and_a_rerun_finishes_it(tmp_path,
     done = [{Path(d["input"]).name for d in report["done"]} for report in first]
     everything = {f"{i}.png" for i in range(7)}
     assert done[0] | done[1] == everything and not done[0] & done[1]
-    assert {p.name for p in out.iterdir()} == everything
+    assert {p.name for p in (out / "in").iterdir()} == everything
 
     # a crash lost two outputs: the same command translates just those, each on the rank that owns it
     for name in ("2.png", "5.png"):
-        (out / name).unlink()
+        (out / "in" / name).unlink()
     second = torchrun("second")
     redone = [{Path(d["input"]).name for d in report["done"]} for report in second]
     assert redone[0] | redone[1] == {"2.png", "5.png"} and not redone[0] & redone[1]
