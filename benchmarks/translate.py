@@ -326,9 +326,10 @@ def main() -> None:
             "translate_torch_fp32": ("ours", {"precision": "fp32", **batch, "backend": "torch"}),
             "translate_onnxruntime_fp32": ("ours", {"precision": "fp32", **batch, "backend": "onnxruntime",
                                                     "cache": cache}),
-            # ONNX Runtime with its CPU arena (UGATIT_ORT_ARENA=1): the speed/memory trade of the default
-            "translate_onnxruntime_fp32_arena": ("ours", {"precision": "fp32", **batch, "backend": "onnxruntime",
-                                                          "cache": cache, "env": {"UGATIT_ORT_ARENA": "1"}}),
+            # ONNX Runtime without its CPU arena (UGATIT_ORT_LOW_MEMORY=1): the speed/memory trade
+            "translate_onnxruntime_fp32_low_memory": ("ours", {"precision": "fp32", **batch,
+                                                               "backend": "onnxruntime", "cache": cache,
+                                                               "env": {"UGATIT_ORT_LOW_MEMORY": "1"}}),
             "translate_torch_bf16": ("ours", {"precision": "bf16", **batch, "backend": "torch"}),
         }
         if int8_folder:

@@ -58,6 +58,12 @@ def require_onnxruntime() -> Any:
     return onnxruntime
 
 
+def low_memory() -> bool:
+    """``UGATIT_ORT_LOW_MEMORY=1``: sessions without ONNX Runtime's CPU arena, large buffers returned to the OS
+    (lower peak RSS, slower; see :func:`session_options`)."""
+    return os.environ.get("UGATIT_ORT_LOW_MEMORY", "") == "1"
+
+
 def session_options(threads: int = 1) -> Any:
     """CPU session options: all graph optimisations, ``threads`` intra-op threads, no inter-op pool."""
     ort = require_onnxruntime()
@@ -69,11 +75,11 @@ def session_options(threads: int = 1) -> Any:
     # The memory pattern pre-plans one block per concurrent run; with two model streams it raised the peak RSS
     # by ~250 MB (light ch64, 256 px) for no measurable speed, so buffers come from the arena as needed.
     options.enable_mem_pattern = False
-    # The CPU arena keeps every buffer of every concurrent run for the session's life: translate's peak RSS was
-    # ~1.0-1.4 GB against the plain PyTorch loop's ~0.7 GB (light ch64, 256 px, two streams). Without it, and
-    # with large buffers mmapped (see core.hardware.return_large_buffers), it was ~0.83 GB, for ~10% of the
-    # speed on a loaded 2-core machine. UGATIT_ORT_ARENA=1 keeps the arena (faster, more memory).
-    options.enable_cpu_mem_arena = os.environ.get("UGATIT_ORT_ARENA", "") == "1"
+    # The CPU arena keeps every buffer of every concurrent run for the session's life. Without it, and with
+    # large buffers mmapped (core.hardware.return_large_buffers), translate's peak RSS fell from 1.06 GB to
+    # 0.84 GB (light ch64, 256 px, two streams; the plain PyTorch loop: 0.71 GB) but it ran ~20% slower, so
+    # the arena stays on unless UGATIT_ORT_LOW_MEMORY=1 asks for the smaller footprint.
+    options.enable_cpu_mem_arena = not low_memory()
     options.log_severity_level = 3  # errors only: no per-node warnings on stderr
     return options
 
@@ -87,7 +93,7 @@ class OnnxSession:
     def __init__(self, path: str | os.PathLike, *, threads: int = 1):
         ort = require_onnxruntime()
         self.path = Path(path)
-        if os.environ.get("UGATIT_ORT_ARENA", "") != "1":
+        if low_memory():
             return_large_buffers()
         try:
             self.session = ort.InferenceSession(str(self.path), session_options(threads),

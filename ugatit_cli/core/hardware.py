@@ -161,7 +161,8 @@ def return_large_buffers() -> bool:
     """Make glibc serve allocations of ``LARGE_BUFFER_BYTES`` and more with their own mmap, returned to the
     OS when freed (``mallopt(M_MMAP_THRESHOLD)``; this also stops glibc from raising the threshold after the
     first frees, which is what parks freed activation buffers in per-thread heaps). Process-wide, once; used
-    by ONNX Runtime sessions without their arena. False where it does not apply (not glibc)."""
+    by ONNX Runtime sessions without their arena (``UGATIT_ORT_LOW_MEMORY=1``). False where it does not
+    apply (not glibc)."""
     libc = _libc()
     if libc is None or not hasattr(libc, "mallopt"):
         return False
