@@ -6,13 +6,13 @@ import torch
 from pix2pixhd_reference import RefEncoder, RefGlobal, RefLocal
 
 from ugatit_cli.errors import UserError
+from ugatit_cli.families.pix2pixhd.features import sample_feature_map
 from ugatit_cli.families.pix2pixhd.official import (
     find_generator_file,
     model_options,
     parse_opt_txt,
     read_feature_clusters,
     read_official,
-    sample_feature_map,
 )
 
 

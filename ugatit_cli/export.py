@@ -125,12 +125,18 @@ def export_model(
                 step(f"writing {', '.join(names[k] for k in keys)}")
                 ModelFolder(exported).save_pretrained(tmp, model_card_kwargs=card)
             else:
-                ios = {}
+                ios, beside = {}, []
                 for key in keys:
+                    io = family.onnx_io(exported, key)
+                    if io is None:  # no graph (e.g. cluster centres): its safetensors file goes beside the graphs
+                        beside.append(key)
+                        continue
                     step(f"exporting {family.onnx_name(key)} (ONNX opset {opset})")
-                    ios[key] = family.onnx_io(exported, key)
-                    export_onnx(ios[key], tmp / family.onnx_name(key), opset=opset, half=half)
-                _write_onnx_metadata(exported, ios, tmp, opset, card)
+                    ios[key] = io
+                    export_onnx(io, tmp / family.onnx_name(key), opset=opset, half=half)
+                if beside:
+                    ModelFolder(exported.with_(nets={k: exported.nets[k] for k in beside})).save_weights(tmp)
+                _write_onnx_metadata(exported, ios, tmp, opset, card, beside)
         files = {p.name: p.stat().st_size for p in sorted(output.iterdir()) if p.is_file()}
         result = ExportResult(output, format, keys, exported.weights_dtype, files,
                               time.perf_counter() - start, opset if format == "onnx" else None)
@@ -246,7 +252,7 @@ def store_initializers_as_float16(model: Any, names: set[str]) -> None:
 
 
 def _write_onnx_metadata(model: Model, ios: dict[str, OnnxIO], folder: Path, opset: int,
-                         card: dict[str, Any]) -> None:
+                         card: dict[str, Any], beside: Sequence[str] = ()) -> None:
     first = next(iter(ios.values()))
     onnx_facts = {
         "opset": opset, "input": first.input_names[0] if len(first.input_names) == 1 else list(first.input_names),
@@ -257,7 +263,9 @@ def _write_onnx_metadata(model: Model, ios: dict[str, OnnxIO], folder: Path, ops
     written = ModelFolder(model)
     written.write_config(folder, onnx=onnx_facts)
     family = model.family
-    files = {family.onnx_name(k): f"{family.describe_file(k)}, ONNX opset {opset}" for k in model.nets}
+    files = {family.onnx_name(k): f"{family.describe_file(k)}, ONNX opset {opset}" for k in ios}
+    names = family.weight_files(model.config)
+    files |= {names[k]: f"{family.describe_file(k)}, safetensors" for k in beside}
     written.generate_model_card(files=files, onnx=onnx_facts, tags=["onnx"], **card).save(folder / CARD_NAME)
 
 

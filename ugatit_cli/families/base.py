@@ -477,8 +477,9 @@ class Family(ABC):
     # -- export --
 
     @abstractmethod
-    def onnx_io(self, model: Any, key: str) -> OnnxIO:
-        """How network ``key`` of ``model`` is exported to ONNX."""
+    def onnx_io(self, model: Any, key: str) -> OnnxIO | None:
+        """How network ``key`` of ``model`` is exported to ONNX; None for a network that is no graph (e.g. a
+        table of cluster centres): the export stores it as its safetensors file beside the graphs."""
 
     def onnx_name(self, key: str) -> str:
         return Path(self.weight_files(None)[key]).with_suffix(".onnx").name
@@ -522,6 +523,13 @@ class Family(ABC):
 
     #: network key of a model folder -> the trainer's net name it is exported from (U-GAT-IT: a2b -> genA2B)
     trained_nets: ClassVar[Mapping[str, str]] = {}
+
+    def finish_training(self, trainer: FamilyTrainer, data: TrainingData, run: Any, hyper: Any,
+                        device: torch.device, rank: int, world_size: int) -> str | None:
+        """Called on every rank after the run's last iteration, before its checkpoint is saved: what a family
+        computes once from the trained networks (pix2pixHD: the feature clusters of the training set) goes
+        into the trainer's nets here. Returns a line to show, or None. The default does nothing."""
+        return None
 
     def can_init_from(self, path: Path) -> bool:
         """Whether ``--init-from path`` names a file :meth:`FamilyTrainer.load_official` reads."""

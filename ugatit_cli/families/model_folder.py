@@ -122,6 +122,12 @@ class ModelFolder(
         return self.model.family
 
     def _save_pretrained(self, save_directory: Path) -> None:
+        self.save_weights(save_directory)
+        self.write_config(save_directory)
+
+    def save_weights(self, save_directory: Path) -> None:
+        """One safetensors file per network of the model (the family's ``weight_files`` names), in its
+        ``weights_dtype`` (integer buffers stay as they are)."""
         model = self.model
         if not model.nets:
             raise UserError("nothing to save: the model holds no network")
@@ -131,7 +137,6 @@ class ModelFolder(
             state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
                      for k, v in net.state_dict().items()}
             save_file(state, str(save_directory / names[key]), metadata={"format": "pt", "dtype": model.weights_dtype})
-        self.write_config(save_directory)
 
     def write_config(self, folder: Path, **extra: Any) -> None:
         """``config.json``: the family and format version, the architecture, the stored weights' dtype and any
@@ -188,7 +193,7 @@ class ModelFolder(
             raise UserError(f"{model_id}: no readable {CONFIG_NAME}; not a ugatit-cli model folder")
         family, model_config, weights_dtype = read_config(config, model_id)
         names = family.weight_files(model_config)
-        keys = family.keys_for(directions)
+        keys = [k for k in family.keys_for(directions) if k in names]  # the networks this config has
         if directions is None and local:  # every network the folder holds
             keys = [k for k in keys if os.path.isfile(os.path.join(model_id, names[k]))]
         nets = {}

@@ -505,6 +505,11 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
                     if iteration % config.sample_every == 0 and samples is not None:
                         write_samples(run_dir / SAMPLES, iteration, trainer.sample_grids(samples))
                 interrupted = _agree(stop["stop"], ranks, device)
+                if iteration == config.iterations:
+                    note = family.finish_training(trainer, plan.data, config, hyper, device, ranks.rank,
+                                                  ranks.world_size)
+                    if note:
+                        say(note)
                 if iteration % config.save_every == 0 or iteration == config.iterations or interrupted:
                     save()
                     saved_at = iteration
