@@ -56,7 +56,14 @@ ugatit translate label_maps/ --model {{ model_id }} {% if instance_maps -%}
 Label maps are single-channel PNGs of class ids (0 to {{ label_nc - 1 }}); each runs at its own size rounded
 to a multiple of {{ size_multiple }} (labels{% if instance_maps %} and instance maps{% endif %} nearest), as
 the official `test.py --resize_or_crop none`.
-
+{% if features %}
+The model uses instance features (feature length {{ feat_num }}): by default each instance gets one of its
+class's k-means centres (`feature_clusters.safetensors`: `centres[class, k]` for `k < counts[class]`), drawn at
+random with `--seed N` (default 0), or centre K with `--feature-cluster K`; `--encode-image photos/` takes the
+features of real photos instead (the encoder, `encoder.safetensors`).
+{% if onnx %}`generator.onnx` takes them as its input `feat` (B x {{ feat_num }} x H x W, each instance filled
+with one centre of its class).{% endif %}
+{% endif %}
 """
 
 
@@ -448,7 +455,8 @@ class Pix2PixHDFamily(Family):
     def card_facts(self, model):
         config = model.config
         return {"size_multiple": config.size_multiple, "label_nc": max(config.label_nc, 1),
-                "instance_maps": not config.no_instance or config.instance_feat}
+                "instance_maps": not config.no_instance or config.instance_feat, "features": config.use_features,
+                "feat_num": config.feat_num}
 
     def can_init_from(self, path):
         from .official import is_official_checkpoint
