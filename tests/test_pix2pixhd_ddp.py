@@ -17,7 +17,9 @@ from test_train_run import states_equal
 
 from ugatit_cli.store import run_folder as ckpt
 
-SETTINGS = {"label_nc": 4, "ngf": 4, "n_downsample_global": 2, "n_blocks_global": 1, "ndf": 8, "num_D": 1,
+# a local enhancer whose first iteration trains the enhancer alone: netG's DDP wrapper is rebuilt for the second
+SETTINGS = {"label_nc": 4, "netG": "local", "ngf": 4, "n_downsample_global": 1, "n_blocks_global": 1,
+            "n_blocks_local": 1, "niter_fix_global": 1, "ndf": 8, "num_D": 1,
             "no_vgg_loss": True, "resize_or_crop": "none", "workers": 0, "instance_feat": True, "nef": 4,
             "n_downsample_E": 2, "iterations": 2, "save_every": 2, "sample_every": 2, "log_every": 1}
 
