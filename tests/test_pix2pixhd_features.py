@@ -238,3 +238,22 @@ def test_models_without_features_refuse_feature_options(tmp_path):
     model = Model(FAMILY, config, {"netG": FAMILY.build_net(config, "netG")})
     with pytest.raises(UserError, match="--feature-cluster applies to pix2pixHD models trained with instance"):
         FAMILY.translator(model, None, None, {"feature_cluster": "1"})
+
+
+def test_label_features_without_instance_maps_local_enhancer_and_bce(trained, tmp_path):
+    """--label-feat: one feature region per class (the label map), so no instance maps anywhere; with
+    --netG local --niter-fix-global and --no-lsgan through the CLI."""
+    data, _ = trained
+    run = tmp_path / "run"
+    at = TINY.index("--n-downsample-global") + 1
+    args = [*TINY[:at], "1", *TINY[at + 1:]]
+    ugatit("train", data, *args, "--label-feat", "--no-instance", "--nef", "4", "--n-downsample-e", "1",
+           "--netG", "local", "--n-blocks-local", "1", "--niter-fix-global", "1", "--no-lsgan", "--iterations", "2",
+           "--save-every", "2", "--sample-every", "2", "--output", run)
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["no_lsgan"] and config["train"]["niter_fix_global"] == 1
+    counts = load_file(str(run / "checkpoints" / "step_00000002" / "clusters.safetensors"))["counts"]
+    assert counts.tolist() == [3, 3, 3, 1]  # label regions: ids 0, 1 and 2 in each of the three maps, 3 in one
+    out = tmp_path / "out"
+    ugatit("translate", data / "test_label", "--model", run, "--output", out, "--quiet")
+    assert len(_pngs(out)) == 2
