@@ -112,7 +112,9 @@ def _translate(data, model, out, *extra, ok=True):
 
 
 def _pngs(folder):
-    return [np.asarray(Image.open(p)).astype(int) for p in sorted(folder.glob("*.png"))]
+    """The translations of test_label/ (a folder argument keeps its name under --output), sorted; never none."""
+    assert sorted(folder.glob("test_label/*.png")), folder
+    return [np.asarray(Image.open(p)).astype(int) for p in sorted(folder.glob("test_label/*.png"))]
 
 
 def test_run_clusters_its_training_set_and_translate_uses_them(trained, tmp_path):
