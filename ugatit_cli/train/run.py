@@ -15,7 +15,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from ..core.nets import load_strict
 from ..errors import UserError
 from ..families.base import FORMAT_VERSION, Family, RunConfig, dataclass_from_dict, get_family
 from ..store import run_folder as ckpt
+from ..store.hub_datasets import hub_data_dir, is_hub_dataset, parse_hub_dataset
 
 # Settings a resumed run may change: they decide how long and how the run is watched, not what it computes
 # (a longer --iterations with --decay moves the start of the learning-rate decay, which is announced).
@@ -226,15 +227,30 @@ def _family_of_run(run_dir: Path, arch: str | None) -> tuple[Family, dict[str, A
 
 
 def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.device,
-             ranks: _Ranks, say, arch: str | None) -> _Plan:
-    """Everything that can fail on the user's side, checked before a single file is written."""
-    run_dir = Path(output) if output is not None else Path("runs") / Path(data_dir).resolve().name
+             ranks: _Ranks, say, arch: str | None, data_options: Mapping[str, Any], progress: bool) -> _Plan:
+    """Everything that can fail on the user's side, checked before a single file is written (a Hub dataset's
+    images are written into the ``datasets`` cache, not the run folder)."""
+    hub = is_hub_dataset(data_dir)
+    data_name = parse_hub_dataset(data_dir).name if hub else Path(data_dir).resolve().name
+    run_dir = Path(output) if output is not None else Path("runs") / data_name
     if resume and init_from is not None:
         raise UserError("--resume and --init-from exclude each other: a resumed run continues its own weights")
     if resume and not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder to resume (drop --resume to start a new run)")
     family, saved = _family_of_run(run_dir, arch) if resume else (get_family(arch), None)
-    data = family.scan_data(Path(data_dir))
+    if hub:
+        if resume and not data_options:  # the run's own mapping of the dataset's columns
+            data_options = saved.get("data_options") or {}
+        folder = hub_data_dir(data_dir, family, **data_options, progress=progress)
+        data_dir = str(data_dir)
+    elif data_options:
+        flags = {"split": "--split", "domain_columns": "--domain-column"}
+        raise UserError(f"{', '.join(flags.get(k, k) for k in data_options)}: only for Hub datasets "
+                        f"(hf://datasets/OWNER/NAME)")
+    else:
+        folder = Path(data_dir)
+        data_dir = str(folder.resolve())
+    data = family.scan_data(folder)
     checkpoint = None
     if resume:
         run, hyper = resolve_config(family, config, saved.get("train", {}), run_dir)
@@ -261,8 +277,9 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
 
     run_config = {"format": ckpt.FORMAT, "family": family.name, "format_version": FORMAT_VERSION,
                   "ugatit_cli": __version__, "train": flat_settings(run, hyper),
-                  "model": family.model_config_for(hyper).to_dict(), "data_dir": str(Path(data_dir).resolve()),
-                  "data_name": Path(data_dir).resolve().name, "world_size": ranks.world_size}
+                  "model": family.model_config_for(hyper).to_dict(), "data_dir": data_dir,
+                  "data_name": data_name, "world_size": ranks.world_size,
+                  **({"data_options": dict(data_options)} if data_options else {})}
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.write_json_atomic(run_dir / ckpt.RUN_CONFIG, run_config)
     if not resume or not (run_dir / DATA_NAME).is_file():
@@ -395,9 +412,15 @@ def _duration(seconds: float) -> str:
 
 def train(data_dir: str | os.PathLike, config: Any = None, *, arch: str | None = None,
           output: str | os.PathLike | None = None, resume: bool = False, init_from: str | os.PathLike | None = None,
-          device: str = "auto", progress: bool = True) -> RunSummary:
+          device: str = "auto", progress: bool = True, split: str | None = None,
+          domain_columns: Sequence[str] = ()) -> RunSummary:
     """Train a model of the family ``arch`` (default U-GAT-IT; a resumed run keeps its own) on ``data_dir``
     (the family's ``data_layout``) into the run folder ``output`` (default ``runs/<data folder name>``).
+
+    ``data_dir`` may also be a Hub dataset, ``hf://datasets/OWNER/NAME[@REVISION]``, read with the
+    ``datasets`` library (:mod:`ugatit_cli.store.hub_datasets`): ``split`` (default ``train``) and
+    ``domain_columns`` (the ``--domain-column`` values; by default inferred from the column names) say what
+    to train on; a resumed run reuses its own unless given.
 
     ``config`` is a flat dataclass of settings (U-GAT-IT: a TrainConfig) or a mapping of the settings to
     change: RunConfig's and the family's hyper-parameters (from the defaults, or with ``resume=True`` from
@@ -418,7 +441,8 @@ def train(data_dir: str | os.PathLike, config: Any = None, *, arch: str | None =
     plan = None
     if ranks.main:
         try:
-            plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say, arch)
+            options = {k: v for k, v in (("split", split), ("domain_columns", list(domain_columns))) if v}
+            plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say, arch, options, progress)
         except Exception as exc:
             _share(ranks, str(exc))  # the other ranks stop with the same message instead of waiting
             raise
