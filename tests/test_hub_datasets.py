@@ -51,8 +51,8 @@ def _table(columns: dict[str, list[bytes | None]], features: dict | None = None)
     """A split as the Hub holds it after ``push_to_hub``: parquet with Image features (bytes embedded). Columns
     of different lengths are padded with empty cells."""
     n = max(len(v) for v in columns.values())
-    cells = {name: [{"bytes": x, "path": f"{name}{i}.png"} if x is not None else None for i, x in enumerate(values)]
-             + [None] * (n - len(values)) for name, values in columns.items()}
+    cells = {name: [{"bytes": x, "path": f"{name}{i}.png"} if isinstance(x, bytes) else x
+                    for i, x in enumerate(values)] + [None] * (n - len(values)) for name, values in columns.items()}
     table = datasets.Dataset.from_dict(cells, features=datasets.Features(features or dict.fromkeys(columns,
                                                                                                    datasets.Image())))
     buffer = io.BytesIO()
@@ -97,6 +97,9 @@ def _repos() -> dict[str, dict[str, bytes]]:
                                   for folder, files in IMAGES.items() for i, data in enumerate(files)},
         "datasets/alice/three": {"README.md": card, "data/train-00000-of-00001.parquet": _table(
             {"photo": IMAGES["trainA"], "painting": IMAGES["trainB"], "sketch": IMAGES["trainA"]})},
+        "datasets/alice/digits": {"README.md": card, "data/train-00000-of-00001.parquet": _table(
+            {"image": IMAGES["trainA"], "digit": [3, 1, 3, 0, 1]},
+            {"image": datasets.Image(), "digit": datasets.ClassLabel(names=["zero", "one", "two", "three"])})},
         "datasets/alice/cityscapes-tiny": {"README.md": card, "data/train-00000-of-00001.parquet": p2p["train"],
                                            "data/test-00000-of-00001.parquet": p2p["test"]},
     }
@@ -221,6 +224,27 @@ def test_pix2pixhd_label_photo_and_instance_columns_train_as_the_local_folder(hu
               device="cpu", progress=False)
     _same_weights(a.trainer.state_dict(), b.trainer.state_dict())
     assert json.loads((tmp_path / "hub" / "config.json").read_text())["model"]["no_instance"] is False
+
+
+def test_a_family_with_one_image_column_and_classes_gets_class_subfolders(hub):
+    """The hook a one-column family (TUNIT) declares: its image column at the top of DATA_DIR, a ClassLabel
+    column as class subfolders, which TUNIT's own reader turns into its classes."""
+    from types import SimpleNamespace
+
+    from ugatit_cli.families.base import HubColumns
+    from ugatit_cli.families.tunit.data import scan_images
+    from ugatit_cli.store.hub_datasets import hub_data_dir
+
+    family = SimpleNamespace(name="one-column", title="One column", hub_columns=HubColumns(
+        roles={"image": ("image",)}, train={"image": "."}, classes=True))
+    data = scan_images(hub_data_dir("hf://datasets/alice/digits", family))
+    assert data.classes == ["one", "three", "zero"]  # the classes the rows have
+    assert data.files == ["one/000001.png", "one/000004.png", "three/000000.png", "three/000002.png",
+                          "zero/000003.png"]
+    assert [data.path(i).read_bytes() for i in (2, 0, 3, 4, 1)] == IMAGES["trainA"]
+    no_hub = SimpleNamespace(name="none", title="No-hub", hub_columns=None)
+    with pytest.raises(UserError, match="No-hub models do not train from Hub datasets"):
+        hub_data_dir("hf://datasets/alice/digits", no_hub)
 
 
 def test_cli_offline_from_the_cache(hub, tmp_path):
