@@ -21,7 +21,7 @@ def demo(
 ) -> None:
     """Serve a web page that translates an uploaded or webcam image; the same output as translate. Ctrl-C stops it.
 
-    Needs the demo extra: pip install "ugatit-cli[demo]".
+    Needs the demo extra: pip install "ugatit-cli\\[demo]" (Gradio).
     """
     from ..demo import launch_demo
 
