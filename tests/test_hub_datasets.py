@@ -100,6 +100,8 @@ def _repos() -> dict[str, dict[str, bytes]]:
         "datasets/alice/digits": {"README.md": card, "data/train-00000-of-00001.parquet": _table(
             {"image": IMAGES["trainA"], "digit": [3, 1, 3, 0, 1]},
             {"image": datasets.Image(), "digit": datasets.ClassLabel(names=["zero", "one", "two", "three"])})},
+        "datasets/alice/facades-tiny": {"README.md": card, "data/train-00000-of-00001.parquet": _table(
+            {"imageA": [e[1] for e in P2P["train"]], "imageB": [e[1] for e in reversed(P2P["train"])]})},
         "datasets/alice/cityscapes-tiny": {"README.md": card, "data/train-00000-of-00001.parquet": p2p["train"],
                                            "data/test-00000-of-00001.parquet": p2p["test"]},
     }
@@ -245,6 +247,22 @@ def test_a_family_with_one_image_column_and_classes_gets_class_subfolders(hub):
     no_hub = SimpleNamespace(name="none", title="No-hub", hub_columns=None)
     with pytest.raises(UserError, match="No-hub models do not train from Hub datasets"):
         hub_data_dir("hf://datasets/alice/digits", no_hub)
+
+
+def test_pix2pixhd_with_photo_inputs_gets_its_photo_layout(hub):
+    """--label-nc 0 (photo -> photo): the family's hook for these settings writes train_A/ train_B/, which its
+    reader takes as RGB inputs."""
+    from ugatit_cli.families.pix2pixhd.hyper import Pix2PixHDHyperParams
+    from ugatit_cli.store.hub_datasets import hub_data_dir
+
+    family = get_family("pix2pixhd")
+    folder = hub_data_dir("hf://datasets/alice/facades-tiny", family, hyper=Pix2PixHDHyperParams(label_nc=0))
+    assert sorted(p.name for p in folder.iterdir()) == ["train_A", "train_B"]
+    data = family.scan_data(folder)
+    assert [s.label_range for s in data.train] == [None] * 3  # read as photos, not label maps
+    assert [s.image.read_bytes() for s in data.train] == [e[1] for e in reversed(P2P["train"])]
+    with pytest.raises(UserError, match="cannot tell which columns hold label and image and inst"):
+        hub_data_dir("hf://datasets/alice/facades-tiny", family, hyper=Pix2PixHDHyperParams(label_nc=35))
 
 
 def test_cli_offline_from_the_cache(hub, tmp_path):

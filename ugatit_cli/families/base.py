@@ -441,7 +441,8 @@ class Family(ABC):
     translate_options: ClassVar[tuple[TranslateOption, ...]] = ()
     #: what DATA_DIR must hold, one line for ``ugatit train --help`` and errors
     data_layout: ClassVar[str] = ""
-    #: how a Hub dataset's columns fill that layout (None: the family does not train from Hub datasets)
+    #: how a Hub dataset's columns fill that layout (None: the family does not train from Hub datasets); see
+    #: :meth:`hub_columns_for` when it depends on the settings
     hub_columns: ClassVar[HubColumns | None] = None
     #: what the family adds to the help of shared options, by key: ``model`` (the MODEL forms its importers
     #: read), ``direction``, ``size``, ``init_from``, ``eval_direction``, ``eval_data``
@@ -534,6 +535,11 @@ class Family(ABC):
     @abstractmethod
     def scan_data(self, data_dir: Path) -> TrainingData:
         """Find and check the training data (UserError when the layout is wrong or nothing is readable)."""
+
+    def hub_columns_for(self, hyper: Any) -> HubColumns | None:
+        """How a Hub dataset fills DATA_DIR for a run with the hyper-parameters ``hyper`` (by default
+        :attr:`hub_columns`, whatever the settings)."""
+        return self.hub_columns
 
     @abstractmethod
     def loader(self, data: TrainingData, run: Any, hyper: Any, start: int, stop: int, rank: int,

@@ -390,9 +390,10 @@ def _cache_root() -> Path:
     return Path(datasets.config.HF_DATASETS_CACHE) / "ugatit-cli"
 
 
-def hub_data_dir(source: str | HubDatasetSpec, family: Family, *, split: str | None = None,
+def hub_data_dir(source: str | HubDatasetSpec, family: Family, *, hyper: Any = None, split: str | None = None,
                  domain_columns: Sequence[str] = (), progress: bool = True) -> Path:
-    """A local DATA_DIR in ``family``'s layout holding the images of the Hub dataset ``source``: ``split``
+    """A local DATA_DIR in ``family``'s layout (for the hyper-parameters ``hyper``, when given: see
+    :meth:`Family.hub_columns_for`) holding the images of the Hub dataset ``source``: ``split``
     (default ``train``) in its training folders, the ``test`` split (or the test rows of a label column) in
     its test folders (``progress``: the ``datasets`` library's bars and notes). Written once per dataset
     version and mapping (beside the ``datasets`` cache, under a
@@ -402,7 +403,7 @@ def hub_data_dir(source: str | HubDatasetSpec, family: Family, *, split: str | N
     datasets, columns that cannot be mapped (one line listing them), no image of a required role.
     """
     spec = source if isinstance(source, HubDatasetSpec) else parse_hub_dataset(source)
-    hub = family.hub_columns
+    hub = family.hub_columns if hyper is None else family.hub_columns_for(hyper)
     if hub is None:
         raise UserError(f"{family.title} models do not train from Hub datasets; give a local DATA_DIR")
     split = split or "train"

@@ -241,7 +241,9 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
     if hub:
         if resume and not data_options:  # the run's own mapping of the dataset's columns
             data_options = saved.get("data_options") or {}
-        folder = hub_data_dir(data_dir, family, **data_options, progress=progress)
+        # the settings decide the layout (pix2pixHD --label-nc 0: photo pairs); checked again below
+        _, hyper = resolve_config(family, config, saved.get("train", {}) if resume else None, run_dir)
+        folder = hub_data_dir(data_dir, family, hyper=hyper, **data_options, progress=progress)
         data_dir = str(data_dir)
     elif data_options:
         flags = {"split": "--split", "domain_columns": "--domain-column"}

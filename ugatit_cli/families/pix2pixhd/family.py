@@ -46,6 +46,13 @@ HUB_COLUMNS = HubColumns(
            "image": ("image", "photo", "img", "target"), "inst": ("instance", "inst", "instance_map", "instances")},
     train={"label": "train_label", "image": "train_img", "inst": "train_inst"},
     test={"label": "test_label", "image": "test_img", "inst": "test_inst"}, optional=("inst",), paired=True)
+#: with --label-nc 0 the inputs are photos too: train_A/ train_B/ (imageA/imageB, input/target columns)
+HUB_PHOTO_COLUMNS = HubColumns(
+    roles={"label": ("input", "input_image", "source", "source_image", "A"),
+           "image": ("target", "target_image", "output", "output_image", "B"),
+           "inst": ("instance", "inst", "instance_map", "instances")},
+    train={"label": "train_A", "image": "train_B", "inst": "train_inst"},
+    test={"label": "test_A", "image": "test_B", "inst": "test_inst"}, optional=("inst",), paired=True)
 CITATION = """## Citation
 
 ```bibtex
@@ -327,6 +334,9 @@ class Pix2PixHDFamily(Family):
             test_scan = Pix2PixHDConfig(label_nc=scan.label_nc, no_instance=not (root / "test_inst").is_dir())
             test = scan_dataset(root, test_scan, "test")
         return Pix2PixHDData(root, train, test)
+
+    def hub_columns_for(self, hyper):
+        return HUB_PHOTO_COLUMNS if hyper.label_nc == 0 else HUB_COLUMNS
 
     def _checked(self, data: Pix2PixHDData, hyper) -> Pix2PixHDData:
         """The scanned data for these settings: label ids < label_nc, instance maps present (or dropped with
