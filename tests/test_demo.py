@@ -348,6 +348,23 @@ def test_uploads_over_the_size_limit_are_refused(tmp_path, monkeypatch):
     assert not Path(demo_module.__file__).with_suffix(".pyi").exists()  # Gradio writes stubs for subclasses
 
 
+def test_a_one_direction_export_offers_its_direction_locally_and_from_the_hub(tmp_path, monkeypatch):
+    from hub_server import LocalHub, repo_from_folder
+
+    from ugatit_cli.demo import load_models
+
+    full = _ugatit_model(tmp_path / "full")
+    half = tmp_path / "half"
+    shutil.copytree(full, half)
+    (half / "generator_b2a.safetensors").unlink()
+    with LocalHub({"alice/half": repo_from_folder(half)}) as hub:
+        hub.patch_huggingface_hub(monkeypatch, tmp_path / "hub-cache")
+        loaded = load_models({"local": half, "hub": "alice/half"}, device="cpu")
+    for entry in loaded.values():
+        assert entry.directions == ["a2b"] and set(entry.unavailable) == {"b2a"}
+        assert list(entry.model.nets) == ["a2b"]
+
+
 def test_missing_model_is_one_line_and_exit_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "ugatit_cli", "demo", "--model", str(tmp_path / "nothing"),
                              "--port", str(_free_port())], capture_output=True, text=True, timeout=300,

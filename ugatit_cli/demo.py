@@ -101,7 +101,6 @@ def load_models(models: Sequence[str | os.PathLike] | Mapping[str, str | os.Path
     UserError: no model, a label given twice, a source that cannot be loaded.
     """
     from .core.devices import select_device
-    from .store.sources import resolve_model
 
     pairs = list(models.items()) if isinstance(models, Mapping) else [(str(m), m) for m in models]
     if not pairs:
@@ -112,7 +111,7 @@ def load_models(models: Sequence[str | os.PathLike] | Mapping[str, str | os.Path
     target = select_device(device)
     loaded: dict[str, DemoModel] = {}
     for label, source in pairs:
-        model = resolve_model(source, None, revision)
+        model = _load_every_network(source, revision)
         for net in model.nets.values():
             net.to(target).eval()
         family = model.family
@@ -127,6 +126,28 @@ def load_models(models: Sequence[str | os.PathLike] | Mapping[str, str | os.Path
             raise UserError(f"{source}: the model holds no network for any direction")
         loaded[label] = DemoModel(label, str(source), model, directions, unavailable)
     return loaded
+
+
+def _load_every_network(source: str | os.PathLike, revision: str | None) -> Model:
+    """Every network ``source`` holds: all at once, or where that fails (a Hub repo of a one-direction
+    export) each direction on its own; the first error when none loads."""
+    from .families.base import families
+    from .store.sources import resolve_model
+
+    try:
+        return resolve_model(source, None, revision)
+    except UserError as exc:
+        first = exc
+    model = None
+    for direction in dict.fromkeys(d for family in families().values() for d in family.directions):
+        try:
+            part = resolve_model(source, (direction,), revision)
+        except UserError:
+            continue
+        model = part if model is None else model.with_(nets={**model.nets, **part.nets})
+    if model is None:
+        raise first
+    return model
 
 
 def output_switches(family: Family) -> list[TranslateOption]:
