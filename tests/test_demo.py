@@ -194,7 +194,9 @@ def test_gradio_client_gets_what_ugatit_translate_writes(served, tmp_path):
     for direction in ("a2b", "b2a"):
         translation, heatmap, download = client.predict(image=gradio_client.handle_file(str(photo)),
                                                         model=str(model), direction=direction, api_name="/translate")
-        expected = _translate_cli(photo, model, tmp_path / f"cli-{direction}", "--direction", direction, "--heatmap")
+        expected = (_translate_cli(photo, model, tmp_path / f"cli-{direction}", "--direction", direction, "--heatmap")
+                    if direction == "a2b" else  # the command once; the function behind it otherwise (faster)
+                    _translate(photo, model, tmp_path / f"cli-{direction}", direction=direction, heatmap=True))
         assert Path(translation).read_bytes() == (expected / "astronaut.png").read_bytes()
         assert Path(download).read_bytes() == (expected / "astronaut.png").read_bytes()
         assert Path(heatmap).read_bytes() == (expected / "astronaut_heatmap.png").read_bytes()

@@ -266,24 +266,24 @@ def test_pix2pixhd_with_photo_inputs_gets_its_photo_layout(hub):
 
 
 def test_cli_offline_from_the_cache(hub, tmp_path):
-    """Read once over HTTP, stop the Hub, train through the CLI with HF_HUB_OFFLINE=1; the written folder is
-    found again."""
+    """Read once over HTTP, stop the Hub, train through the CLI with HF_HUB_OFFLINE=1: the folder written
+    online is found again."""
+    from ugatit_cli.store.hub_datasets import hub_data_dir
+
+    folder = hub_data_dir("hf://datasets/alice/folder", get_family("ugatit"))
+    hub.__exit__(None, None, None)  # nothing answers any more
     env = {**os.environ, **hub.environ(tmp_path / "hub-cache"), "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"),
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     args = [sys.executable, "-m", "ugatit_cli", "train", "hf://datasets/alice/folder", "--iterations", "1",
             "--size", "32", "--ch", "4", "--n-res", "1", "--light", "--workers", "0", "--quiet"]
-    online = subprocess.run([*args, "--output", str(tmp_path / "online")], capture_output=True, text=True,
-                            timeout=600, env=env)
-    assert online.returncode == 0, online.stderr
-    assert online.stderr == ""  # --quiet: nor the datasets library's bars
-    hub.__exit__(None, None, None)  # nothing answers any more
     offline = subprocess.run([*args, "--output", str(tmp_path / "offline")], capture_output=True, text=True,
-                             timeout=600, env={**env, "HF_HUB_OFFLINE": "1"})
+                             timeout=600, env=env)
     assert offline.returncode == 0, offline.stderr
-    recorded = [json.loads((tmp_path / run / "data.json").read_text()) for run in ("online", "offline")]
-    assert recorded[0] == recorded[1]  # the same files in the same folder
+    assert offline.stderr == ""  # --quiet: nor the datasets library's bars and notes
+    recorded = json.loads((tmp_path / "offline" / "data.json").read_text())
+    assert recorded == {"root": str(folder.resolve()), "train": get_family("ugatit").scan_data(folder).relative()}
     bad = subprocess.run([*args, "--output", str(tmp_path / "bad"), "--domain-column", "label=trainA,nothing"],
-                         capture_output=True, text=True, timeout=600, env={**env, "HF_HUB_OFFLINE": "1"})
+                         capture_output=True, text=True, timeout=600, env=env)
     assert bad.returncode == 2 and "no value 'nothing'" in bad.stderr and "Traceback" not in bad.stderr
     assert bad.stderr.strip().count("\n") == 0 and not (tmp_path / "bad").exists()
 
