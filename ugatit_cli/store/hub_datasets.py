@@ -419,8 +419,8 @@ def hub_data_dir(source: str | HubDatasetSpec, family: Family, *, hyper: Any = N
         if needed <= set(candidate.column_names):
             test = candidate
     key = hashlib.sha256(json.dumps({
-        "layout": LAYOUT_VERSION, "dataset": str(spec), "split": split, "train": train._fingerprint,
-        "test": test._fingerprint if test is not None else None, "mapping": asdict(mapping),
+        "layout": LAYOUT_VERSION, "dataset": str(spec), "split": split, "train": _version(train),
+        "test": _version(test) if test is not None else None, "mapping": asdict(mapping),
         "columns": {"train": dict(hub.train), "test": dict(hub.test), "paired": hub.paired},
     }, sort_keys=True, default=str).encode()).hexdigest()[:16]
     target = _cache_root() / spec.repo_id.replace("/", "--") / f"{family.name}-{split}-{key}"
@@ -428,6 +428,12 @@ def hub_data_dir(source: str | HubDatasetSpec, family: Family, *, hyper: Any = N
         return target
     _write_layout(target, lambda root: _fill(root, spec, train, test, mapping, hub))
     return target
+
+
+def _version(dataset: Any) -> Any:
+    """What identifies this version of a split: the ``datasets`` fingerprint (a hash of how the Arrow files
+    were made, the same online and offline), else the Arrow files themselves."""
+    return getattr(dataset, "_fingerprint", None) or [f.get("filename") for f in dataset.cache_files]
 
 
 def _fill(root: Path, spec: HubDatasetSpec, train: Any, test: Any, mapping: ColumnMapping, hub: HubColumns) -> None:
