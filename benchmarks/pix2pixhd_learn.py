@@ -9,20 +9,25 @@ photos: ``astronaut``, ``coffee``, ``rocket``, ``china``, ``motorcycle`` (the le
 ``stereo_motorcycle``) and ``immunohistochemistry``; held-out photos: ``chelsea`` and ``flower``, which no
 training pair comes from. Training pairs are 64 px crops every 16 px, held-out pairs the non-overlapping 64 px
 tiles of the held-out photos. ``--split validation`` trains on four of the training photos and evaluates on
-``coffee`` and ``rocket``: every choice below (label design, ``--label-nc``, iterations) was made there, never
-on the held-out photos.
+``coffee`` and ``rocket``: the label design below was chosen there, never on the held-out photos (the
+iteration count is what ~20 minutes of one CPU thread allow).
 
-Label maps: a colour clustering of each photo with error diffusion (``--labels dither``, the default): a
-``--label-nc``-colour palette is fitted by k-means on the training photos' pixels, and each photo is mapped
-onto it by Pillow's Floyd-Steinberg quantiser; a pixel's class is its palette index. A class then does not fix
-the colour (a pixel of class "dark red" in a dithered orange area is orange), but the photo stays predictable
-from the label map: the local mix of classes around a pixel tells its colour, as the density of dots tells the
-grey of a halftone print. ``--labels nearest`` is the plain clustering (each pixel its nearest palette colour:
-a coarse colour segmentation); there the class nearly fixes the colour and what it leaves open (which shade
-of the class a region has) is not predictable from the label map of an unseen photo, so the class mean is
-the best a per-pixel prediction can do and a GAN, which draws a sample, stays below it (see README). Instance
-maps: the photo's Felzenszwalb segments (scikit-image). The dataset is written in the official layout
-(``train_label/ train_img/ train_inst/ test_*``) and read back through the family's own data code.
+Label maps: each photo's pixels are clustered onto a palette with error diffusion (``--labels dither``, the
+default: Pillow's Floyd-Steinberg quantiser); a pixel's class is its palette index. The palette (``--palette
+cube``, the default) is the 8 corners of the RGB cube (black, blue, green, cyan, red, magenta, yellow, white):
+it needs no fitting, and any colour is a local mix of its corners. A class then does not fix the colour (a
+"red" pixel in a dithered orange area is orange, one in a dark brown area is brown), but the photo stays
+predictable from the label map: the local mix of classes around a pixel tells its colour, as the density of
+dots tells the grey of a halftone print. ``--palette kmeans`` fits ``--label-nc`` colours by k-means on the
+training photos instead; on the validation split it could not represent colours the training photos lack
+(``rocket``'s blue sky became dithered brown), so the label map no longer holds the answer. ``--labels
+nearest`` is the plain clustering (each pixel its nearest palette colour: a coarse colour segmentation);
+there what a class leaves open (which shade of it a region has) is not predictable from the label map of an
+unseen photo (a ridge regression on the blurred one-hot classes did not beat the class mean on the validation
+split), so the class mean is the best a per-pixel prediction can do there and a GAN, which draws a sample,
+stays below it. Instance maps: the photo's Felzenszwalb segments (scikit-image). The dataset is written in
+the official layout (``train_label/ train_img/ train_inst/ test_*``) and read back through the family's own
+data code.
 
 Training: ``Pix2PixHDTrainer`` with the official losses, schedule (Adam 2e-4, betas (0.5, 0.999), constant then
 linear decay over the second half) and initialisation; the VGG loss is off (``no_vgg_loss``) because its
