@@ -1,6 +1,6 @@
 """Does pix2pixHD learn real data? Held-out PSNR/SSIM of label map -> photo, on photos it never saw.
 
-    OMP_NUM_THREADS=1 python benchmarks/pix2pixhd_learn.py                    # ~20 min on one CPU thread
+    OMP_NUM_THREADS=1 python benchmarks/pix2pixhd_learn.py                    # 2,000 iterations: ~30 min (a busy CPU)
     python benchmarks/pix2pixhd_learn.py --split validation                   # the split design choices use
     python benchmarks/pix2pixhd_learn.py --iterations 200 --eval-every 50     # a quick look
 
