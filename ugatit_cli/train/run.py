@@ -360,6 +360,8 @@ class _Watch:
             self.log.flush()
             if self.tensorboard is not None:
                 for key, value in losses.items():
+                    if not isinstance(value, (int, float)):  # e.g. a list of cluster sizes: log.jsonl only
+                        continue
                     self.tensorboard.add_scalar(f"{'lr' if key == 'lr' else 'loss/' + key}", value, iteration)
         if self.progress is not None:
             self.progress.update(self.task, completed=iteration, speed=f"{self.speed or 0:.2f} it/s",
@@ -452,6 +454,7 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
     config, hyper = resolve_config(family, plan.config["train"])
     torch.manual_seed(config.seed)  # the networks' initial weights; DDP copies rank 0's to the others
     trainer = family.trainer(config, hyper, device, ranks.distributed)
+    family.attach_data(trainer, plan.data, hyper)
     restored = False
     if plan.checkpoint is not None:
         state = ckpt.load_checkpoint(Path(plan.checkpoint))
