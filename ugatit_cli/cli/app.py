@@ -109,4 +109,4 @@ def _families() -> dict:
 PLUGIN_ERROR: UserError | None = None
 FAMILIES = _families()
 
-from . import evaluate, export, models, train, translate  # noqa: E402, F401  (each registers its command)
+from . import cluster, evaluate, export, models, train, translate  # noqa: E402, F401  (each registers its command)
