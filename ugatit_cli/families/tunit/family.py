@@ -274,23 +274,23 @@ class TunitFamily(Family):
         return training_loader(batches, start, stop, run.workers, pin_memory=pin_memory)
 
     def sample_batch(self, data, hyper):
+        """Up to 8 training images, evenly spaced in name order, through the test transform: the first 4 are
+        the grids' sources, the others their references."""
         import numpy as np
         import torch
 
-        from ...errors import ProcessingError
-        from .data import load_rgb
-        from .losses import plain_view
+        from ...core.images import BadImageError, pixels_to_tensor
+        from .inference import read_pixels
 
-        view = plain_view(hyper.size, flip=False)
         n = len(data.files)
         picks = sorted(set(np.linspace(0, n - 1, min(n, SAMPLE_COUNT)).round().astype(int).tolist()))
         images = []
         for i in picks:
             try:
-                images.append(view(load_rgb(data.path(i))))
-            except ProcessingError:
+                images.append(read_pixels(data.path(i), hyper.size))
+            except BadImageError:
                 continue
-        return torch.stack(images) if images else None
+        return pixels_to_tensor(torch.from_numpy(np.stack(images))).contiguous() if images else None
 
     def model_config_for(self, hyper):
         return hyper.model_config()

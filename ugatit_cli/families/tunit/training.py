@@ -8,9 +8,10 @@ when the checkpoint is written); ``state.pt`` holds the optimisers, the contrast
 permutation generator and the cluster counts. A model loaded from a run uses G_EMA, C_EMA and those codes.
 
 Style codes: every training image (at most :data:`STYLE_IMAGES`, evenly spaced in name order) through the
-official test transform, C_EMA in eval mode; each image goes to ``argmax`` of C_EMA's logits and the codes are
-averaged per domain. (The official "AVG" assigns with C; we assign with C_EMA, the network a model folder
-keeps, so that ``ugatit cluster`` and ``--domain k`` mean the same domain k.)
+official test transform (as ``translate`` reads images: Pillow's bilinear resize), C_EMA in eval mode;
+each image goes to ``argmax`` of C_EMA's logits and the codes are averaged per domain. (The official "AVG"
+assigns with C; we assign with C_EMA, the network a model folder keeps, so that ``ugatit cluster`` and
+``--domain k`` mean the same domain k.)
 
 Semi-supervised (``--p-semi`` p > 0, class subfolders): a seeded share p of the images (at least one per
 class) is labelled; iteration k is a labelled batch (cross-entropy instead of IIC) when ``floor((k + 1) p) >
@@ -118,26 +119,26 @@ def compute_domain_styles(guiding: torch.nn.Module, data: TunitData, size: int, 
                           limit: int = STYLE_IMAGES) -> tuple[torch.Tensor, torch.Tensor]:
     """``(styles K x sty_dim, counts K)`` of ``guiding`` (put in eval mode for the call) over the training
     images (at most ``limit``, evenly spaced); unreadable images are passed over."""
-    from .losses import plain_view
+    from ...core.images import BadImageError, pixels_to_tensor
+    from .inference import read_pixels
     from .step import domain_styles
 
     n = len(data.files)
     indices = range(n) if n <= limit else np.linspace(0, n - 1, limit).round().astype(int).tolist()
-    view = plain_view(size, flip=False)
     device = next(guiding.parameters()).device
 
     def batches():
         chunk = []
         for i in indices:
             try:
-                chunk.append(view(load_rgb(data.path(int(i)))))
-            except ProcessingError:
+                chunk.append(read_pixels(data.path(int(i)), size))
+            except BadImageError:
                 continue
             if len(chunk) == STYLE_BATCH:
-                yield torch.stack(chunk).to(device)
+                yield pixels_to_tensor(torch.from_numpy(np.stack(chunk))).to(device)
                 chunk = []
         if chunk:
-            yield torch.stack(chunk).to(device)
+            yield pixels_to_tensor(torch.from_numpy(np.stack(chunk))).to(device)
 
     was_training = guiding.training
     guiding.eval()
