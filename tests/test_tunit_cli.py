@@ -331,3 +331,70 @@ def test_official_checkpoint_through_the_cli_equals_the_official_networks(tmp_pa
     with torch.no_grad():
         logits = ref.guiding(states["C_EMA"], x)["disc"]
     assert int(rows[0]["domain"]) == int(logits.argmax())
+
+
+def test_eval_without_labels_compares_each_pseudo_domain(data, run, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in sorted(data.rglob("*.png")):
+        (flat / path.name).write_bytes(path.read_bytes())
+    report = json.loads(ugatit("eval", flat, "--model", run, "--kid", "--fid", "--json", "--quiet",
+                               "--kid-subset-size", "2", "--feature-extractor", "small_extractor:SmallFeatures").stdout)
+    from ugatit_cli.families.tunit.cluster import assign
+    from ugatit_cli.store.sources import resolve_model
+
+    model = resolve_model(str(run))
+    domains, _ = assign(model.nets["guiding"].eval(), torch.cat([_pixels(p) for p in sorted(flat.iterdir())]))
+    sizes = np.bincount(domains.numpy(), minlength=3)
+    measured = [k for k in range(3) if sizes[k] >= 2 and sizes[k] < 8]  # 2+ real images and others to translate
+    assert [r["direction"] for r in report["results"]] == [f"domain {k}" for k in measured]
+    for r in report["results"]:
+        k = int(r["direction"].split()[1])
+        assert r["real_images"] == sizes[k] and r["fake_images"] == 8 - sizes[k]
+    assert "cluster_accuracy" not in report.get("scores", {})
+    if measured:
+        assert report["scores"]["mFID"] == pytest.approx(np.mean([r["fid"] for r in report["results"]]))
+
+
+def test_training_batches_are_seeded_and_semi_supervised_batches_carry_labels(data, tmp_path):
+    from ugatit_cli.errors import UserError
+    from ugatit_cli.families.tunit import FAMILY
+    from ugatit_cli.families.tunit.hyper import TunitOptions
+    from ugatit_cli.families.tunit.training import TunitBatches
+
+    @dataclass
+    class Run:
+        iterations: int = 10
+        batch_size: int = 2
+        seed: int = 3
+        ema: float = 0.999
+
+    scanned = FAMILY.scan_data(data)
+    assert scanned.classes == ["moss", "sky"] and len(scanned.files) == 8
+    hyper = TunitOptions(size=32, k=3, sty_dim=8, p_semi=0.5).recipe(Run())
+    batches = TunitBatches(scanned, hyper)
+    again = TunitBatches(scanned, hyper)
+    labelled = [k for k in range(10) if "y" in batches[k]]
+    assert labelled == [1, 3, 5, 7, 9]  # a share p_semi of the iterations
+    for k in (0, 1, 6, 7):
+        a, b = batches[k], again[k]
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+        assert a["x_org"].shape == a["x_tf"].shape == (2, 3, 32, 32)
+        assert not torch.equal(a["x_org"], a["x_tf"])  # the IIC view is another view
+    names = [scanned.files[i] for i in batches.labelled]  # the labelled subset: half of each class
+    assert sorted(n.split("/")[0] for n in names) == ["moss", "moss", "sky", "sky"]
+    y = batches[1]["y"]
+    assert set(y.tolist()) <= {0, 1}
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a.png").write_bytes((data / "moss" / "moss_0.png").read_bytes())
+    (flat / "b.png").write_bytes((data / "sky" / "sky_0.png").read_bytes())
+    (flat / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="broken.png"):
+        scanned = FAMILY.scan_data(flat)
+    assert scanned.files == ["a.png", "b.png"]
+    with pytest.raises(UserError, match="--p-semi needs the images in class subfolders"):
+        TunitBatches(scanned, TunitOptions(size=32, k=3, sty_dim=8, p_semi=0.5).recipe(Run()))
+    done = ugatit("train", flat, *TINY, "--iterations", "2", "--batch-size", "1", "--output", tmp_path / "r", ok=False)
+    assert done.returncode == 2 and "batch_size must be >= 2" in done.stderr
+    assert not (tmp_path / "r").exists()  # nothing left behind by a run that could not start
