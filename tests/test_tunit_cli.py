@@ -327,6 +327,10 @@ def test_official_checkpoint_through_the_cli_equals_the_official_networks(tmp_pa
     # no domain style codes in an official checkpoint: --domain says so; cluster works
     done = ugatit("translate", source, "--model", checkpoint, "--domain", 1, "-o", tmp_path / "d", ok=False)
     assert done.returncode == 2 and "official checkpoints hold none" in done.stderr
+    ugatit("export", checkpoint, "-o", tmp_path / "converted", "-q")
+    card = (tmp_path / "converted" / "README.md").read_text()
+    assert "license: cc-by-nc-4.0" in card and "non-commercial use only" in card
+    assert load_file(tmp_path / "converted" / "style_codes.safetensors")["counts"].sum() == 0
     rows = list(csv.DictReader(io.StringIO(ugatit("cluster", source, "--model", checkpoint, "-q").stdout)))
     with torch.no_grad():
         logits = ref.guiding(states["C_EMA"], x)["disc"]

@@ -421,7 +421,7 @@ def _load_official(path: Path, keys: Sequence[str]) -> Model:
               f"style dimension read from its tensor shapes; no per-domain style codes (official checkpoints store "
               f"none). {OFFICIAL_LICENCE}")
     return Model(FAMILY, config, {"generator": nets["G_EMA"], "guiding": nets["C_EMA"], "styles": styles},
-                 card={"source": source})
+                 card={"source": source, "license": "cc-by-nc-4.0"})
 
 
 FAMILY = TunitFamily()
