@@ -343,7 +343,8 @@ def test_eval_without_labels_compares_each_pseudo_domain(data, run, tmp_path):
     for path in sorted(data.rglob("*.png")):
         (flat / path.name).write_bytes(path.read_bytes())
     report = json.loads(ugatit("eval", flat, "--model", run, "--kid", "--fid", "--json", "--quiet",
-                               "--kid-subset-size", "2", "--feature-extractor", "small_extractor:SmallFeatures").stdout)
+                               "--kid-subset-size", "2", "--feature-extractor", "small_extractor:SmallFeatures",
+                               "--no-cache").stdout)
     from ugatit_cli.families.tunit.cluster import assign
     from ugatit_cli.store.sources import resolve_model
 
