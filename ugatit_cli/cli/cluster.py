@@ -14,7 +14,7 @@ from .app import app, err_console, print_error
 def cluster_command(
     inputs: Annotated[list[str], typer.Argument(
         metavar="INPUT", help="Image files, folders (recursive; relative paths kept) or glob patterns.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="MODEL whose guiding network sorts the images "
+    model: Annotated[str, typer.Option("--model", "-m", help="MODEL that sorts the images into its domains "
                                        "(model folder, training run, official checkpoint, Hub repo id).")],
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Folder for domains.csv (or .json) and, with --link/--copy, domain_<k>/ folders.")
