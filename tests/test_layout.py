@@ -221,3 +221,15 @@ def test_every_public_name_resolves():
 
     for name in ugatit_cli.__all__:
         assert getattr(ugatit_cli, name) is not None, name
+
+
+#: identifiers and string values particular to TUNIT (the guiding network and its EMA copies)
+TUNIT_NAMES = ("GuidingNet", "guiding", "G_EMA", "C_EMA", "sty_dim", "model_N.ckpt")
+
+
+def test_shared_modules_name_no_tunit_internals():
+    family = PACKAGE / "families" / "tunit"
+    shared = [p for p in sources() if family not in p.parents and p != PACKAGE / "__init__.py"]
+    found = [f"{p.relative_to(REPO_ROOT)}:{line}: {text!r}" for p in shared for line, text in code_tokens(p)
+             for name in TUNIT_NAMES if name in text]
+    assert not found, "\n".join(found)
