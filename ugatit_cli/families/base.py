@@ -10,9 +10,11 @@ compares and its model-card facts. The shared layers reach it only through :clas
   loads its networks (:meth:`Family.build_net`), and tries its importers (:attr:`Family.sources`);
 - ``translate`` asks for a :class:`Translator` (input size, preparation, forward pass, outputs to write);
 - ``export`` asks for :meth:`Family.onnx_io` (module, example inputs, names, dynamic axes);
-- ``evaluate/`` asks for :meth:`Family.eval_pairs` (which folder is translated and compared with which);
+- ``evaluate/`` asks for :meth:`Family.eval_pairs` (which folder is translated and compared with which;
+  :meth:`Family.eval_plan` once the model is loaded) and :meth:`Family.eval_scores` (other measurements);
+- ``cluster`` asks for a :class:`DomainAssigner` (:meth:`Family.assigner`: each image's domain);
 - ``train/`` (run folder, checkpoints, resume, signals, DDP, logging) asks for the training data
-  (:meth:`Family.scan_data`, :meth:`Family.loader`) and a :class:`FamilyTrainer`;
+  (:meth:`Family.scan_data`, :meth:`Family.loader`, :meth:`Family.attach_data`) and a :class:`FamilyTrainer`;
 - ``cli/`` builds each family's ``train`` options from :attr:`Family.hyper_params` (one Typer help panel
   per family) and its ``translate`` options from :attr:`Family.translate_options`.
 
