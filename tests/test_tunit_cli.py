@@ -403,3 +403,23 @@ def test_training_batches_are_seeded_and_semi_supervised_batches_carry_labels(da
     done = ugatit("train", flat, *TINY, "--iterations", "2", "--batch-size", "1", "--output", tmp_path / "r", ok=False)
     assert done.returncode == 2 and "batch_size must be >= 2" in done.stderr
     assert not (tmp_path / "r").exists()  # nothing left behind by a run that could not start
+
+
+def test_init_from_an_official_checkpoint(data, tmp_path):
+    checkpoint = tmp_path / "model_7.ckpt"
+    states = _write_official(checkpoint)
+    from ugatit_cli.train.run import train
+
+    run = tmp_path / "run"
+    settings = {**SETTINGS, "nf": 16, "iterations": 1, "save_every": 1, "sample_every": 100}
+    train(data, settings, arch="tunit", output=run, init_from=checkpoint, progress=False)
+    step = run / "checkpoints" / "step_00000001"
+    # one warm-up iteration trains the guiding network only: G, D and G_EMA are still the official weights
+    for ours, theirs in (("G", "G"), ("D", "D"), ("ema_G", "G_EMA")):
+        saved = load_file(step / f"{ours}.safetensors")
+        expected = {k: v for k, v in states[theirs].items() if k in saved}  # the AdaIN buffers are dropped
+        assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved), ours
+    assert not torch.equal(load_file(step / "C.safetensors")["cont.weight"], states["C"]["cont.weight"])
+    done = ugatit("train", data, *TINY, "--iterations", "1", "--init-from", checkpoint, "--output", tmp_path / "r2",
+                  ok=False)  # nf 8 does not fit the checkpoint's 16
+    assert done.returncode == 2 and "--nf 16" in done.stderr
