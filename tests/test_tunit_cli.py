@@ -150,7 +150,7 @@ def test_translate_with_a_reference_or_a_domain(data, run, tmp_path):
 
     ugatit("translate", sources, "--model", run, "-o", tmp_path / "one", "--reference", references / "sky_0.png")
     ugatit("translate", sources, "--model", run, "-o", tmp_path / "all", "--reference", references)
-    names = sorted(p.name for p in (tmp_path / "all").iterdir())
+    names = sorted(p.name for p in (tmp_path / "all" / "moss").iterdir())  # a folder's results under its name
     assert names == sorted(f"moss_{i}_sky_{j}.png" for i in range(4) for j in range(4))
 
     step = run / "checkpoints" / "step_00000004"
@@ -164,9 +164,9 @@ def test_translate_with_a_reference_or_a_domain(data, run, tmp_path):
     x = _pixels(sources / "moss_2.png")
     with torch.no_grad():
         expected = g(x, c(_pixels(references / "sky_3.png"), sty=True))
-        assert np.abs(_png(tmp_path / "all" / "moss_2_sky_3.png") - _quantised(expected)).max() <= 1
+        assert np.abs(_png(tmp_path / "all" / "moss" / "moss_2_sky_3.png") - _quantised(expected)).max() <= 1
         expected = g(x, c(_pixels(references / "sky_0.png"), sty=True))
-        assert np.abs(_png(tmp_path / "one" / "moss_2.png") - _quantised(expected)).max() <= 1
+        assert np.abs(_png(tmp_path / "one" / "moss" / "moss_2.png") - _quantised(expected)).max() <= 1
 
         # --domain k: the mean style code of C_EMA over the training images assigned to k
         every = torch.cat([_pixels(p) for p in sorted(data.rglob("*.png"))])
@@ -178,7 +178,7 @@ def test_translate_with_a_reference_or_a_domain(data, run, tmp_path):
     ugatit("translate", sources, "--model", run, "-o", tmp_path / "domain", "--domain", k)
     with torch.no_grad():
         expected = g(x, styles[k:k + 1])
-    assert np.abs(_png(tmp_path / "domain" / "moss_2.png") - _quantised(expected)).max() <= 1
+    assert np.abs(_png(tmp_path / "domain" / "moss" / "moss_2.png") - _quantised(expected)).max() <= 1
     empty = [i for i in range(3) if counts[i] == 0]
     if empty:
         done = ugatit("translate", sources, "--model", run, "-o", tmp_path / "x", "--domain", empty[0], ok=False)
@@ -201,7 +201,7 @@ def test_cluster_writes_each_images_domain(data, run, tmp_path):
     got = {Path(r["image"]).name: (int(r["domain"]), float(r["probability"])) for r in rows}
     for path, d, p in zip(files, domains.tolist(), probs.max(1).values.tolist(), strict=True):
         assert got[path.name][0] == d and abs(got[path.name][1] - p) < 1e-5
-        link = out / f"domain_{d}" / path.parent.name / path.name
+        link = out / f"domain_{d}" / data.name / path.parent.name / path.name
         assert link.is_symlink() and link.resolve() == path.resolve()
     assert oct((out / "domains.csv").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 

@@ -3,7 +3,8 @@
 The family hands a :class:`~ugatit_cli.families.base.DomainAssigner` (input size, reading, the probabilities of
 each domain); this module finds the images, decodes them on worker threads, runs the batches and writes the
 results: a table (CSV or JSON) of each image's domain and its probability, and optionally the images linked or
-copied into ``domain_<k>/`` folders under the output (relative paths kept). Every file is written under a
+copied into ``domain_<k>/`` folders under the output (paths as ``translate`` lays out its outputs: a folder's
+images under its name). Every file is written under a
 temporary name and renamed; an existing file is never replaced without ``overwrite``.
 """
 
@@ -115,7 +116,7 @@ def cluster(inputs, model: str | os.PathLike | Model, *, output: str | os.PathLi
     table = out_dir / f"domains.{table_format}" if out_dir is not None else None
     if table is not None and table.exists() and not overwrite:
         raise UserError(f"{table}: exists (pass --overwrite to replace it, or choose another --output)")
-    images, problems = collect_images(sources)
+    images, problems = collect_images(sources, stable_layout=True)  # translate's rule: out/FOLDER/...
     if out_dir is not None:  # earlier results are not inputs of a re-run
         resolved = out_dir.resolve()
         images = [i for i in images if not i.path.resolve().is_relative_to(resolved)]

@@ -64,6 +64,16 @@ def train(
         raise typer.Exit(exc.exit_code) from None
     if as_json and main_rank:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
+    elif main_rank and not quiet and summary.checkpoint is not None and not summary.interrupted:
+        from rich.markup import escape
+
+        from .app import err_console
+
+        ema = " (its EMA networks)" if getattr(summary.trainer, "ema", None) else ""
+        err_console.print(f"Trained {summary.iteration} of {summary.iterations} iterations in {summary.seconds:.1f} s;"
+                          f" newest checkpoint: {escape(str(summary.checkpoint))}. Use it{ema} with: ugatit "
+                          f"translate IMAGES --model {escape(str(summary.run_dir))}  (or export it: ugatit export "
+                          f"{escape(str(summary.run_dir))} --output MODEL_DIR)", highlight=False)
     if summary.interrupted:
         raise typer.Exit(130)
 

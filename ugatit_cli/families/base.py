@@ -593,6 +593,11 @@ class Family(ABC):
         """Whether ``--init-from path`` names a file :meth:`FamilyTrainer.load_official` reads."""
         return False
 
+    def with_training_size(self, model: Any, size: int) -> Any:
+        """``model`` with the training size a user states (``export --size``), for checkpoints that do not
+        store it. UserError when the family's models always know theirs (the default)."""
+        raise UserError(f"--size {size}: {self.title} models record their own size; leave --size out")
+
     # -- model card --
 
     def card_facts(self, model: Any) -> dict[str, Any]:

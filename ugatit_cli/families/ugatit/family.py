@@ -172,7 +172,8 @@ class UGATITFamily(Family):
         return [
             LocalSource("official PyTorch checkpoint", lambda p: p.is_file() and p.suffix == ".pt",
                         _load_official_pytorch),
-            LocalSource("official TensorFlow checkpoint (folder or .index)", is_tf_checkpoint, _load_tf),
+            LocalSource("official TensorFlow checkpoint (folder, prefix, .index, .data-*, .meta or checkpoint file)",
+                        is_tf_checkpoint, _load_tf),
         ]
 
     def registered_models(self):
@@ -258,6 +259,45 @@ class UGATITFamily(Family):
     def can_init_from(self, path):
         return path.is_file() and path.suffix == ".pt"
 
+    def with_training_size(self, model, size):
+        """Any multiple of 4 for a light model (official light checkpoints do not store it); only its own for a
+        full one (its gamma/beta MLP is sized by it)."""
+        import dataclasses
+
+        if not model.config.light:
+            if size != model.config.img_size:
+                raise UserError(f"--size {size}: this full model was trained at {model.config.img_size} px (its "
+                                "gamma/beta MLP is sized by it)")
+            return model
+        try:
+            config = dataclasses.replace(model.config, img_size=size)
+        except ValueError as exc:
+            raise UserError(f"--size {size}: {exc}") from None
+        for generator in model.nets.values():
+            generator.config = config
+        card = dict(model.card)
+        card.pop("config_notes", None)
+        source = card.get("source", "").split(ASSUMED_NOTE)[0]
+        card["source"] = source + f" Training size {size} px as stated at export."
+        return model.with_(config=config, card=card)
+
+
+ASSUMED_NOTE = " A light checkpoint does not store its training size"
+
+
+def assume_training_size(model: Model, origin: str) -> Model:
+    """A light model read from a checkpoint that does not store its training size (official PyTorch and TF
+    light checkpoints): say once that ``img_size`` is assumed, and record it in the model card and
+    ``config.json`` (``img_size_assumed``); ``export --size`` records the real one instead."""
+    import warnings
+
+    size = model.config.img_size
+    warnings.warn(f"{origin}: a light checkpoint does not store its training size; {size} px is assumed "
+                  "(translate --size N runs at another size; export --size N records the real one)", stacklevel=2)
+    model.card["config_notes"] = {"img_size_assumed": True}
+    model.card["source"] = model.card.get("source", "") + f"{ASSUMED_NOTE}: `img_size` {size} is assumed, not known."
+    return model
+
 
 def _load_official_pytorch(path: Path, directions: Sequence[str] | None) -> Model:
     from ..model_folder import net_from_state
@@ -272,7 +312,8 @@ def _load_official_pytorch(path: Path, directions: Sequence[str] | None) -> Mode
         generators[direction] = net_from_state(FAMILY, config, direction, states[name], origin=f"{path} [{name}]")
     source = (f"Converted from the official U-GAT-IT PyTorch checkpoint `{path.name}` (znxlwm/UGATIT-pytorch); "
               "hyper-parameters read from its tensor shapes.")
-    return UGATITModel(config, generators, card={"source": source})
+    model = UGATITModel(config, generators, card={"source": source})
+    return assume_training_size(model, str(path)) if config.light else model
 
 
 def _load_tf(path: Path, directions: Sequence[str] | None) -> Model:
