@@ -583,7 +583,8 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
             for batch in loader:
                 losses = trainer.train_step(batch)
                 iteration = trainer.iteration
-                bad = [f"{k} {v}" for k, v in losses.items() if not math.isfinite(v)]
+                bad = [f"{k} {v}" for k, v in losses.items()
+                       if isinstance(v, (int, float)) and not math.isfinite(v)]  # lists (cluster sizes) aside
                 if _agree(bool(bad), ranks, device):
                     more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
                     raise diverged(iteration, ", ".join(bad[:2]) + more if bad else "another process's losses "
