@@ -157,4 +157,4 @@ def _families() -> dict:
 PLUGIN_ERROR: UserError | None = None
 FAMILIES = _families()
 
-from . import demo, evaluate, export, models, train, translate  # noqa: E402, F401  (each registers its command)
+from . import cluster, demo, evaluate, export, models, train, translate  # noqa: E402, F401  (each registers its command)

@@ -436,6 +436,8 @@ class _Watch:
             self.log.flush()
             if self.tensorboard is not None:
                 for key, value in losses.items():
+                    if not isinstance(value, (int, float)):  # e.g. a list of cluster sizes: log.jsonl only
+                        continue
                     self.tensorboard.add_scalar(f"{'lr' if key == 'lr' else 'loss/' + key}", value, iteration)
         if self.progress is not None:
             self.progress.update(self.task, completed=iteration, speed=f"{self.speed or 0:.2f} it/s",
@@ -548,6 +550,7 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
     config, hyper = resolve_config(family, plan.config["train"])
     torch.manual_seed(config.seed)  # the networks' initial weights; DDP copies rank 0's to the others
     trainer = family.trainer(config, hyper, device, ranks.distributed)
+    family.attach_data(trainer, plan.data, hyper)
     restored = False
     if plan.checkpoint is not None:
         state = ckpt.load_checkpoint(Path(plan.checkpoint))
@@ -609,7 +612,8 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
             for batch in loader:
                 losses = trainer.train_step(batch)
                 iteration = trainer.iteration
-                bad = [f"{k} {v}" for k, v in losses.items() if not math.isfinite(v)]
+                bad = [f"{k} {v}" for k, v in losses.items()
+                       if isinstance(v, (int, float)) and not math.isfinite(v)]  # lists (cluster sizes) aside
                 if _agree(bool(bad), ranks, device):
                     more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
                     raise diverged(iteration, ", ".join(bad[:2]) + more if bad else "another process's losses "
