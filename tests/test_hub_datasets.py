@@ -229,17 +229,15 @@ def test_pix2pixhd_label_photo_and_instance_columns_train_as_the_local_folder(hu
 
 
 def test_a_family_with_one_image_column_and_classes_gets_class_subfolders(hub):
-    """The hook a one-column family (TUNIT) declares: its image column at the top of DATA_DIR, a ClassLabel
-    column as class subfolders, which TUNIT's own reader turns into its classes."""
+    """TUNIT's hook: its image column at the top of DATA_DIR, a ClassLabel column as class subfolders, which
+    TUNIT's own reader turns into its classes."""
     from types import SimpleNamespace
 
-    from ugatit_cli.families.base import HubColumns
+    from ugatit_cli.families.base import get_family
     from ugatit_cli.families.tunit.data import scan_images
     from ugatit_cli.store.hub_datasets import hub_data_dir
 
-    family = SimpleNamespace(name="one-column", title="One column", hub_columns=HubColumns(
-        roles={"image": ("image",)}, train={"image": "."}, classes=True))
-    data = scan_images(hub_data_dir("hf://datasets/alice/digits", family))
+    data = scan_images(hub_data_dir("hf://datasets/alice/digits", get_family("tunit")))
     assert data.classes == ["one", "three", "zero"]  # the classes the rows have
     assert data.files == ["one/000001.png", "one/000004.png", "three/000000.png", "three/000002.png",
                           "zero/000003.png"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
-from ..base import EvalPair, Family, LocalSource, Model, OnnxIO, OutputSpec, TranslateOption
+from ..base import EvalPair, Family, HubColumns, LocalSource, Model, OnnxIO, OutputSpec, TranslateOption
 from .config import TunitConfig
 from .hyper import RUN_DEFAULTS, TunitOptions
 
@@ -85,6 +85,10 @@ class TunitFamily(Family):
                                              "a hash of its path) instead of every pair."),
     )
     data_layout = DATA_LAYOUT
+    #: a Hub dataset's image column at the top of DATA_DIR; a label column, if any, becomes class subfolders
+    #: (read only with --p-semi > 0)
+    hub_columns = HubColumns(roles={"image": ("image", "img", "photo", "picture")}, train={"image": "."},
+                             classes=True)
     cli_help = {
         "model": "official TUNIT model_N.ckpt",
         "size": "TUNIT: a multiple of 2**log2(training size / 16), at least 32",
