@@ -116,7 +116,7 @@ def not_official(args, hyper: TunitHyperParams, trainer: TunitTrainer) -> list[s
     """The recipe settings of this run that differ from the official ones (the family's defaults)."""
     official = TunitHyperParams(size=SIZE, k=10, iterations=args.iterations)
     changes = [f"{name} {getattr(hyper, name)} (official {getattr(official, name)})"
-               for name in ("batch_size", "lr_c", "lr_g", "lr_d", "w_vec", "w_rec")
+               for name in ("batch_size", "lr_c", "lr_g", "lr_d", "w_iic", "w_vec", "w_rec", "ema_beta")
                if getattr(hyper, name) != getattr(official, name)]
     if hyper.warmup != official.warmup or hyper.ema_from != official.ema_from:
         changes.append(f"warm-up {hyper.warmup} of {args.iterations} iterations, G_EMA from {hyper.ema_from} "
@@ -136,8 +136,11 @@ def main() -> None:
     parser.add_argument("--nf", type=int, default=None, help="G/D base width (default: official 64 at 32 px)")
     parser.add_argument("--lr-c", type=float, default=1e-4, help="guiding network's Adam lr (official 1e-4)")
     parser.add_argument("--lr-gd", type=float, default=1e-4, help="G and D RMSprop lr (official 1e-4)")
+    parser.add_argument("--w-iic", type=float, default=5.0, help="IIC weight in C's loss (official 5)")
     parser.add_argument("--w-vec", type=float, default=0.01, help="G's style contrastive weight (official 0.01)")
     parser.add_argument("--w-rec", type=float, default=0.1, help="G's reconstruction weight (official 0.1)")
+    parser.add_argument("--ema-beta", type=float, default=0.999,
+                        help="C_EMA / G_EMA moving-average rate (official 0.999: a time constant of 1000 iterations)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                         help="random horizontal flips in both views (official: on; a mirrored digit is another "
                              "shape, so --no-flip suits digits)")
@@ -158,7 +161,8 @@ def main() -> None:
     hyper = TunitHyperParams(size=SIZE, k=10, iterations=args.iterations, batch_size=args.batch_size,
                              seed=args.seed, nf=args.nf, warmup_iterations=args.warmup,
                              ema_start=args.warmup, lr_c=args.lr_c, lr_g=args.lr_gd, lr_d=args.lr_gd,
-                             w_vec=args.w_vec, w_rec=args.w_rec)
+                             w_vec=args.w_vec, w_rec=args.w_rec, ema_beta=args.ema_beta,
+                             w_iic=args.w_iic)
     trainer = TunitTrainer(hyper)
     data = batches(u8, args.batch_size, args.seed, flip=args.flip)
     curve = []
@@ -185,7 +189,8 @@ def main() -> None:
         "settings": {"iterations": args.iterations, "batch_size": args.batch_size, "k": 10, "size": SIZE,
                      "warmup_iterations": hyper.warmup, "ema_start": hyper.ema_from,
                      "nf": trainer.config.width, "lr_c": hyper.lr_c, "lr_g": hyper.lr_g, "lr_d": hyper.lr_d,
-                     "w_vec": hyper.w_vec, "w_rec": hyper.w_rec, "flip": args.flip, "threads": args.threads,
+                     "w_vec": hyper.w_vec, "w_rec": hyper.w_rec, "ema_beta": hyper.ema_beta,
+                     "w_iic": hyper.w_iic, "flip": args.flip, "threads": args.threads,
                      "seed": args.seed},
         "not_official": not_official(args, hyper, trainer),
         "chance": {"cluster_accuracy": "about 0.1-0.15 (best matching of random labels)",
