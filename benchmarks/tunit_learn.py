@@ -171,7 +171,7 @@ def main() -> None:
             losses.setdefault(key, []).append(value)
         if it % args.eval_every == 0 or it == args.iterations:
             t0 = time.perf_counter()
-            point = {"iteration": it, "phase": trainer.phase(),
+            point = {"iteration": it, "phase": "gan" if it > hyper.warmup else "warmup",
                      **{k: round(float(np.mean(v)), 4) for k, v in losses.items()},
                      **evaluate(trainer, u8, labels, classifier, args.pairs, args.seed)}
             eval_seconds += time.perf_counter() - t0
