@@ -210,8 +210,10 @@ def test_cli_compares_two_folders_as_json_and_names_bad_images(tmp_path):
 
 def test_cli_usage_errors_exit_2(tmp_path):
     write_images(tmp_path / "real", 2, seed=1)
-    no_metric = run_cli("eval", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "real"))
-    assert no_metric.returncode == 2 and "--kid" in no_metric.stderr
+    # KID is the default metric (issue 9); usage errors are one red line, no boxed panel
+    both = run_cli("eval", "--real", str(tmp_path / "real"))
+    assert both.returncode == 2 and "--fake" in both.stderr and "╭" not in both.stderr
+    assert both.stderr.strip().splitlines()[-1].startswith("error: ")
     no_model = run_cli("eval", str(tmp_path), "--kid")
     assert no_model.returncode == 2 and "--model" in no_model.stderr
     missing = run_cli("eval", "--kid", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "nope"),

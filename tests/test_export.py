@@ -323,9 +323,14 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     result = runner.invoke(app, ["export", str(source), "--output", str(out)])
     assert result.exit_code == 2 and "not empty (pass --overwrite" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    # --overwrite replaces only a folder this tool wrote (issue 9): keep.txt is the user's
+    result = runner.invoke(app, ["export", str(source), "--output", str(out), "--overwrite", "--quiet"])
+    assert result.exit_code == 2 and "keep.txt" in result.output
+    (out / "keep.txt").unlink()
+    write_model_folder(random_model(seed=1), out, overwrite=True)
     result = runner.invoke(app, ["export", str(source), "--output", str(out), "--overwrite", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "keep.txt" not in {p.name for p in out.iterdir()}
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in source.iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "source"]  # no temporary folder left
 
 

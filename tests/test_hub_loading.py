@@ -126,5 +126,5 @@ def test_hub_errors_are_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setattr(hub_http.time, "sleep", lambda seconds: None)  # skip the library's retry back-off
     monkeypatch.setattr(constants, "ENDPOINT", dead_url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", dead_url + "/{repo_id}/resolve/{revision}/{filename}")
-    with pytest.raises(UserError, match=f"{dead_url} could not be reached"):
+    with pytest.raises(UserError, match=f"{dead_url} cannot be reached"):
         resolve_model("someone/tiny-ugatit")

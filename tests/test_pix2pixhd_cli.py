@@ -76,7 +76,7 @@ def test_train_resume_translate_export_eval(data, tmp_path):
     out = tmp_path / "out"
     ugatit("translate", data / "test_label", "--model", run, "--instance-maps", data / "test_inst", "--output", out,
            "--quiet")
-    made = sorted(out.glob("*.png"))
+    made = sorted(out.glob("test_label/*.png"))  # a folder argument keeps its name (the stable layout)
     assert [p.name for p in made] == ["town_000000_gtFine_labelIds.png", "town_000001_gtFine_labelIds.png"]
     assert Image.open(made[0]).size == (40, 24)  # 38 x 26: round(9.5) = 10, round(6.5) = 6 (halves to even)
     missing = ugatit("translate", data / "test_label", "--model", run, "--output", tmp_path / "o2", ok=False)

@@ -269,7 +269,7 @@ def test_a_run_folder_translates_and_exports_through_the_cli(dataset, tmp_path):
     result = CliRunner().invoke(app, ["translate", str(dataset / "testA"), "--model", str(run), "--output",
                                       str(tmp_path / "translated"), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "translated").iterdir()) == ["000.png", "001.png"]
+    assert sorted(p.name for p in (tmp_path / "translated" / "testA").iterdir()) == ["000.png", "001.png"]
 
     result = CliRunner().invoke(app, ["export", str(run), "--output", str(tmp_path / "exported"), "--quiet"])
     assert result.exit_code == 0, result.output

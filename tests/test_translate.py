@@ -123,7 +123,7 @@ def test_batches_of_mixed_sizes_match_single_images(tmp_path, light_model):
     assert torch.get_num_threads() == threads  # the model streams' thread setting is undone
     for i in range(len(sizes)):
         expected, _ = by_hand(light_model, natural_image(sizes[i], seed=i))
-        diff = np.abs(pixels(tmp_path / "out" / f"{i}.png") - np.asarray(expected))
+        diff = np.abs(pixels(tmp_path / "out" / "in" / f"{i}.png") - np.asarray(expected))
         # another batch size may round a handful of values the other way, never further
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
@@ -137,15 +137,20 @@ def test_folders_recurse_keeping_relative_paths_and_globs_match(tmp_path, light_
     (src / "notes.txt").write_text("not an image name, not an input")
     report = ugatit_cli.translate(str(src), light_model, output=tmp_path / "out", progress=False)
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
-    assert written == ["a.png", "trip/b.png", "trip/day1/c.png"] and report.exit_code == 0
+    # a folder's results keep its name, then the paths inside it (the same with any number of inputs)
+    assert written == ["photos/a.png", "photos/trip/b.png", "photos/trip/day1/c.png"] and report.exit_code == 0
 
     again = ugatit_cli.translate(src, light_model, output=src / "translated", progress=False)
     rerun = ugatit_cli.translate(src, light_model, output=src / "translated", progress=False)
-    assert len(again.done) == 3 and len(rerun.skipped) == 3 and not rerun.done  # its own outputs are no inputs
+    assert len(again.done) == 3 and not rerun.done  # its own outputs are no inputs: skipped, and said so
+    assert sorted(s.reason.split(" (")[0] for s in rerun.skipped) == ["inside the output folder"] * 3 + [
+        "output exists"] * 3
 
     report = ugatit_cli.translate([str(src / "**" / "*.jpg"), str(src / "*.png")], light_model,
                                   output=tmp_path / "globbed", progress=False)
-    assert sorted(p.name for p in (tmp_path / "globbed").iterdir()) == ["a.png", "b.png"]
+    # a glob's matches keep their paths after the pattern's fixed folders
+    written = sorted(p.relative_to(tmp_path / "globbed").as_posix() for p in (tmp_path / "globbed").rglob("*.png"))
+    assert written == ["a.png", "trip/b.png"]
     assert sorted(t.source.name for t in report.done) == ["a.png", "b.jpg"]
 
 
@@ -291,7 +296,7 @@ runner = CliRunner()
     (["--model", "no-such-model"], "no such file, registered model"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--precision", "fp16", "--device", "cpu"], "fp16 autocast needs a GPU"),
-    (["--precision", "fp8"], "unknown precision"),
+    (["--precision", "fp8"], "'fp8' is not one of 'fp32', 'bf16', 'fp16'"),  # choices, in the same one line
     (["--direction", "sideways"], "unknown direction"),
     (["--size", "48"], "training size 32"),
     (["--batch-size", "0"], "batch size must be at least 1"),

@@ -57,7 +57,7 @@ def test_faces_composite_on_photos_and_clips_in_one_folder(tmp_path, model):
     report = json.loads(run.stdout)
     assert report["counts"] == {"done": 3, "skipped": 1, "failed": 0}
     assert report["skipped"][0]["input"].endswith("rocket.jpg") and report["skipped"][0]["reason"] == "no face found"
-    out = tmp_path / "translated"
+    out = tmp_path / "translated" / "in"  # a folder argument keeps its name (the stable layout)
     assert sorted(p.name for p in out.iterdir()) == ["astronaut.png", "clip.mp4", "friends.png"]
     # composite: the photo's size; every pixel outside the feathered face squares is the photo's own
     photo = Image.open(tmp_path / "in" / "friends.png").convert("RGB")
@@ -99,10 +99,11 @@ def test_videos_with_a_bad_clip_crf_and_codec(tmp_path, model):
     assert run.returncode == 1
     assert [line for line in run.stderr.splitlines() if line.startswith("error:")] == [
         f"error: {Path('clips') / 'broken.mp4'}: truncated, corrupt or not a video file (FFmpeg found invalid data)"]
-    assert sorted(p.name for p in (tmp_path / "translated").iterdir()) == ["pan.mp4"]
-    video = clips.read_clip(tmp_path / "translated" / "pan.mp4")
+    assert sorted(p.name for p in (tmp_path / "translated" / "clips").iterdir()) == ["pan.mp4"]
+    video = clips.read_clip(tmp_path / "translated" / "clips" / "pan.mp4")
     assert video["codec"] == "mpeg4" and len(video["frames"]) == 5 and video["frames"][0].shape == (48, 64, 3)
-    again = ugatit("clips/*.mov", "--model", model, "--json", cwd=tmp_path)  # a pattern finds clips too
+    again = ugatit("clips/*.mov", "--model", model, "--json", "--output", "translated/clips", cwd=tmp_path)  # a glob
+    # keeps the paths after its fixed folders: pan.mp4, found again
     assert json.loads(again.stdout)["skipped"][0]["reason"].startswith("output exists")
 
 

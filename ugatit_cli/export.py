@@ -27,7 +27,7 @@ import torch
 from huggingface_hub import constants
 
 from . import __version__
-from .core.files import atomic_file, atomic_folder, check_output_folder
+from .core.files import atomic_file, atomic_folder, check_output_folder, is_own_model_file
 from .core.progress import progress_disabled, step_progress
 from .errors import UserError
 from .families.base import Direction, Model, OnnxIO
@@ -85,11 +85,14 @@ def export_model(
     private: bool = False,
     branch: str | None = None,
     show_progress: bool = True,
+    size: int | None = None,
 ) -> ExportResult:
     """Load the generators of ``source`` (any MODEL) and write them to the folder ``output``.
 
     ``directions``: the directions whose networks to export (None: every network the model has).
-    ``half`` stores the weights in float16 (half the size; loaders compute in float32 again). With
+    ``size`` records the training size of a model whose checkpoint does not store it
+    (``Family.with_training_size``; official light U-GAT-IT checkpoints). ``half`` stores the weights in
+    float16 (half the size; loaders compute in float32 again). With
     ``repo_id`` the folder is then pushed to that Hub repository (see ``push_model_folder``), and its model
     card names the repo in its usage lines.
     """
@@ -105,7 +108,11 @@ def export_model(
     if (private or branch) and not repo_id:
         raise UserError("--private and --branch apply to a push: add --push-to-hub REPO_ID")
     output = Path(output).expanduser()
-    check_output_folder(output, overwrite=overwrite)  # before loading a 1.1 GB generator, not after
+    # --overwrite replaces only a folder this tool provably wrote: never the source, a folder holding it, the
+    # current directory or home (checked before loading a 1.1 GB generator, and again before the swap)
+    local = Path(str(source)).expanduser()
+    protect = [local] if local.exists() or local.is_symlink() else []
+    check_output_folder(output, overwrite=overwrite, protect=protect, own=is_own_model_file, guarded=True)
     if format == "onnx":
         _require_onnx()
     token = _hub_token(repo_id) if repo_id else None  # a missing token is found before the work, not after
@@ -116,10 +123,12 @@ def export_model(
         with contextlib.nullcontext() if show_progress else progress_disabled():
             model = resolve_model(source, directions, revision)
         family = model.family
+        if size is not None:
+            model = family.with_training_size(model, size)
         exported = model.with_(card=_card_facts(model, source), weights_dtype="float16" if half else "float32")
         keys = tuple(exported.nets)
         card: dict[str, Any] = {"model_id": repo_id} if repo_id else {}
-        with atomic_folder(output, overwrite=overwrite) as tmp:
+        with atomic_folder(output, overwrite=overwrite, protect=protect, own=is_own_model_file) as tmp:
             if format == "safetensors":
                 names = family.weight_files(exported.config)
                 step(f"writing {', '.join(names[k] for k in keys)}")
@@ -129,7 +138,8 @@ def export_model(
                 for key in keys:
                     step(f"exporting {family.onnx_name(key)} (ONNX opset {opset})")
                     ios[key] = family.onnx_io(exported, key)
-                    export_onnx(ios[key], tmp / family.onnx_name(key), opset=opset, half=half)
+                    with contextlib.nullcontext() if show_progress else _exporter_silenced():
+                        export_onnx(ios[key], tmp / family.onnx_name(key), opset=opset, half=half)
                 _write_onnx_metadata(exported, ios, tmp, opset, card)
         files = {p.name: p.stat().st_size for p in sorted(output.iterdir()) if p.is_file()}
         result = ExportResult(output, format, keys, exported.weights_dtype, files,
@@ -168,6 +178,23 @@ def _card_facts(model: Model, source: str | os.PathLike) -> dict[str, Any]:
 
 
 # --- ONNX ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _exporter_silenced():
+    """--quiet/--json: the ONNX exporter's own warnings, log lines and progress prints are not shown."""
+    import io
+    import logging
+    import warnings
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
 
 def _require_onnx() -> None:
     for module in ("onnx", "onnxscript"):

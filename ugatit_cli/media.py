@@ -30,6 +30,8 @@ from .core.faces import (
 from .core.images import (
     BadImageError,
     InputImage,
+    folder_prefix,
+    glob_relative,
     is_image_name,
     jet_image,
     open_rgb,
@@ -37,6 +39,7 @@ from .core.images import (
     resized_pixels,
     save_image_atomic,
     tensor_to_pixels,
+    walk_once,
 )
 from .core.progress import count_progress
 from .errors import UserError
@@ -105,14 +108,14 @@ def split_videos(sources: Sequence[str | os.PathLike]) -> tuple[list[str | os.Pa
     videos is left out of them, so that it is not reported as "contains no images") and the videos."""
     from .core.video import collect_videos
 
-    several = len(sources) > 1
+    several = True  # the stable layout (core.images.collect_images): a folder keeps its name
     rest: list[str | os.PathLike] = []
     videos: list[InputImage] = []
     for raw in sources:
         path = Path(raw)
         if path.is_dir():
             found = list(collect_videos(path))
-            prefix = Path(path.resolve().name) if several else Path()
+            prefix = folder_prefix(path, several)
             videos += [InputImage(f, prefix / f.relative_to(path)) for f in found]
             if found and not _holds_images(path):
                 continue
@@ -123,7 +126,7 @@ def split_videos(sources: Sequence[str | os.PathLike]) -> tuple[list[str | os.Pa
             matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
             found = [m for m in matches if not m.is_dir() and _video_names(m)]
             if found:
-                videos += [InputImage(m, Path(m.name)) for m in found]
+                videos += [InputImage(m, glob_relative(m, str(raw), True)) for m in found]
                 rest += [str(m) for m in matches if not m.is_dir() and m not in found]
                 continue
         rest.append(raw)
@@ -131,8 +134,7 @@ def split_videos(sources: Sequence[str | os.PathLike]) -> tuple[list[str | os.Pa
 
 
 def _holds_images(folder: Path) -> bool:
-    for _, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    for _, _, files in walk_once(folder):
         if any(not f.startswith(".") and is_image_name(Path(f)) for f in files):
             return True
     return False

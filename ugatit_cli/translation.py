@@ -31,12 +31,14 @@ from .core.images import (
     BadImageError,
     InputImage,
     collect_images,
+    is_image_name,
     jet_image,
     pixels_to_tensor,
     save_image_atomic,
     tensor_to_pixels,
 )
 from .core.progress import count_progress, progress_disabled
+from .core.safety import remove_stale_temporaries
 from .errors import UserError
 from .families.base import Direction, Family, Model, OutputSpec, Translator, families
 from .media import (
@@ -60,6 +62,9 @@ ACCELERATOR_BATCH_SIZE = 8
 #: degrade far less when other processes take a core.
 MAX_CPU_STREAMS = 4
 EXISTS_REASON = "output exists (pass --overwrite to replace it)"
+INSIDE_OUTPUT_REASON = "inside the output folder (earlier results are not inputs)"
+NONFINITE_REASON = ("the model produced NaN or infinite values (nothing written): a diverged model, or an "
+                    "overflow in reduced precision (try --precision fp32)")
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class TranslationReport:
     failed: list[Failed] = field(default_factory=list)
     seconds: float = 0.0
     translate_seconds: float = 0.0
+    model: str | None = None  # what was loaded, when the source can say (a run's checkpoint, EMA or raw)
 
     @property
     def images_per_second(self) -> float:
@@ -119,9 +125,11 @@ class TranslationReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "output_dir": str(self.output_dir),
+            "model": self.model,
             "counts": {"done": len(self.done), "skipped": len(self.skipped), "failed": len(self.failed)},
-            "seconds": round(self.seconds, 3),
-            "images_per_second": round(self.images_per_second, 3),
+            "seconds": round(self.seconds, 3),  # the whole call, model loading included
+            "translate_seconds": round(self.translate_seconds, 3),  # after the model was loaded
+            "images_per_second": round(self.images_per_second, 3),  # done / translate_seconds
             "done": [{"input": str(t.source), "output": str(t.output),
                       **{key: str(path) for key, path in t.extras.items()}} for t in self.done],
             "skipped": [{"input": str(s.source), "output": str(s.output), "reason": s.reason} for s in self.skipped],
@@ -198,6 +206,7 @@ def translate(
     crf: int | None = None,
     codec: str | None = None,
     blend: float = 0.0,
+    max_pixels: int | None = None,
     **options: Any,
 ) -> TranslationReport:
     """Translate image files, folders (recursively) and glob patterns into one PNG each under ``output``.
@@ -223,9 +232,30 @@ def translate(
     faces narrower than ``min_face`` pixels ignored) instead of the whole picture; a photo without a face is
     skipped with "no face found".
 
+    ``max_pixels`` raises (or lowers) Pillow's decompression-bomb limit (89,478,485 pixels) for this call,
+    e.g. for 100 MP camera files.
+
+    Outputs follow one rule whatever the other inputs are (``output_relative``). Inputs inside ``output``
+    fail by name (a folder) or are counted as skipped (earlier results found in a folder). SIGTERM
+    interrupts like Ctrl-C (KeyboardInterrupt; writes in flight finish or remove their temporary), and
+    temporaries a killed run left in the output folders are removed. Results with NaN/inf values fail
+    instead of being written as black pictures.
+
     Bad inputs are listed in ``report.failed`` with their reason and never stop the others; problems with
     the call itself (unknown device, bad size, model not found) raise :class:`~ugatit_cli.errors.UserError`.
     """
+    if max_pixels is not None:  # Pillow's limit is global: set for this call, then put back
+        if max_pixels < 1:
+            raise UserError(f"--max-pixels must be at least 1, got {max_pixels}")
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            return translate(inputs, model, output=output, direction=direction, size=size, keep_size=keep_size,
+                             batch_size=batch_size, device=device, precision=precision, overwrite=overwrite,
+                             revision=revision, workers=workers, progress=progress, faces=faces,
+                             face_scale=face_scale, min_face=min_face, crf=crf, codec=codec, blend=blend, **options)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
     start = time.perf_counter()
     sources = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not sources:
@@ -256,10 +286,14 @@ def translate(
     video_options = VideoOptions(crf, codec, blend=blend)
 
     report = TranslationReport(output_dir)
-    sources, videos = split_videos(sources)
-    images, problems = collect_images(sources) if sources else ([], [])
+    out = output_dir.resolve()
+    inside = [src for src in sources if Path(src).exists() and Path(src).resolve().is_relative_to(out)]
+    report.failed += [Failed(str(src), f"is inside the output folder {output_dir}: its images would be read "
+                                       "back as inputs; choose another --output") for src in inside]
+    sources, videos = split_videos([src for src in sources if src not in inside])
+    images, problems = collect_images(sources, stable_layout=True) if sources else ([], [])
     report.failed += [Failed(p.path, p.reason) for p in problems]
-    images, videos = _outside(images, output_dir), _outside(videos, output_dir)
+    images, videos = _outside(images, output_dir, report), _outside(videos, output_dir, report)
     face_images, images = (images, []) if face_options else ([], images)
     check_extras(face_options, videos, video_options)
     if (images or face_images or videos) and family is None:  # a Hub repo: its config.json says the family
@@ -272,17 +306,24 @@ def translate(
     if jobs or face_images or videos:
         plan = _Plan.for_device(target, dtype, batch_size)
         with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
-            translator = _prepare_translator(_load(model, direction, revision), direction, size, options, plan)
+            loaded_model = _load(model, direction, revision)
+            translator = _prepare_translator(loaded_model, direction, size, options, plan)
+        report.model = loaded_model.card.get("loaded")  # which checkpoint, EMA or not (training runs)
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"{output_dir}: cannot create the output folder ({exc.strerror or exc})") from None
+        folders = {output_dir} | {path.parent for job in jobs for _, path, _ in job.outputs}
+        folders |= {output_dir / image.relative.parent for image in [*face_images, *videos]}
+        for folder in folders:
+            remove_stale_temporaries(folder)  # what a run killed by an uncatchable signal left (pid gone)
         loaded = time.perf_counter()
-        if jobs:
-            _run(jobs, translator, plan, keep_size, workers, progress, report)
-        if face_images or videos:
-            _faces_and_videos(face_images, videos, translator, plan, output_dir, face_options, video_options,
-                              overwrite=overwrite, progress=progress, report=report)
+        with _terminate_as_interrupt():
+            if jobs:
+                _run(jobs, translator, plan, keep_size, workers, progress, report)
+            if face_images or videos:
+                _faces_and_videos(face_images, videos, translator, plan, output_dir, face_options, video_options,
+                                  overwrite=overwrite, progress=progress, report=report)
         report.translate_seconds = time.perf_counter() - loaded
     report.seconds = time.perf_counter() - start
     return report
@@ -307,6 +348,27 @@ def _faces_and_videos(face_images: list[InputImage], videos: list[InputImage], t
         options = dataclasses.replace(video_options, batch_size=video_options.batch_size or plan.batch_size)
         translate_videos(videos, output_dir, batches, options, face_options, keep_size=True,
                          overwrite=overwrite, progress=progress, **callbacks)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a container stop) raises KeyboardInterrupt like Ctrl-C, so the writes in flight
+    finish or remove their temporary files instead of the process vanishing mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _default_workers() -> int:
@@ -347,31 +409,51 @@ def _prepare_translator(model: Model, direction: str | None, size: int | None, o
     return translator
 
 
-def _outside(images: list[InputImage], output_dir: Path) -> list[InputImage]:
-    """Drop images that live under the output folder: earlier results are not inputs of a re-run."""
+def _outside(images: list[InputImage], output_dir: Path, report: TranslationReport) -> list[InputImage]:
+    """Leave out images under the output folder (earlier results are not inputs of a re-run), each counted
+    as skipped with that reason."""
     out = output_dir.resolve()
-    return [image for image in images if not image.path.resolve().is_relative_to(out)]
+    kept = []
+    for image in images:
+        if image.path.resolve().is_relative_to(out):
+            report.skipped.append(Skipped(image.path, image.path, INSIDE_OUTPUT_REASON))
+        else:
+            kept.append(image)
+    return kept
+
+
+def output_relative(image: InputImage, suffix: str = ".png") -> Path:
+    """Where an input's result goes under --output: one rule for every family, whatever the other inputs are.
+
+    ``collect_images(stable_layout=True)`` gives each image its path as the argument names it: a file
+    argument its name, a folder argument the folder's name then the path inside it, a glob the path after
+    the pattern's fixed leading folders. The image suffix becomes ``suffix``; when the input's folder holds
+    another image of the same stem (``a.jpg`` and ``a.png``) both keep their suffix (``a.jpg.png``,
+    ``a.png.png``). Adding an input never renames another's output; two inputs that would still share one
+    (two folders of the same name) fail, never overwrite each other.
+    """
+    if _stem_shared(image.path):
+        return image.relative.with_name(image.relative.name + suffix)
+    return image.relative.with_suffix(suffix)
+
+
+def _stem_shared(path: Path) -> bool:
+    try:
+        return any(other.name != path.name and other.stem == path.stem and is_image_name(other)
+                   for other in path.parent.iterdir())
+    except OSError:
+        return False
 
 
 def _name_outputs(images: Iterable[InputImage], output_dir: Path, specs: Sequence[OutputSpec], overwrite: bool,
                   report: TranslationReport) -> list[_Job]:
-    """Output names for each image (``photo.jpg`` -> ``photo.png``); existing outputs become skips.
-
-    When two inputs would share a name (``a.jpg`` and ``a.png``) both keep their suffix (``a.jpg.png``,
-    ``a.png.png``); an input whose name is still taken fails with the reason.
-    """
+    """Output names for each image (see ``output_relative``); existing outputs become skips. An input whose
+    output another input already claims fails with the reason."""
     images = list(images)
-    short_names: dict[Path, int] = {}
-    for image in images:
-        short = image.relative.with_suffix(".png")
-        short_names[short] = short_names.get(short, 0) + 1
     claimed: dict[Path, Path] = {}  # output path -> the input that writes it
     jobs = []
     for image in images:
-        relative = image.relative.with_suffix(".png")
-        if short_names[relative] > 1:
-            relative = image.relative.with_name(image.relative.name + ".png")
-        out = output_dir / relative
+        out = output_dir / output_relative(image)
         paths = [out.with_name(f"{out.stem}{spec.suffix}.png") for spec in specs]
         taken = [p for p in paths if p in claimed]
         if taken:
@@ -416,13 +498,13 @@ def _decoded_in_order(jobs: Sequence[_Job], translator: Translator, pool: Thread
 
 
 def _batches(items: Iterator[_Decoded | Failed], batch_size: int, report: TranslationReport,
-             advance: Callable[[], None]) -> Iterator[list[_Decoded]]:
+             advance: Callable[..., None]) -> Iterator[list[_Decoded]]:
     """Group decoded images into batches of one shape; decode failures go straight to the report."""
     batch: list[_Decoded] = []
     for item in items:
         if isinstance(item, Failed):
             report.failed.append(item)
-            advance()
+            advance(False)
             continue
         if batch and item.shapes() != batch[0].shapes():
             yield batch
@@ -455,11 +537,18 @@ def _forward(translator: Translator, batch: list[_Decoded], plan: _Plan) -> dict
     try:
         with torch.inference_mode(), autocast(device, plan.dtype):
             outputs = translator.forward(x, extras)
-            return {spec.key: tensor_to_pixels(outputs[spec.key]).contiguous().cpu().numpy() if spec.kind == "image"
-                    else outputs[spec.key].float().cpu() for spec in translator.outputs}
+            # per image, whether every output is finite (NaN/inf would be saved as black pictures)
+            finite = torch.stack([torch.isfinite(outputs[spec.key]).flatten(1).all(1)
+                                  for spec in translator.outputs]).all(0).cpu().tolist()
+            return {FINITE: finite} | {
+                spec.key: tensor_to_pixels(outputs[spec.key]).contiguous().cpu().numpy() if spec.kind == "image"
+                else outputs[spec.key].float().cpu() for spec in translator.outputs}
     except torch.cuda.OutOfMemoryError:
         raise UserError(f"out of memory on {device} with a batch of {len(batch)} images; lower the batch size"
                         ) from None
+
+
+FINITE = "\0finite"  # the key of _forward's per-image finiteness (no family's output key)
 
 
 def _save(item: _Decoded, results: dict[str, Any], keep_size: bool) -> None:
@@ -494,12 +583,17 @@ def _run(jobs: list[_Job], translator: Translator, plan: _Plan, keep_size: bool,
     writes: deque[tuple[_Decoded, Future]] = deque()
     threads = torch.get_num_threads()
 
-    def write_oldest_batch(advance: Callable[[], None]) -> None:
+    def write_oldest_batch(advance: Callable[..., None]) -> None:
         batch, future = forwards.popleft()
         results = future.result()
+        finite = results.pop(FINITE)
         for i, item in enumerate(batch):
+            if not finite[i]:
+                report.failed.append(Failed(str(item.job.source), NONFINITE_REASON))
+                advance(False)
+                continue
             write = io_pool.submit(_save, item, {key: value[i] for key, value in results.items()}, keep_size)
-            write.add_done_callback(lambda _: advance())
+            write.add_done_callback(lambda f: advance(not f.cancelled() and f.exception() is None))
             writes.append((item, write))
 
     def finish_oldest_write() -> None:

@@ -1,5 +1,5 @@
 """The ``ugatit`` command line: the Typer app, its error rule and entry point. Each command lives in its own
-module of this package (``translate``, ``train``, ``export``, ``evaluate``, ``models``) and registers on
+module of this package (``translate``, ``train``, ``export``, ``evaluate``, ``models``, ``demo``) and registers on
 ``app`` when imported (at the end of this module).
 
 The exit-code rule (README, "Exit status"): 0 everything asked for was done; 1 some inputs failed (each named
@@ -7,6 +7,8 @@ on stderr with its reason) and the rest were done; 2 nothing could start (bad op
 that cannot be found or read). A :class:`~ugatit_cli.errors.UserError` carries its code.
 """
 
+import sys
+import warnings
 from typing import Any
 
 import click
@@ -16,6 +18,14 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..errors import UserError
+
+# Typer >= 0.22 vendors Click: its usage errors are its own classes, found from its public BadParameter.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+try:
+    from typer._click.exceptions import NoArgsIsHelpError as _NoArgsIsHelpError
+except ImportError:  # older Typer on Click itself
+    from click.exceptions import NoArgsIsHelpError as _NoArgsIsHelpError
+_Abort = getattr(typer, "Abort", click.Abort)
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # soft_wrap: a message stays one line
@@ -59,9 +69,46 @@ class _UserErrorsAsExitCodes(TyperGroup):
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
+        """Usage errors (a missing option, a value not among the choices) in the same one red line as every
+        other error, instead of Typer's boxed panel; help (--help, no arguments) is printed as usual."""
+        _plain_defaults(self)
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except _ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            hint = f" (see '{context.command_path} --help')" if context is not None else ""
+            print_error(" ".join(exc.format_message().split()) + hint)
+            sys.exit(exc.exit_code)
+        except (click.Abort, _Abort):
+            print_error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _plain_defaults(group: click.Group) -> None:
+    """Defaults described in words or computed (``show_default="..."``) print as "(default: X)" in the help
+    text, instead of Typer's "[default: (X)]"."""
+    for command in group.commands.values():
+        for param in command.params:
+            shown = getattr(param, "show_default", None)
+            if isinstance(shown, str) and shown:
+                param.help = f"{param.help or ''} (default: {shown})".strip()
+                param.show_default = False
+
+
+def warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning as one line on stderr, never a stack excerpt."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
 
 app = typer.Typer(cls=_UserErrorsAsExitCodes, add_completion=False, no_args_is_help=True,
-                  help="U-GAT-IT image-to-image translation.")
+                  pretty_exceptions_enable=False, help="U-GAT-IT image-to-image translation.")
 
 
 def _print_version(value: bool) -> None:
@@ -77,6 +124,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Translate images with U-GAT-IT, train models, export and evaluate them."""
+    warnings.showwarning = warn_in_one_line
     if PLUGIN_ERROR is not None:  # a family plugin that fails to import: one line, exit 2
         raise PLUGIN_ERROR
 
@@ -109,4 +157,4 @@ def _families() -> dict:
 PLUGIN_ERROR: UserError | None = None
 FAMILIES = _families()
 
-from . import evaluate, export, models, train, translate  # noqa: E402, F401  (each registers its command)
+from . import demo, evaluate, export, models, train, translate  # noqa: E402, F401  (each registers its command)

@@ -40,7 +40,12 @@ def export(
     branch: Annotated[str | None, typer.Option("--branch", help="Hub branch to push to (created if missing; "
                                                                 "default main).")] = None,
     revision: Annotated[str | None, typer.Option("--revision", help="Revision of a Hub SOURCE.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
+    size: Annotated[int | None, typer.Option(
+        "--size", help="Training size of a model whose checkpoint does not store it (official light U-GAT-IT "
+                       "checkpoints; otherwise 256 is assumed and marked so).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder this tool "
+                                            "wrote (never the source, a folder holding it, or one with other "
+                                            "files).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
@@ -54,7 +59,7 @@ def export(
     result = export_model(
         source, output, format=format.value, directions=parse_directions(direction), half=half,
         overwrite=overwrite, revision=revision, repo_id=push_to_hub, private=private, branch=branch,
-        show_progress=not (quiet or as_json),
+        show_progress=not (quiet or as_json), size=size,
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

@@ -24,7 +24,8 @@ def _warn_in_one_line(message, category, filename, lineno, file=None, line=None)
 
 
 def train(
-    data_dir: Annotated[Path, typer.Argument(help=f"Training data ({_LAYOUTS}).")],
+    data_dir: Annotated[str, typer.Argument(help=f"Training data ({_LAYOUTS}), or a Hugging Face Hub dataset: "
+                                            "hf://datasets/OWNER/NAME[@REVISION] (needs the hub extra).")],
     arch: Annotated[str | None, typer.Option(
         "--arch", help=f"Model family: {', '.join(FAMILIES)}. A resumed run keeps its own.",
         show_default=DEFAULT_FAMILY)] = None,
@@ -37,6 +38,12 @@ def train(
                             "newest checkpoint.")] = None,
     device: Annotated[str, typer.Option(
         help="auto, cpu, cuda, cuda:N or mps (torchrun: one GPU per process).")] = "auto",
+    split: Annotated[str | None, typer.Option(help="Hub dataset: the split to train on (its test split gives the "
+                                              "sample images).", show_default="train")] = None,
+    domain_column: Annotated[list[str] | None, typer.Option(
+        "--domain-column", help="Hub dataset: the image column of each role, repeated in the family's order (U-GAT-IT: "
+        "A then B; pix2pixHD: label map, photo[, instance map]), or LABEL=VALUE_A,VALUE_B (a label column and "
+        "the value of each domain).", show_default="inferred from the column names")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
     options: dict[str, Any] | None = None,
@@ -57,13 +64,24 @@ def train(
         with warnings.catch_warnings():
             warnings.showwarning = _warn_in_one_line
             summary = run_training(data_dir, settings, arch=arch, output=output, resume=resume, init_from=init_from,
-                                   device=device, progress=not quiet and main_rank)
+                                   device=device, progress=not quiet and main_rank, split=split,
+                                   domain_columns=domain_column or ())
     except UserError as exc:
         if main_rank:  # every rank fails alike; one message is enough
             print_error(str(exc))
         raise typer.Exit(exc.exit_code) from None
     if as_json and main_rank:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
+    elif main_rank and not quiet and summary.checkpoint is not None and not summary.interrupted:
+        from rich.markup import escape
+
+        from .app import err_console
+
+        ema = " (its EMA networks)" if getattr(summary.trainer, "ema", None) else ""
+        err_console.print(f"Trained {summary.iteration} of {summary.iterations} iterations in {summary.seconds:.1f} s;"
+                          f" newest checkpoint: {escape(str(summary.checkpoint))}. Use it{ema} with: ugatit "
+                          f"translate IMAGES --model {escape(str(summary.run_dir))}  (or export it: ugatit export "
+                          f"{escape(str(summary.run_dir))} --output MODEL_DIR)", highlight=False)
     if summary.interrupted:
         raise typer.Exit(130)
 

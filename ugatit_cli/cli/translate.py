@@ -1,6 +1,7 @@
 """``ugatit translate``: options common to every family, plus each family's own (``translate_options``)."""
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +14,14 @@ from .app import FAMILIES, app, err_console, family_help, print_error
 from .options import translate_options, with_options
 
 GENERATED = translate_options(FAMILIES)
+
+
+class Precision(str, Enum):
+    """Autocast precisions (help lists them as choices)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
 
 
 def translate(
@@ -30,7 +39,7 @@ def translate(
     batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.",
                                                    show_default="1 on a CPU, where it is fastest; 8 on a GPU")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
+    precision: Annotated[Precision, typer.Option(help="Autocast precision (fp16 needs a GPU).")] = Precision.fp32,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else they are "
                                             "skipped).")] = False,
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
@@ -51,31 +60,48 @@ def translate(
                                               show_default=DEFAULT_CODEC)] = None,
     blend: Annotated[float, typer.Option(help="Video: mix this share of the previous output frame into each "
                                          "(less flicker, some ghosting; 0 is off).")] = 0.0,
+    max_pixels: Annotated[int | None, typer.Option(
+        "--max-pixels", help="Largest image accepted, in pixels; raise it for e.g. 100 MP camera files.",
+        show_default="Pillow's decompression-bomb limit, 89,478,485")] = None,
     options: dict[str, Any] | None = None,
 ) -> None:
     """Translate images: one PNG per input under --output. Exit 0: all done; 1: some inputs failed; 2: usage error."""
     from ..translation import translate as run_translation
 
     given = {name: value for name, value in (options or {}).items() if value is not None}
-    report = run_translation(
-        inputs, model, output=output, direction=direction, size=size, keep_size=keep_size, batch_size=batch_size,
-        device=device, precision=precision, overwrite=overwrite, revision=revision, workers=workers,
-        progress=not (quiet or as_json), faces=faces, face_scale=face_scale, min_face=min_face, crf=crf,
-        codec=codec, blend=blend, **given,
-    )
+    try:
+        report = run_translation(
+            inputs, model, output=output, direction=direction, size=size, keep_size=keep_size,
+            batch_size=batch_size, device=device, precision=Precision(precision).value, overwrite=overwrite,
+            revision=revision, workers=workers, progress=not (quiet or as_json), faces=faces, face_scale=face_scale,
+            min_face=min_face, crf=crf, codec=codec, blend=blend, max_pixels=max_pixels, **given,
+        )
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: finished outputs stay, no temporary file is left
+        print_error("interrupted; the results finished so far are kept, no partial file is left")
+        raise typer.Exit(130) from None
     for failure in report.failed:
         print_error(f"{failure.source}: {failure.reason}")
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet:
+        if report.model:
+            err_console.print(f"Model: {escape(report.model)}")
+        from ..translation import INSIDE_OUTPUT_REASON
+
+        inside = sum(1 for s in report.skipped if s.reason == INSIDE_OUTPUT_REASON)
+        others = [s for s in report.skipped if s.reason != INSIDE_OUTPUT_REASON]
         why = sorted({"exist; --overwrite replaces them" if s.reason.startswith("output exists") else s.reason
-                      for s in report.skipped})
-        skipped = f", {len(report.skipped)} skipped ({'; '.join(why)})" if report.skipped else ""
+                      for s in others})
+        skipped = f", {len(others)} skipped ({'; '.join(why)})" if others else ""
+        skipped += f", {inside} left out (inside the output folder)" if inside else ""
         failed = f", {len(report.failed)} failed" if report.failed else ""
         unit = "images" if all(t.output.suffix == ".png" for t in report.done) else "inputs"  # clips are inputs
         noun = unit[:-1] if len(report.done) == 1 else unit
-        err_console.print(f"Translated {len(report.done)} {noun}{skipped}{failed} in {report.seconds:.1f} s "
-                          f"({report.images_per_second:.2f} {unit}/s) into {escape(str(report.output_dir))}")
+        # the rate is over the translation itself (after loading the model), and only of inputs translated
+        rate = (f"; {report.images_per_second:.2f} {unit}/s over {report.translate_seconds:.1f} s of translation"
+                if report.done else "")
+        err_console.print(f"Translated {len(report.done)} {noun}{skipped}{failed} in {report.seconds:.1f} s"
+                          f"{rate} into {escape(str(report.output_dir))}")
     raise typer.Exit(report.exit_code)
 
 

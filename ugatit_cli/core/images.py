@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import ProcessingError
-from .files import atomic_file
+from .files import atomic_file, walk_once
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -58,6 +58,8 @@ def open_rgb(path: str | os.PathLike, background: tuple[int, int, int] = (255, 2
         raise BadImageError(path, "no such file")
     if path.is_dir():
         raise BadImageError(path, "is a folder, not an image file")
+    if not path.is_file():  # a device (/dev/zero), a FIFO or a socket would be read forever or block
+        raise BadImageError(path, "not a regular file (a device, pipe or socket)")
     if path.stat().st_size == 0:
         raise BadImageError(path, "empty file (0 bytes)")
     try:
@@ -70,7 +72,8 @@ def open_rgb(path: str | os.PathLike, background: tuple[int, int, int] = (255, 2
                 return _to_rgb(img, background)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImageError(
-            path, f"image is larger than Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels"
+            path, f"image is larger than the decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
+                  "(translate --max-pixels N allows larger images)"
         ) from None
     except Image.UnidentifiedImageError:
         raise BadImageError(path, "not an image file Pillow can read") from None
@@ -115,28 +118,50 @@ def is_image_name(path: Path) -> bool:
 def _folder_images(folder: Path) -> list[Path]:
     """Image-named files under ``folder`` (recursive, sorted); broken links are kept so they get reported."""
     found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    for root, _, files in walk_once(folder):
         found += [Path(root) / f for f in sorted(files) if not f.startswith(".") and is_image_name(Path(f))]
     return found
 
 
-def collect_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[InputImage], list[InputProblem]]:
+def glob_base(pattern: str) -> Path:
+    """The leading folders of a glob pattern before its first wildcard (``shots/**/*.jpg`` -> ``shots``)."""
+    parts = Path(pattern).parts
+    fixed = list(parts[: next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))])
+    return Path(*fixed) if fixed else Path()
+
+
+def glob_relative(match: Path, pattern: str, stable_layout: bool) -> Path:
+    """Where a glob's match goes under an output folder: with ``stable_layout`` its path after the pattern's
+    fixed leading folders (so ``shots/**/*.jpg`` keeps ``day1/a.jpg`` and ``day2/a.jpg`` apart), else its name."""
+    base = glob_base(pattern)
+    return match.relative_to(base) if stable_layout and match.is_relative_to(base) else Path(match.name)
+
+
+def folder_prefix(folder: Path, several: bool) -> Path:
+    """The prefix a folder argument's files keep: its own name with ``several`` (the stable layout: always)."""
+    return Path(folder.resolve().name) if several else Path()
+
+
+def collect_images(inputs: Sequence[str | os.PathLike], *, stable_layout: bool = False
+                   ) -> tuple[list[InputImage], list[InputProblem]]:
     """Expand files, folders (recursively) and glob patterns into images with output-relative paths.
 
     A single folder's images keep their paths relative to it; with several inputs each folder's name is
-    kept as a prefix so outputs of different folders cannot collide. Duplicates are dropped.
+    kept as a prefix so outputs of different folders cannot collide. ``stable_layout`` (translate's rule)
+    always prefixes a folder's name and keeps a glob's matches relative to the pattern's fixed leading
+    folders, so a path never depends on the other inputs. Duplicates are dropped; folders that links make
+    loop are walked once.
     """
     images: list[InputImage] = []
     problems: list[InputProblem] = []
-    several = len(inputs) > 1
+    several = len(inputs) > 1 or stable_layout
     for raw in inputs:
         arg = Path(raw)
         if arg.is_dir():
             files = _folder_images(arg)
             if not files:
                 problems.append(InputProblem(str(raw), "folder contains no images"))
-            prefix = Path(arg.resolve().name) if several else Path()
+            prefix = folder_prefix(arg, several)
             images += [InputImage(f, prefix / f.relative_to(arg)) for f in files]
         elif arg.exists() or arg.is_symlink():
             images.append(InputImage(arg, Path(arg.name)))
@@ -145,7 +170,7 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[InputImage
             files = [m for m in matches if not m.is_dir()]
             if not files:
                 problems.append(InputProblem(str(raw), "pattern matches no files"))
-            images += [InputImage(m, Path(m.name)) for m in files]
+            images += [InputImage(m, glob_relative(m, str(raw), stable_layout)) for m in files]
         else:
             problems.append(InputProblem(str(raw), "no such file or folder"))
     return _dedupe(images), problems

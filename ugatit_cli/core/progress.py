@@ -77,19 +77,35 @@ class _RateColumn(ProgressColumn):
         self.unit = unit
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        # the rate of items done, not of items failed (a run where everything fails has no rate)
+        done, elapsed = task.fields.get("done"), task.elapsed
+        if done is not None:
+            speed = done / elapsed if done and elapsed else None
+        else:
+            speed = task.finished_speed or task.speed
         return Text(f"{speed:.2f} {self.unit}/s" if speed else f"- {self.unit}/s", style="progress.data.speed")
 
 
 @contextmanager
 def count_progress(description: str, total: int, unit: str = "items",
-                   enabled: bool = True) -> Iterator[Callable[[], None]]:
-    """A progress bar over ``total`` items with their rate; yields ``advance()`` (thread-safe). Disabled: a no-op."""
+                   enabled: bool = True) -> Iterator[Callable[..., None]]:
+    """A progress bar over ``total`` items with the rate of those done; yields ``advance(done=True)``
+    (thread-safe; ``done=False`` for an item that failed). Disabled: a no-op."""
     if not (enabled and _ENABLED.get()):
-        yield lambda: None
+        yield lambda done=True: None
         return
+    import threading
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(unit),
                TimeElapsedColumn(), TimeRemainingColumn())
+    lock = threading.Lock()
+    counts = {"done": 0}
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda: progress.advance(task)
+        task = progress.add_task(description, total=total, done=0)
+
+        def advance(done: bool = True) -> None:
+            with lock:
+                counts["done"] += bool(done)
+                progress.update(task, advance=1, done=counts["done"])
+
+        yield advance

@@ -40,7 +40,7 @@ from .faces import (
     paste_faces,
     square_crop,
 )
-from .files import atomic_file
+from .files import atomic_file, walk_once
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp",
                             ".wmv", ".flv"})
@@ -448,8 +448,7 @@ def probe_frames(path: str | os.PathLike) -> int | None:
 
 def collect_videos(folder: Path) -> Iterator[Path]:
     """Video-named files under ``folder`` (recursive, sorted, hidden ones skipped)."""
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    for root, _, files in walk_once(folder):  # links that loop are walked once
         for name in sorted(files):
             if not name.startswith(".") and is_video_name(Path(name)):
                 yield Path(root) / name

@@ -174,7 +174,9 @@ def evaluate_model(
             failures += [InputProblem(str(f.source), f.reason) for f in translation.failed]
             # translations are new files every run: caching their features could never hit
             fake_features = settings.features(tmp, cache=False, label=f"{pair.source.name} translated {pair.label}")
-            paired = loaded.family.paired_scores(pair, Path(tmp))
+            # translate's stable layout: a folder's results are under its name
+            written = Path(tmp) / Path(pair.source).resolve().name if Path(pair.source).is_dir() else Path(tmp)
+            paired = loaded.family.paired_scores(pair, written)
         comparisons.append(settings.compare(real_features, fake_features, f"{pair.source} translated {pair.label}",
                                             pair.label))
         comparisons[-1].paired = paired

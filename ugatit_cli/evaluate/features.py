@@ -50,8 +50,14 @@ def default_cache_dir() -> Path:
 def _inception_module():
     try:
         from torch_fidelity import feature_extractor_inceptionv3
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch_fidelity":
+            raise UserError(f"torch-fidelity is installed but cannot be imported: {exc} ({INSTALL_HINT})") from None
         raise UserError(f"{INSTALL_HINT} (torch-fidelity is not installed)") from None
+    except Exception as exc:  # e.g. a torchvision built for another torch: show the cause, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"torch-fidelity is installed but cannot be imported: {type(exc).__name__}: {first} "
+                        f"(a torchvision that does not match torch? reinstall both: {INSTALL_HINT})") from None
     return feature_extractor_inceptionv3
 
 
@@ -212,9 +218,16 @@ def _load_cached(path: Path, folder: Path) -> FolderFeatures | None:
 
 def _store(path: Path, result: FolderFeatures) -> None:
     failures = [[Path(p.path).relative_to(result.folder).as_posix(), p.reason] for p in result.failures]
-    with atomic_file(path) as tmp:
-        save_file({"features": result.features.contiguous()}, str(tmp),
-                  metadata={"failures": json.dumps(failures), "folder": str(result.folder)})
+    try:
+        with atomic_file(path) as tmp:
+            save_file({"features": result.features.contiguous()}, str(tmp),
+                      metadata={"failures": json.dumps(failures), "folder": str(result.folder)})
+    except (OSError, SafetensorError) as exc:  # a cache is an optimisation: the measurement goes on
+        import warnings
+
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        warnings.warn(f"{path.parent}: feature cache not written ({reason}); the features will be computed "
+                      "again next time", stacklevel=2)
 
 
 def _pixels(path: Path) -> torch.Tensor:

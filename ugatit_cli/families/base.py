@@ -12,7 +12,8 @@ compares and its model-card facts. The shared layers reach it only through :clas
 - ``export`` asks for :meth:`Family.onnx_io` (module, example inputs, names, dynamic axes);
 - ``evaluate/`` asks for :meth:`Family.eval_pairs` (which folder is translated and compared with which);
 - ``train/`` (run folder, checkpoints, resume, signals, DDP, logging) asks for the training data
-  (:meth:`Family.scan_data`, :meth:`Family.loader`) and a :class:`FamilyTrainer`;
+  (:meth:`Family.scan_data`, :meth:`Family.loader`) and a :class:`FamilyTrainer`; ``store/hub_datasets``
+  writes a Hub dataset into that layout as :attr:`Family.hub_columns` says;
 - ``cli/`` builds each family's ``train`` options from :attr:`Family.hyper_params` (one Typer help panel
   per family) and its ``translate`` options from :attr:`Family.translate_options`.
 
@@ -78,13 +79,17 @@ def cli_flag(f: dataclasses.Field) -> str:
 class TranslateOption:
     """An extra ``ugatit translate`` option of a family (``--heatmap``, ``--reference IMAGE``, ``--domain K``,
     ``--instance-maps DIR``). ``type`` is ``bool``, ``int``, ``float``, ``str`` or ``Path``; the value reaches
-    :meth:`Family.translator` in ``options[name]`` (None when not given, False for an unset bool)."""
+    :meth:`Family.translator` in ``options[name]`` (None when not given, False for an unset bool).
+
+    ``per_input``: the value is a folder holding one file per input, found by the input's name (pix2pixHD's
+    instance maps); ``ugatit demo`` asks for that one file and puts it in such a folder."""
 
     name: str
     type: type
     help: str
     flag: str | None = None
     metavar: str | None = None
+    per_input: bool = False
 
     @property
     def cli_flag(self) -> str:
@@ -162,6 +167,32 @@ class Direction:
             expected = " or ".join([*names, *(["both"] if allow_both else [])])
             raise UserError(f"unknown direction {text!r}; expected {expected}")
         return (Direction(text),)
+
+
+# --- training data from a Hub dataset ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubColumns:
+    """How the columns of a Hugging Face Hub dataset (``ugatit train hf://datasets/OWNER/NAME``) become the
+    family's DATA_DIR layout, which :meth:`Family.scan_data` then reads like any local folder (see
+    :mod:`ugatit_cli.store.hub_datasets`).
+
+    ``roles``: each role (a column of images) -> the column names it is recognised by (case-insensitive, or as
+    the end of the name: ``A`` finds ``imageA``), in the order ``--domain-column`` names them. ``train`` and
+    ``test``: role -> its folder in DATA_DIR for the training split and for the test split (samples, eval).
+    ``optional``: roles a dataset may lack (pix2pixHD's instance maps). ``paired``: a row is one example (a
+    row without an image of a required role is left out whole); otherwise each role's column is read on its
+    own (unpaired domains, where a label column may also say which rows are which role). ``classes``: a label
+    column becomes first-level class subfolders of the one role's folder (what TUNIT reads as classes).
+    """
+
+    roles: Mapping[str, tuple[str, ...]]
+    train: Mapping[str, str]
+    test: Mapping[str, str] = field(default_factory=dict)
+    optional: tuple[str, ...] = ()
+    paired: bool = False
+    classes: bool = False
 
 
 # --- what a family hands the store ------------------------------------------------------------------------
@@ -410,6 +441,9 @@ class Family(ABC):
     translate_options: ClassVar[tuple[TranslateOption, ...]] = ()
     #: what DATA_DIR must hold, one line for ``ugatit train --help`` and errors
     data_layout: ClassVar[str] = ""
+    #: how a Hub dataset's columns fill that layout (None: the family does not train from Hub datasets); see
+    #: :meth:`hub_columns_for` when it depends on the settings
+    hub_columns: ClassVar[HubColumns | None] = None
     #: what the family adds to the help of shared options, by key: ``model`` (the MODEL forms its importers
     #: read), ``direction``, ``size``, ``init_from``, ``eval_direction``, ``eval_data``
     cli_help: ClassVar[Mapping[str, str]] = {}
@@ -502,6 +536,11 @@ class Family(ABC):
     def scan_data(self, data_dir: Path) -> TrainingData:
         """Find and check the training data (UserError when the layout is wrong or nothing is readable)."""
 
+    def hub_columns_for(self, hyper: Any) -> HubColumns | None:
+        """How a Hub dataset fills DATA_DIR for a run with the hyper-parameters ``hyper`` (by default
+        :attr:`hub_columns`, whatever the settings)."""
+        return self.hub_columns
+
     @abstractmethod
     def loader(self, data: TrainingData, run: Any, hyper: Any, start: int, stop: int, rank: int,
                world_size: int, pin_memory: bool) -> Iterable[Any]:
@@ -526,6 +565,11 @@ class Family(ABC):
     def can_init_from(self, path: Path) -> bool:
         """Whether ``--init-from path`` names a file :meth:`FamilyTrainer.load_official` reads."""
         return False
+
+    def with_training_size(self, model: Any, size: int) -> Any:
+        """``model`` with the training size a user states (``export --size``), for checkpoints that do not
+        store it. UserError when the family's models always know theirs (the default)."""
+        raise UserError(f"--size {size}: {self.title} models record their own size; leave --size out")
 
     # -- model card --
 

@@ -33,10 +33,19 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..core.files import atomic_folder
 from ..core.nets import load_strict
+from ..core.safety import (
+    check_tensors,
+    meta_shapes,
+    read_json_object,
+    regular_file,
+    shape_mismatch,
+    strip_wrapper_prefixes,
+)
 from ..errors import ProcessingError, UserError, first_line
 from .base import DEFAULT_FAMILY, FORMAT_VERSION, Family, Model, get_family
 
@@ -45,6 +54,7 @@ CARD_NAME = "README.md"
 WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 #: keys of config.json that are the folder's, not the family config's
 FOLDER_KEYS = ("family", "format_version", "weights_dtype", "onnx")
+#: ``Model.card["config_notes"]``: facts a loader adds to config.json (e.g. U-GAT-IT's ``img_size_assumed``)
 
 
 MODEL_CARD = """---
@@ -138,7 +148,7 @@ class ModelFolder(
         ``extra`` facts."""
         model = self.model
         data = ({"family": model.family.name, "format_version": FORMAT_VERSION} | model.config.to_dict()
-                | {"weights_dtype": model.weights_dtype} | extra)
+                | {"weights_dtype": model.weights_dtype} | dict(model.card.get("config_notes") or {}) | extra)
         (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def generate_model_card(self, **kwargs: Any) -> ModelCard:
@@ -163,6 +173,33 @@ class ModelFolder(
                     .replace("<<USE>>", family.card_use).replace("<<CITATION>>", family.card_citation))
         return ModelCard.from_template(card_data, template_str=template, repo_url=self._hub_mixin_info.repo_url,
                                        paper_url=family.paper_url, docs_url=self._hub_mixin_info.docs_url, **facts)
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls, pretrained_model_name_or_path: str | Path, *, force_download: bool = False,
+        token: str | bool | None = None, cache_dir: str | Path | None = None, local_files_only: bool = False,
+        revision: str | None = None, directions: Sequence[str] | None = None, **_: Any,
+    ) -> "ModelFolder":
+        """Load a local model folder or a Hub repo. ``config.json`` is read here as a regular file holding a
+        JSON object (the mixin's own reading would pass a list, ``null`` or a FIFO on to a traceback); its
+        fields are validated by the family's config before anything is sized by them."""
+        model_id = str(pretrained_model_name_or_path)
+        local = os.path.isdir(model_id)
+        if local:
+            config_file = os.path.join(model_id, CONFIG_NAME)
+            if not os.path.exists(config_file):
+                raise UserError(f"{model_id}: no {CONFIG_NAME}; not a ugatit-cli model folder")
+        else:
+            config_file = hf_hub_download(repo_id=model_id, filename=CONFIG_NAME, revision=revision,
+                                          cache_dir=cache_dir, force_download=force_download, token=token,
+                                          local_files_only=local_files_only)
+        try:
+            config = read_json_object(config_file, CONFIG_NAME)
+        except UserError as exc:
+            raise UserError(str(exc) if local else f"{model_id}: {exc}") from None
+        return cls._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download, local_files_only=local_files_only, token=token,
+                                    config=config, directions=directions)
 
     @classmethod
     def _from_pretrained(
@@ -203,38 +240,63 @@ class ModelFolder(
                     repo_id=model_id, filename=name, revision=revision, cache_dir=cache_dir,
                     force_download=force_download, local_files_only=local_files_only, token=token,
                 )
-            nets[key] = net_from_state(family, model_config, key, load_file(path), origin=path)
+            nets[key] = net_from_state(family, model_config, key, read_safetensors(path), origin=path)
         return cls(Model(family, model_config, nets, weights_dtype=weights_dtype))
 
 
 def read_config(data: dict[str, Any], origin: str) -> tuple[Family, Any, str]:
     """The family, its config and the weights dtype of a ``config.json`` mapping (UserError when invalid)."""
-    family = get_family(data.get("family") or DEFAULT_FAMILY)
+    name = data.get("family") or DEFAULT_FAMILY
+    if not isinstance(name, str):
+        raise UserError(f"{origin}: invalid {CONFIG_NAME} (family must be a name, got {name!r})")
+    family = get_family(name)
     version = data.get("format_version", 0)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(f"{origin}: {CONFIG_NAME} has format_version {version!r}; this ugatit-cli reads up to "
                         f"{FORMAT_VERSION} (upgrade ugatit-cli)")
     try:
         model_config = family.model_config.from_dict({k: v for k, v in data.items() if k not in FOLDER_KEYS})
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{origin}: invalid {CONFIG_NAME} ({exc})") from None
     weights_dtype = data.get("weights_dtype", "float32")
-    if weights_dtype not in WEIGHTS_DTYPES:
+    if not isinstance(weights_dtype, str) or weights_dtype not in WEIGHTS_DTYPES:
         raise UserError(f"{origin}: invalid {CONFIG_NAME} (weights_dtype {weights_dtype!r})")
     return family, model_config, weights_dtype
 
 
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; an empty, truncated, foreign or non-regular file is one
+    ``ProcessingError`` line (safetensors itself checks that the header's offsets fit the file, so nothing
+    is allocated beyond the file's real size)."""
+    regular_file(path, "safetensors weights file", error=ProcessingError)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ProcessingError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
+
+
 def net_from_state(family: Family, config: Any, key: str, state: dict[str, torch.Tensor], origin: str):
-    """Build network ``key`` and load ``state`` strictly (stored fp16/bf16 weights cast back to fp32)."""
+    """Build network ``key`` and load ``state`` strictly (stored fp16/bf16 weights cast back to fp32).
+
+    Every family's weights pass here: wrapper key prefixes (DataParallel/DDP ``module.``, torch.compile
+    ``_orig_mod.``) are removed; tensors that are not stored weights (stride-0 views claiming more than the
+    file holds) or hold NaN/inf are refused; the shapes are compared with the configuration's on the meta
+    device before a byte of the network is allocated. UserError / ProcessingError with one line otherwise.
+    """
+    state = check_tensors(strip_wrapper_prefixes(state), origin)
+    mismatch = shape_mismatch(meta_shapes(lambda: family.build_net(config, key)),
+                              {k: v.shape for k, v in state.items()})
+    if mismatch:
+        raise UserError(f"{origin}: weights do not match its config ({mismatch})")
     return load_strict(family.build_net(config, key), state, origin, to_float=True).eval()
 
 
 def read_model_folder(model_id: str | os.PathLike, directions: Sequence[str] | None = None,
-                      revision: str | None = None) -> Model:
+                      revision: str | None = None, local_files_only: bool = False) -> Model:
     """The Model in a local model folder or Hub repo, with the networks ``directions`` need (see
     :class:`ModelFolder`). UserError for a folder that is not one, a missing file, weights that do not fit."""
     return ModelFolder.from_pretrained(str(model_id), directions=None if directions is None else tuple(directions),
-                                       revision=revision).model
+                                       revision=revision, local_files_only=local_files_only).model
 
 
 def write_model_folder(
@@ -254,8 +316,11 @@ def folder_family(path: Path) -> Family | None:
     try:
         data = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") is not None:  # a training run's config.json
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("family") or "", str):
+        # a damaged config.json beside weights: a model folder, so that reading it says what is wrong
+        return get_family(DEFAULT_FAMILY) if any(path.glob("*.safetensors")) else None
+    if data.get("format") is not None:  # a training run's config.json
         return None
     family = get_family(data.get("family") or DEFAULT_FAMILY)
     return family if any((path / name).is_file() for name in family.weight_files(None).values()) else None
@@ -265,6 +330,54 @@ def is_model_folder(path: Path) -> bool:
     return folder_family(path) is not None
 
 
+_REACHABLE: dict[str, bool] = {}
+PROBE_TIMEOUT_S = 3.0
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_reachable() -> bool:
+    """Whether the Hub can be asked at all: False at once under ``HF_HUB_OFFLINE`` (huggingface_hub's own
+    switch), else one TCP connection to the endpoint (at most 3 s, remembered for the process). Without
+    this, huggingface_hub retries a dead network for ~30 s before it says so. Behind a proxy the answer is
+    left to huggingface_hub (True)."""
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = constants.ENDPOINT
+    if endpoint not in _REACHABLE:
+        import socket
+        from urllib.parse import urlsplit
+
+        if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+            _REACHABLE[endpoint] = True
+        else:
+            parts = urlsplit(endpoint)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            try:
+                socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+                _REACHABLE[endpoint] = True
+            except OSError:
+                _REACHABLE[endpoint] = False
+    return _REACHABLE[endpoint]
+
+
+def offline_reason() -> str:
+    return "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
+
+
+def _is_network_error(exc: BaseException | None) -> bool:
+    """A transport failure under requests (OSError) or httpx (its TransportError family, matched by name so
+    that no HTTP library is imported here), anywhere in the exception's chain."""
+    for _ in range(8):
+        if exc is None:
+            return False
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if isinstance(exc, (ConnectionError, TimeoutError)) or names & {"TransportError", "ConnectError",
+                                                                        "TimeoutException", "NetworkError"}:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @contextmanager
 def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
     """Turn huggingface_hub's exceptions into one sentence that says what to do."""
@@ -272,8 +385,7 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
     try:
         yield
     except LocalEntryNotFoundError:
-        how = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} could not be reached"
-        raise UserError(f"{at}: not in the local Hugging Face cache and {how}") from None
+        raise UserError(f"{at}: not in the local Hugging Face cache and {offline_reason()}") from None
     except OfflineModeIsEnabled:
         raise UserError(f"{at}: needs the Hugging Face Hub, but HF_HUB_OFFLINE is set") from None
     except RevisionNotFoundError:
@@ -287,6 +399,10 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
     except HfHubHTTPError as exc:
         raise UserError(f"{at}: Hub request failed: {first_line(exc)}") from None
     except (ConnectionError, TimeoutError) as exc:
+        raise UserError(f"{at}: could not reach {constants.ENDPOINT}: {first_line(exc)}") from None
+    except Exception as exc:  # httpx transport errors (huggingface_hub >= 1.0), anywhere in the chain
+        if not _is_network_error(exc):
+            raise
         raise UserError(f"{at}: could not reach {constants.ENDPOINT}: {first_line(exc)}") from None
 
 

@@ -16,6 +16,7 @@ at any moment leaves the previous checkpoint intact and in use.
 """
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..core.files import atomic_file, atomic_folder
+from ..core.safety import check_tensors, read_json_object, regular_file
 from ..errors import UserError
 from ..families.base import DEFAULT_FAMILY, Model, get_family
 from ..families.model_folder import net_from_state
@@ -35,6 +37,7 @@ RUN_CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
 POINTER = "latest"
 STATE = "state.pt"
+LOCK_NAME = ".lock"  # held by the one process that trains in a run folder (core.safety.FolderLock)
 FORMAT = "ugatit-cli training run"
 _STEP = re.compile(r"^step_(\d+)$")
 
@@ -90,14 +93,31 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints, and what interrupted saves left behind."""
+    """Delete all but the newest ``keep`` checkpoints, and what interrupted saves and prunes left behind.
+
+    Only the process holding the run folder's lock calls this (train/run.py), so no other process's save is
+    in progress. Each old checkpoint is renamed to a hidden temporary first (one atomic step), then deleted:
+    a kill mid-way leaves a temporary the next prune removes, never a half-deleted ``step_*`` folder. A
+    ``step_*`` folder without its state.pt older than the newest complete checkpoint (what a kill during an
+    older version's prune left) is removed too.
+    """
     folder = run_dir / CHECKPOINTS
     for leftover in folder.glob(".step_*.tmp"):
         shutil.rmtree(leftover, ignore_errors=True)
     pointed = latest_checkpoint(run_dir)
-    for old in list_checkpoints(run_dir)[:-max(keep, 1)]:
-        if old != pointed:
-            shutil.rmtree(old, ignore_errors=True)
+    complete = list_checkpoints(run_dir)
+    newest = int(_STEP.match(complete[-1].name).group(1)) if complete else -1
+    broken = [p for p in folder.iterdir() if p.is_dir() and _STEP.match(p.name) and not (p / STATE).is_file()
+              and int(_STEP.match(p.name).group(1)) < newest] if folder.is_dir() else []
+    for old in [*broken, *complete[:-max(keep, 1)]]:
+        if old == pointed:
+            continue
+        doomed = old.with_name(f".{old.name}.deleting.tmp")
+        try:
+            os.replace(old, doomed)
+        except OSError:
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -114,24 +134,24 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def read_run_config(path: Path) -> dict[str, Any]:
     """``config.json`` of a run folder or checkpoint; UserError when it is missing or not ours."""
-    try:
-        data = json.loads((path / RUN_CONFIG).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no {RUN_CONFIG}; not a ugatit-cli training run") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path / RUN_CONFIG}: unreadable ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not (path / RUN_CONFIG).exists():
+        raise UserError(f"{path}: no {RUN_CONFIG}; not a ugatit-cli training run")
+    data = read_json_object(path / RUN_CONFIG, "training run configuration")  # a regular file, an object
+    if data.get("format") != FORMAT:
         raise UserError(f"{path / RUN_CONFIG}: not a ugatit-cli training run configuration")
     return data
 
 
 def _load_net(path: Path) -> dict[str, torch.Tensor]:
+    """One network's weights; a missing, non-regular, foreign or non-finite file is one UserError line."""
+    if not path.exists():
+        raise UserError(f"{path.parent}: checkpoint has no {path.name}")
+    regular_file(path, "safetensors weights file")
     try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise UserError(f"{path.parent}: checkpoint has no {path.name}") from None
-    except (SafetensorError, OSError) as exc:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{path}: unreadable safetensors file ({exc})") from None
+    return check_tensors(state, str(path), error=UserError)
 
 
 def net_names(path: Path) -> list[str]:
@@ -201,4 +221,6 @@ def load_run_model(path: Path, directions: Sequence[str] | None = None) -> Model
     iteration = config.get("iteration", "?")
     source = (f"Trained with `ugatit train` (ugatit-cli) on `{config.get('data_name', 'unknown data')}` for "
               f"{iteration} iterations{' (EMA generators)' if ema else ''}; checkpoint `{folder.name}`.")
-    return Model(family, model_config, nets, card={"training": config.get("train", {}), "source": source})
+    loaded = f"checkpoint {folder.name} (iteration {iteration}) of {path}, {'EMA' if ema else 'raw'} networks"
+    return Model(family, model_config, nets, card={"training": config.get("train", {}), "source": source,
+                                                   "loaded": loaded})

@@ -16,7 +16,7 @@ import torch
 from ..core.devices import select_device
 from ..errors import ProcessingError, UserError
 from ..families.base import Family, LocalSource, Model, families, get_family
-from ..families.model_folder import folder_family, hub_errors, read_model_folder
+from ..families.model_folder import folder_family, hub_errors, hub_reachable, read_model_folder
 from .registry import registered_models
 from .run_folder import is_run_or_checkpoint, load_run_model, read_run_config, run_family
 
@@ -62,16 +62,18 @@ def _resolve(source: str | os.PathLike, directions: Sequence[str] | None, revisi
     if text in named:
         return named[text].resolve(get_family(named[text].family).keys_for(directions), revision)
     path = Path(text).expanduser()
-    if path.exists():
-        sources = local_sources()
+    sources = local_sources()
+    # a path, or a name a family's reader recognises without it existing (a TF checkpoint's prefix)
+    if path.exists() or any(local.matches(path) for local in sources):
         for local in sources:
             if local.matches(path):
                 return _checked(local.load(path, directions), directions)
         kinds = ", ".join(s.kind for s in sources)
         raise UserError(f"{path}: not a recognised model (expected one of: {kinds})")
     if _REPO_ID.match(text) and not text.startswith((".", "/")):
-        with hub_errors(text, revision):
-            return _checked(read_model_folder(text, directions, revision=revision), directions)
+        with hub_errors(text, revision):  # a dead network: the cache only, at once, not ~30 s of retries
+            return _checked(read_model_folder(text, directions, revision=revision,
+                                              local_files_only=not hub_reachable()), directions)
     names = ", ".join(sorted(named))
     raise UserError(f"{text}: no such file, registered model ({names}) or Hub repo id (user/name)")
 

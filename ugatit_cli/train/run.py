@@ -13,9 +13,10 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -23,14 +24,17 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 
 from .. import __version__
 from ..core.devices import check_precision, select_device
 from ..core.images import save_image_atomic
 from ..core.nets import load_strict
-from ..errors import UserError
+from ..core.safety import FolderLock, check_number
+from ..errors import ProcessingError, UserError
 from ..families.base import FORMAT_VERSION, Family, RunConfig, dataclass_from_dict, get_family
 from ..store import run_folder as ckpt
+from ..store.hub_datasets import hub_data_dir, is_hub_dataset, parse_hub_dataset
 
 # Settings a resumed run may change: they decide how long and how the run is watched, not what it computes
 # (a longer --iterations with --decay moves the start of the learning-rate decay, which is announced).
@@ -100,6 +104,7 @@ def resolve_config(family: Family, config: Any, saved: Mapping[str, Any] | None 
             raise UserError(f"{run_dir}: --resume with settings that differ from the run's: {'; '.join(differ)}. "
                             f"Resume without them, or start a new run with another --output")
         flat = {**defaults(family), **saved, **overrides}
+    _check_numbers(flat)
     run, hyper = dataclass_from_dict(RunConfig, flat), dataclass_from_dict(family.hyper_params, flat)
     run.check()
     try:
@@ -107,6 +112,30 @@ def resolve_config(family: Family, config: Any, saved: Mapping[str, Any] | None 
     except ValueError as exc:
         raise UserError(f"invalid network settings: {exc}") from None
     return run, hyper
+
+
+#: Real-valued settings of any family that must be >= 0 (learning rates, loss weights, weight decays,
+#: temperatures), and those that must lie in [0, 1) (Adam/RMSprop betas, EMA decays, shares).
+_NON_NEGATIVE = re.compile(r"^(lr(_\w+)?|\w+_weight|weight_decay(_\w+)?|w_\w+|lambda_\w+|temperature)$")
+_UNIT = re.compile(r"^(beta\d|ema|ema_beta|p_\w+)$")
+
+
+def _check_numbers(flat: Mapping[str, Any]) -> None:
+    """Every real-valued setting finite (NaN passes any comparison) and in its range, for every family,
+    before anything is written. UserError names the option."""
+    try:
+        for name, value in flat.items():
+            if isinstance(value, bool) or not isinstance(value, float | int):
+                continue
+            option = f"--{name.replace('_', '-')}"
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{option} must be a finite number, got {value!r}")
+            if _NON_NEGATIVE.match(name):
+                check_number(option, value, 0.0)
+            elif _UNIT.match(name):  # betas and decays in [0, 1), shares in [0, 1]
+                check_number(option, value, 0.0, 1.0 if name.startswith("p_") else 0.999999999)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def flat_settings(run: RunConfig, hyper: Any) -> dict[str, Any]:
@@ -226,15 +255,40 @@ def _family_of_run(run_dir: Path, arch: str | None) -> tuple[Family, dict[str, A
 
 
 def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.device,
-             ranks: _Ranks, say, arch: str | None) -> _Plan:
-    """Everything that can fail on the user's side, checked before a single file is written."""
-    run_dir = Path(output) if output is not None else Path("runs") / Path(data_dir).resolve().name
+             ranks: _Ranks, say, arch: str | None, data_options: Mapping[str, Any] | None = None,
+             progress: bool = True, hold: list | None = None) -> _Plan:
+    """Everything that can fail on the user's side, checked before a single file is written (a Hub dataset's
+    images are written into the ``datasets`` cache, not the run folder). The run folder's lock (one training
+    process per run folder, whatever the family) is appended to ``hold``; the caller releases it when the
+    run ends."""
+    hold = [] if hold is None else hold
+    data_options = data_options or {}
+    hub = is_hub_dataset(data_dir)
+    data_name = parse_hub_dataset(data_dir).name if hub else Path(data_dir).resolve().name
+    run_dir = Path(output) if output is not None else Path("runs") / data_name
     if resume and init_from is not None:
         raise UserError("--resume and --init-from exclude each other: a resumed run continues its own weights")
+    _check_not_inside_a_run(run_dir, resume)
     if resume and not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder to resume (drop --resume to start a new run)")
+    if resume:
+        hold.append(FolderLock(run_dir, ckpt.LOCK_NAME, "ugatit train"))  # before reading what it may change
     family, saved = _family_of_run(run_dir, arch) if resume else (get_family(arch), None)
-    data = family.scan_data(Path(data_dir))
+    if hub:
+        if resume and not data_options:  # the run's own mapping of the dataset's columns
+            data_options = saved.get("data_options") or {}
+        # the settings decide the layout (pix2pixHD --label-nc 0: photo pairs); checked again below
+        _, hyper = resolve_config(family, config, saved.get("train", {}) if resume else None, run_dir)
+        folder = hub_data_dir(data_dir, family, hyper=hyper, **data_options, progress=progress)
+        data_dir = str(data_dir)
+    elif data_options:
+        flags = {"split": "--split", "domain_columns": "--domain-column"}
+        raise UserError(f"{', '.join(flags.get(k, k) for k in data_options)}: only for Hub datasets "
+                        f"(hf://datasets/OWNER/NAME)")
+    else:
+        folder = Path(data_dir)
+        data_dir = str(folder.resolve())
+    data = family.scan_data(folder)
     checkpoint = None
     if resume:
         run, hyper = resolve_config(family, config, saved.get("train", {}), run_dir)
@@ -251,24 +305,46 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
         if checkpoint is None:
             say(f"{run_dir}: no checkpoint yet; starting from iteration 0")
     else:
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if run_dir.exists() and (not run_dir.is_dir() or _has_entries(run_dir)):
             raise UserError(f"{run_dir}: already exists and is not empty; pass --resume to continue that run, "
                             f"or choose another --output")
         run, hyper = resolve_config(family, config)
         if init_from is not None:
             _check_init_source(family, Path(init_from))
     check_precision(run.precision, device)
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        hold.append(FolderLock(run_dir, ckpt.LOCK_NAME, "ugatit train"))
+        if _has_entries(run_dir):  # another new run got there first
+            raise UserError(f"{run_dir}: another run started in this folder; choose another --output")
 
     run_config = {"format": ckpt.FORMAT, "family": family.name, "format_version": FORMAT_VERSION,
                   "ugatit_cli": __version__, "train": flat_settings(run, hyper),
-                  "model": family.model_config_for(hyper).to_dict(), "data_dir": str(Path(data_dir).resolve()),
-                  "data_name": Path(data_dir).resolve().name, "world_size": ranks.world_size}
+                  "model": family.model_config_for(hyper).to_dict(), "data_dir": data_dir,
+                  "data_name": data_name, "world_size": ranks.world_size,
+                  **({"data_options": dict(data_options)} if data_options else {})}
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.write_json_atomic(run_dir / ckpt.RUN_CONFIG, run_config)
     if not resume or not (run_dir / DATA_NAME).is_file():
         ckpt.write_json_atomic(run_dir / DATA_NAME, {"root": str(data.root.resolve()), "train": data.relative()})
     return _Plan(run_dir, family.name, run_config, data, str(checkpoint) if checkpoint else None,
                  str(init_from) if init_from is not None else None)
+
+
+def _has_entries(run_dir: Path) -> bool:
+    """Whether a folder holds anything but our lock file."""
+    return any(p.name != ckpt.LOCK_NAME for p in run_dir.iterdir())
+
+
+def _check_not_inside_a_run(run_dir: Path, resume: bool) -> None:
+    """A run folder is never a checkpoint, nor inside another run (its checkpoints would be rewritten)."""
+    if (run_dir / ckpt.STATE).is_file():
+        raise UserError(f"{run_dir}: is a checkpoint of a run, not a run folder; "
+                        f"{'resume the run that holds it' if resume else 'choose another --output'}")
+    for parent in run_dir.resolve().parents:
+        if ckpt.is_run_or_checkpoint(parent):
+            raise UserError(f"{run_dir}: is inside the training run {parent}; "
+                            f"{'resume that run' if resume else 'choose an --output outside it'}")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -395,9 +471,15 @@ def _duration(seconds: float) -> str:
 
 def train(data_dir: str | os.PathLike, config: Any = None, *, arch: str | None = None,
           output: str | os.PathLike | None = None, resume: bool = False, init_from: str | os.PathLike | None = None,
-          device: str = "auto", progress: bool = True) -> RunSummary:
+          device: str = "auto", progress: bool = True, split: str | None = None,
+          domain_columns: Sequence[str] = ()) -> RunSummary:
     """Train a model of the family ``arch`` (default U-GAT-IT; a resumed run keeps its own) on ``data_dir``
     (the family's ``data_layout``) into the run folder ``output`` (default ``runs/<data folder name>``).
+
+    ``data_dir`` may also be a Hub dataset, ``hf://datasets/OWNER/NAME[@REVISION]``, read with the
+    ``datasets`` library (:mod:`ugatit_cli.store.hub_datasets`): ``split`` (default ``train``) and
+    ``domain_columns`` (the ``--domain-column`` values; by default inferred from the column names) say what
+    to train on; a resumed run reuses its own unless given.
 
     ``config`` is a flat dataclass of settings (U-GAT-IT: a TrainConfig) or a mapping of the settings to
     change: RunConfig's and the family's hyper-parameters (from the defaults, or with ``resume=True`` from
@@ -416,30 +498,44 @@ def train(data_dir: str | os.PathLike, config: Any = None, *, arch: str | None =
             console.print(message, highlight=False)
 
     plan = None
-    if ranks.main:
-        try:
-            plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say, arch)
-        except Exception as exc:
-            _share(ranks, str(exc))  # the other ranks stop with the same message instead of waiting
-            raise
-    plan = _share(ranks, plan)
-    if isinstance(plan, str):  # rank 0's error
-        raise UserError(plan)
+    held: list[FolderLock] = []
     try:
-        return _run(plan, target, ranks, progress, console, say, began)
-    except UserError:
-        if ranks.main and not resume:
-            _remove_unstarted(plan.run_dir)
-        raise
+        if ranks.main:
+            try:
+                options = {k: v for k, v in (("split", split), ("domain_columns", list(domain_columns))) if v}
+                plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say, arch, options,
+                                progress, held)
+            except BaseException as exc:
+                _share(ranks, str(exc))  # the other ranks stop with the same message instead of waiting
+                if held and not resume:  # our lock file, and the folder if that leaves it empty
+                    _remove_unstarted(held[0].path.parent)
+                raise
+        plan = _share(ranks, plan)
+        if isinstance(plan, str):  # rank 0's error
+            raise UserError(plan)
+        try:
+            return _run(plan, target, ranks, progress, console, say, began)
+        except BaseException:  # whatever stopped a new run before its first checkpoint, it leaves no folder
+            if ranks.main and not resume:
+                _remove_unstarted(plan.run_dir)
+            raise
+    finally:
+        for lock in held:
+            lock.release()
 
 
 def _remove_unstarted(run_dir: Path) -> None:
-    """A new run that failed before its first iteration (e.g. --init-from weights that do not fit) leaves no
-    folder behind that would block the corrected command."""
-    if (run_dir / LOG_NAME).exists() or (run_dir / ckpt.CHECKPOINTS).exists():
+    """A new run that failed before its first checkpoint (bad settings, --init-from weights that do not fit,
+    a divergence) leaves no folder behind that would block the corrected command. Only the files this run
+    writes are removed, and the folder only when that leaves it empty."""
+    import shutil
+
+    if ckpt.list_checkpoints(run_dir):
         return
-    for name in (ckpt.RUN_CONFIG, DATA_NAME):
+    for name in (ckpt.RUN_CONFIG, DATA_NAME, LOG_NAME, ckpt.LOCK_NAME):
         (run_dir / name).unlink(missing_ok=True)
+    for name in (SAMPLES, "tensorboard", ckpt.CHECKPOINTS):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
     try:
         run_dir.rmdir()
     except OSError:  # something else is in it
@@ -481,7 +577,20 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
         say(f"{run_dir}: already trained for {start} of {config.iterations} iterations; "
             f"pass a larger --iterations to go on")
 
+    def diverged(iteration: int, what: str) -> ProcessingError:
+        newest = ckpt.latest_checkpoint(run_dir) if ranks.main else None
+        kept = (f"the last finite checkpoint, {newest.name}, is kept" if newest
+                else "no checkpoint had been written")
+        lr = {k: v for k, v in plan.config["train"].items() if k.startswith("lr")}
+        now = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in lr.items())
+        return ProcessingError(f"{run_dir}: training diverged at iteration {iteration} ({what}); stopped, {kept}. "
+                               f"Try a lower learning rate{f' (now {now})' if now else ''}")
+
     def save() -> Path | None:
+        # never a checkpoint with NaN/inf weights: it would rotate out the last good one (--keep)
+        bad_net = _nonfinite_network(trainer)
+        if _agree(bad_net is not None, ranks, device):
+            raise diverged(trainer.iteration, f"{bad_net or 'a network'} has NaN or infinite weights")
         # every rank's RNG state goes into rank 0's checkpoint, so each rank resumes its own
         rng = [_rng_state(device)]
         if ranks.distributed:
@@ -500,6 +609,11 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
             for batch in loader:
                 losses = trainer.train_step(batch)
                 iteration = trainer.iteration
+                bad = [f"{k} {v}" for k, v in losses.items() if not math.isfinite(v)]
+                if _agree(bool(bad), ranks, device):
+                    more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
+                    raise diverged(iteration, ", ".join(bad[:2]) + more if bad else "another process's losses "
+                                   "are not finite")
                 if ranks.main:
                     watch.step(iteration, losses)
                     if iteration % config.sample_every == 0 and samples is not None:
@@ -510,6 +624,15 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
                     saved_at = iteration
                 if interrupted:
                     break
+    except (OSError, SafetensorError, ProcessingError) as exc:  # a full or read-only disk: checkpoint, samples, log
+        if isinstance(exc, ProcessingError) and "cannot write" not in str(exc):
+            raise
+        newest = ckpt.latest_checkpoint(run_dir) if ranks.main else None
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        kept = (f"the last checkpoint, {newest.name}, is intact; free some space and continue with --resume"
+                if newest else "no checkpoint had been written")
+        reason = getattr(exc, "strerror", None) or str(exc).replace("Error while serializing: ", "")
+        raise ProcessingError(f"{run_dir}: cannot write{where} ({reason}); stopped, {kept}") from None
     finally:
         if watch is not None:
             watch.close()
@@ -530,6 +653,17 @@ def write_samples(folder: Path, iteration: int, grids: Mapping[str, Any]) -> lis
         save_image_atomic(grid, path)
         written.append(path)
     return written
+
+
+def _nonfinite_network(trainer) -> str | None:
+    """The name of the first network (or EMA copy) of any family's trainer holding a NaN or infinite
+    weight, or None."""
+    nets = {**trainer.nets, **{f"ema_{k}": v for k, v in (getattr(trainer, "ema", None) or {}).items()}}
+    for name, net in nets.items():
+        for tensor in net.state_dict().values():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                return name
+    return None
 
 
 def _agree(stop: bool, ranks: _Ranks, device: torch.device) -> bool:

@@ -54,12 +54,25 @@ class Pix2PixHDConfig:
         self.validate()
 
     def validate(self) -> None:
+        for f in fields(self):  # types first: a config.json or opt.txt may hold "64", null or a list
+            value = getattr(self, f.name)
+            kind = {"int": int, "bool": bool, "str": str}.get(f.type)
+            if kind is None:
+                continue
+            if (kind is int and (isinstance(value, bool) or not isinstance(value, int))) or \
+                    (kind is not int and not isinstance(value, kind)):
+                raise ValueError(f"{f.name} must be {'an integer' if kind is int else f'a {kind.__name__}'}, "
+                                 f"got {value!r}")
         _check(self.netG in NET_G_CHOICES, f"netG must be one of {', '.join(NET_G_CHOICES)}, got {self.netG!r}")
         _check(self.norm in NORM_CHOICES, f"norm must be one of {', '.join(NORM_CHOICES)}, got {self.norm!r}")
         _check(0 <= self.label_nc <= 65536, f"label_nc must be in [0, 65536], got {self.label_nc}")
         _check(1 <= self.input_nc <= 64 and 1 <= self.output_nc <= 64,
                f"input_nc and output_nc must be in [1, 64], got {self.input_nc} and {self.output_nc}")
         _check(1 <= self.ngf <= 4096, f"ngf must be in [1, 4096], got {self.ngf}")
+        # the widest layer, ngf * 2^n_downsample_global channels, bounded like ngf itself
+        _check(self.ngf * 2 ** self.n_downsample_global <= 1 << 16,
+               f"ngf * 2^n_downsample_global = {self.ngf * 2 ** self.n_downsample_global} channels is more than "
+               f"any pix2pixHD generator has (at most 65536)")
         _check(0 <= self.n_downsample_global <= 8, f"n_downsample_global must be in [0, 8], "
                                                    f"got {self.n_downsample_global}")
         _check(0 <= self.n_blocks_global <= 64, f"n_blocks_global must be in [0, 64], got {self.n_blocks_global}")

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ...core.images import BadImageError, image_to_tensor, is_image_name, open_rgb
+from ...core.images import BadImageError, image_to_tensor, is_image_name, open_rgb, walk_once
 from ...errors import UserError
 from .config import Pix2PixHDConfig, Pix2PixHDTrainConfig
 
@@ -68,7 +68,8 @@ def read_id_map(path: str | os.PathLike, what: str = "label map") -> np.ndarray:
     except BadImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImageError(path, "image is larger than Pillow's decompression-bomb limit") from None
+        raise BadImageError(path, "image is larger than the decompression-bomb limit (translate --max-pixels N allows "
+                                  "larger images)") from None
     except Image.UnidentifiedImageError:
         raise BadImageError(path, "not an image file Pillow can read") from None
     except (OSError, ValueError, SyntaxError, IndexError) as exc:
@@ -142,8 +143,7 @@ def folder_names(config: Pix2PixHDConfig, phase: str) -> dict[str, str]:
 
 def _image_files(folder: Path) -> list[Path]:
     files = []
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    for root, _, names in walk_once(folder):  # links that loop are walked once
         files += [Path(root) / n for n in sorted(names) if not n.startswith(".") and is_image_name(Path(n))]
     return files
 

@@ -78,33 +78,40 @@ def _vgg19_features() -> nn.Sequential:
 def load_weights_file(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch pickle under ``weights_only=True``.
 
-    Raises :class:`UserError` with one line naming the file for a missing file, a pickle that would run code
-    (the weights-only unpickler refuses it) or a file that holds no tensors.
+    Raises :class:`UserError` with one line naming the file for a missing or non-regular file, a pickle that
+    would run code (the weights-only unpickler refuses it), a file that holds no tensors, tensors that claim
+    more bytes than the file stores (stride-0 views) or NaN/inf values. Wrapper key prefixes (``module.``,
+    ``_orig_mod.``) are removed.
     """
+    from ...core.safety import check_tensors, regular_file, strip_wrapper_prefixes
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: no such file ({what})")
+    regular_file(path, what)  # not a folder, /dev/zero, a FIFO
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"{path}: not a readable safetensors file ({what}): {exc}") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"{path}: refusing to load {what}: the file is a pickle that would run code or build "
-                        f"objects other than tensors (torch.load weights_only=True refused it); save a plain "
-                        f"state_dict or a .safetensors file") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: not a readable PyTorch weights file ({what}): {reason}") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise UserError(f"{path}: refusing to load {what}: the file is a pickle that would run code or build "
+                            f"objects other than tensors (torch.load weights_only=True refused it); save a plain "
+                            f"state_dict or a .safetensors file") from None
+        except Exception as exc:  # the unpickler raises anything (IndexError, KeyError, ...) on a foreign file
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"{path}: not a readable PyTorch weights file ({what}): {reason}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path}: not a state dict of tensors ({what})")
-    return state
+    # DataParallel/DDP/torch.compile prefixes removed; stride-0 views and NaN/inf refused before any use
+    return check_tensors(strip_wrapper_prefixes(state), f"{path} ({what})", error=UserError)
 
 
 class VGG19Features(nn.Module):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...core.safety import meta_shapes, regular_file, shape_mismatch, strip_wrapper_prefixes
 from ...errors import UserError
 from .config import Pix2PixHDConfig
 from .losses import load_weights_file
@@ -38,13 +39,16 @@ MODEL_OPTIONS: dict[str, type] = {
     "instance_feat": bool, "label_feat": bool, "feat_num": int, "nef": int, "n_downsample_E": int,
     "n_clusters": int,
 }
+MAX_OPT_BYTES = 1 << 20  # an official opt.txt is ~2 KB
 _CHECKPOINT = re.compile(r"^(latest|\d+)_net_G\.pth$")
 
 
 def parse_opt_txt(path: str | os.PathLike) -> dict[str, str]:
     """The ``name: value`` lines of an official ``opt.txt`` as strings. Raises :class:`UserError` if the file
     is not in that format (header line first)."""
-    path = Path(path)
+    path = regular_file(path, "pix2pixHD opt.txt")  # not /dev/zero, a FIFO
+    if path.stat().st_size > MAX_OPT_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size} bytes is too large for an opt.txt")
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
@@ -71,7 +75,7 @@ def _typed(path: Path, name: str, value: str, kind: type) -> Any:
         return value == "True"
     if kind is int:
         try:
-            return int(value)
+            return int(value[:32])  # ranges are the config's to check; no 10,000-digit number is parsed
         except ValueError:
             raise UserError(f"{path}: option {name} is {value!r}, expected an integer") from None
     return value
@@ -84,8 +88,9 @@ def model_options(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def strip_module(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove a DataParallel/DDP ``module.`` prefix from every key that has it."""
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    """Remove DataParallel/DDP ``module.`` and torch.compile ``_orig_mod.`` prefixes
+    (``core.safety.strip_wrapper_prefixes``), then a ``module.`` prefix from any key that still has it."""
+    return {k.removeprefix("module."): v for k, v in strip_wrapper_prefixes(state).items()}
 
 
 def find_generator_file(path: str | os.PathLike) -> Path:
@@ -170,14 +175,23 @@ class OfficialModel:
         return net_g.eval(), (net_e.eval() if net_e is not None else None)
 
 
-def _fill_batchnorm_counters(net: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _fill_batchnorm_counters(expected: dict[str, torch.Size], state: dict[str, torch.Tensor]
+                             ) -> dict[str, torch.Tensor]:
     """Old PyTorch (< 0.4.1) BatchNorm state dicts lack ``num_batches_tracked``; it is not used at inference."""
-    own = net.state_dict()
     state = dict(state)
-    for key, value in own.items():
+    for key in expected:
         if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = value
+            state[key] = torch.tensor(0, dtype=torch.long)
     return state
+
+
+def _check_against(expected: dict[str, torch.Size], state: dict[str, torch.Tensor], origin: Path,
+                   what: str) -> None:
+    """Keys and shapes of ``state`` against those of the network the config describes (built on the meta
+    device), before anything of that size is allocated."""
+    mismatch = shape_mismatch(expected, {k: v.shape for k, v in state.items()})
+    if mismatch:
+        raise UserError(f"{origin}: does not match {what} ({mismatch})")
 
 
 def read_official(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> OfficialModel:
@@ -196,7 +210,7 @@ def read_official(path: str | os.PathLike, overrides: dict[str, Any] | None = No
     except ValueError as exc:
         raise UserError(f"{g_path}: {exc}") from None
     opt_path = g_path.parent / "opt.txt"
-    options: dict[str, Any] = model_options(opt_path) if opt_path.is_file() else {}
+    options: dict[str, Any] = model_options(opt_path) if opt_path.exists() else {}  # a device is refused
     options.update(overrides or {})
     known = dict(options)
     for name in ("netG", "ngf", "n_downsample_global", "n_blocks_global", "norm", "output_nc",
@@ -234,13 +248,9 @@ def read_official(path: str | os.PathLike, overrides: dict[str, Any] | None = No
         raise UserError(f"{g_path}: the weights take {total} input channels but label_nc {config.label_nc}, "
                         f"no_instance {config.no_instance}, features {config.use_features} make "
                         f"{config.netG_input_nc}; check --label-nc, --no-instance, --instance-feat")
-    probe = build_generator(config)
-    state = _fill_batchnorm_counters(probe, state)
-    missing = sorted(set(probe.state_dict()) - set(state))
-    unexpected = sorted(set(state) - set(probe.state_dict()))
-    if missing or unexpected:
-        what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise UserError(f"{g_path}: does not match a pix2pixHD {config.netG} generator ({what})")
+    expected = meta_shapes(lambda: build_generator(config))  # no memory: a hostile opt.txt cannot exhaust it
+    state = _fill_batchnorm_counters(expected, state)
+    _check_against(expected, state, g_path, f"a pix2pixHD {config.netG} generator")
     encoder = None
     if config.use_features:
         e_path = g_path.with_name(g_path.name.replace("_net_G.pth", "_net_E.pth"))
@@ -252,10 +262,13 @@ def read_official(path: str | os.PathLike, overrides: dict[str, Any] | None = No
             n_down = sum(1 for k, v in encoder.items() if re.match(r"^model\.\d+\.weight$", k) and v.ndim == 4
                          and v.shape[-1] == 3) // 2
             config.n_downsample_E = n_down
-        probe_e = build_encoder(config)
-        encoder = _fill_batchnorm_counters(probe_e, encoder)
-        if set(encoder) != set(probe_e.state_dict()):
-            raise UserError(f"{e_path}: does not match a pix2pixHD encoder with feat_num {config.feat_num}")
+        try:
+            config.validate()
+        except ValueError as exc:
+            raise UserError(f"{e_path}: {exc}") from None
+        expected_e = meta_shapes(lambda: build_encoder(config))
+        encoder = _fill_batchnorm_counters(expected_e, encoder)
+        _check_against(expected_e, encoder, e_path, f"a pix2pixHD encoder with feat_num {config.feat_num}")
     return OfficialModel(config, state, encoder, g_path, opt_path if opt_path.is_file() else None)
 
 

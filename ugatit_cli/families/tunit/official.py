@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ...core.safety import check_tensors, regular_file, strip_wrapper_prefixes
 from ...errors import UserError
 from .config import TunitConfig
 from .networks import build
@@ -52,10 +53,11 @@ def looks_official(path: Path) -> bool:
 
 
 def to_ours(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """An official network state dict in our key names: the DDP prefix ``module.`` removed, the official
-    AdaIN layers' constant ``running_mean`` / ``running_var`` buffers dropped. Everything else is 1:1."""
+    """An official network state dict in our key names: the DDP prefix ``module.`` (and torch.compile's
+    ``_orig_mod.``) removed, the official AdaIN layers' constant ``running_mean`` / ``running_var`` buffers
+    dropped. Everything else is 1:1."""
     out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
+    for key, value in strip_wrapper_prefixes(state).items():
         if key.startswith("module."):
             key = key[len("module."):]
         if _ADAIN_BUFFER.match(key):
@@ -119,6 +121,8 @@ def check_shapes(config: TunitConfig, name: str, state: Mapping[str, Any], sourc
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The raw dict of an official checkpoint (tensors memory-mapped); UserError when it is not one."""
     path = Path(path)
+    if path.exists():
+        regular_file(path, "TUNIT checkpoint")  # not /dev/zero, a FIFO
     try:
         # memory-map the zip format (torch >= 1.6); the legacy format cannot be mapped
         mmap = zipfile.is_zipfile(path)
@@ -153,7 +157,8 @@ def load_official(path: str | os.PathLike, nets: Sequence[str] = INFERENCE_NETS,
             continue
         if not isinstance(raw, Mapping):
             raise UserError(f"{path}: {name}_state_dict is not a state dict")
-        states[name] = to_ours(raw)
+        # stride-0 views that claim more than the file stores, and NaN/inf weights, refused before any use
+        states[name] = check_tensors(to_ours(raw), f"{path} [{name}_state_dict]", error=UserError)
     config = infer_config(states, str(path))
     modules: dict[str, torch.nn.Module] = {}
     for name in nets:

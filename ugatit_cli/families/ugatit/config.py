@@ -3,12 +3,19 @@
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ...core.safety import check_bool, check_int
 from ...errors import UserError
 
 #: Layer counts of the paper's discriminators (official PyTorch `n_layers`): 5 and 3 stride-2 convs.
 PAPER_GLOBAL_DIS_LAYERS = 7
 PAPER_LOCAL_DIS_LAYERS = 5
 VARIANTS = ("pytorch", "tf")
+#: Bounds of what a config.json may claim (far above any published U-GAT-IT: 256 px, ch 64, 4 blocks), so that
+#: a hostile file cannot make us allocate or loop without end.
+MAX_IMG_SIZE = 4096
+MAX_CH = 1024
+MAX_N_RES = 64
+MAX_DIS_LAYERS = 16
 
 
 def deepest_discriminator(img_size: int, wanted_layers: int) -> int:
@@ -49,6 +56,7 @@ class UGATITConfig:
     dis_local_layers: int = PAPER_LOCAL_DIS_LAYERS
 
     def __post_init__(self) -> None:
+        self.check_types_and_ranges()
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
         if self.img_size % 4 or self.img_size < 16:
@@ -61,6 +69,20 @@ class UGATITConfig:
                              f"got n_res={self.n_res}")
         self.dis_global_layers = deepest_discriminator(self.img_size, self.dis_global_layers)
         self.dis_local_layers = deepest_discriminator(self.img_size, self.dis_local_layers)
+
+    def check_types_and_ranges(self) -> None:
+        """Every field has its type and lies in a range a real model can have, before anything is sized by
+        it (a config.json is read from files a user downloads). ValueError names the first bad field."""
+        check_int("img_size", self.img_size, 16, MAX_IMG_SIZE)
+        check_int("ch", self.ch, 1, MAX_CH)
+        check_int("n_res", self.n_res, 0, MAX_N_RES)
+        check_bool("light", self.light)
+        check_int("img_ch", self.img_ch, 1, 4)
+        check_bool("smoothing", self.smoothing)
+        if not isinstance(self.variant, str):
+            raise ValueError(f"variant must be a string, got {self.variant!r}")
+        check_int("dis_global_layers", self.dis_global_layers, 4, MAX_DIS_LAYERS)
+        check_int("dis_local_layers", self.dis_local_layers, 4, MAX_DIS_LAYERS)
 
     # --- the size rules ---
 
@@ -97,6 +119,11 @@ class UGATITConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "UGATITConfig":
-        """Build from a ``config.json`` mapping; unknown keys are ignored so newer files still load."""
+        """Build from a ``config.json`` mapping; unknown keys are ignored so newer files still load.
+
+        Raises ValueError for anything but a mapping of valid fields (see ``check_types_and_ranges``).
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, found {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

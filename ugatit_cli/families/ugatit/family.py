@@ -21,6 +21,7 @@ from ...errors import UserError
 from ..base import (
     EvalPair,
     Family,
+    HubColumns,
     LocalSource,
     Model,
     OnnxIO,
@@ -41,6 +42,9 @@ TRAIN_FOLDERS = {"A": "trainA", "B": "trainB"}
 SAMPLE_FOLDERS = {"A": "testA", "B": "testB"}
 DATA_LAYOUT = "trainA/ and trainB/ (and testA/ testB/ for samples), like the official datasets"
 SAMPLE_COUNT = 5  # official: train_sample_num / test_sample_num
+#: a Hub dataset's image columns per domain (``imageA``, ``A``, ...), or one image column and a label column whose
+#: values are the folder names (an imagefolder upload of the official layout) or any two values
+HUB_COLUMNS = HubColumns(roles={"A": ("A",), "B": ("B",)}, train=TRAIN_FOLDERS, test=SAMPLE_FOLDERS)
 ONNX_INPUT = "input"
 ONNX_OUTPUTS = ("image", "cam_logit", "heatmap")
 
@@ -134,6 +138,7 @@ class UGATITFamily(Family):
     default_direction = "a2b"
     translate_options = (TranslateOption("heatmap", bool, "Also write the attention map as NAME_heatmap.png."),)
     data_layout = DATA_LAYOUT
+    hub_columns = HUB_COLUMNS
     cli_help = {
         "model": "official *_params_*.pt or TF checkpoint",
         "direction": "a2b or b2a; for selfie2anime, a2b is selfie -> anime",
@@ -172,7 +177,8 @@ class UGATITFamily(Family):
         return [
             LocalSource("official PyTorch checkpoint", lambda p: p.is_file() and p.suffix == ".pt",
                         _load_official_pytorch),
-            LocalSource("official TensorFlow checkpoint (folder or .index)", is_tf_checkpoint, _load_tf),
+            LocalSource("official TensorFlow checkpoint (folder, prefix, .index, .data-*, .meta or checkpoint file)",
+                        is_tf_checkpoint, _load_tf),
         ]
 
     def registered_models(self):
@@ -258,6 +264,45 @@ class UGATITFamily(Family):
     def can_init_from(self, path):
         return path.is_file() and path.suffix == ".pt"
 
+    def with_training_size(self, model, size):
+        """Any multiple of 4 for a light model (official light checkpoints do not store it); only its own for a
+        full one (its gamma/beta MLP is sized by it)."""
+        import dataclasses
+
+        if not model.config.light:
+            if size != model.config.img_size:
+                raise UserError(f"--size {size}: this full model was trained at {model.config.img_size} px (its "
+                                "gamma/beta MLP is sized by it)")
+            return model
+        try:
+            config = dataclasses.replace(model.config, img_size=size)
+        except ValueError as exc:
+            raise UserError(f"--size {size}: {exc}") from None
+        for generator in model.nets.values():
+            generator.config = config
+        card = dict(model.card)
+        card.pop("config_notes", None)
+        source = card.get("source", "").split(ASSUMED_NOTE)[0]
+        card["source"] = source + f" Training size {size} px as stated at export."
+        return model.with_(config=config, card=card)
+
+
+ASSUMED_NOTE = " A light checkpoint does not store its training size"
+
+
+def assume_training_size(model: Model, origin: str) -> Model:
+    """A light model read from a checkpoint that does not store its training size (official PyTorch and TF
+    light checkpoints): say once that ``img_size`` is assumed, and record it in the model card and
+    ``config.json`` (``img_size_assumed``); ``export --size`` records the real one instead."""
+    import warnings
+
+    size = model.config.img_size
+    warnings.warn(f"{origin}: a light checkpoint does not store its training size; {size} px is assumed "
+                  "(translate --size N runs at another size; export --size N records the real one)", stacklevel=2)
+    model.card["config_notes"] = {"img_size_assumed": True}
+    model.card["source"] = model.card.get("source", "") + f"{ASSUMED_NOTE}: `img_size` {size} is assumed, not known."
+    return model
+
 
 def _load_official_pytorch(path: Path, directions: Sequence[str] | None) -> Model:
     from ..model_folder import net_from_state
@@ -272,7 +317,8 @@ def _load_official_pytorch(path: Path, directions: Sequence[str] | None) -> Mode
         generators[direction] = net_from_state(FAMILY, config, direction, states[name], origin=f"{path} [{name}]")
     source = (f"Converted from the official U-GAT-IT PyTorch checkpoint `{path.name}` (znxlwm/UGATIT-pytorch); "
               "hyper-parameters read from its tensor shapes.")
-    return UGATITModel(config, generators, card={"source": source})
+    model = UGATITModel(config, generators, card={"source": source})
+    return assume_training_size(model, str(path)) if config.light else model
 
 
 def _load_tf(path: Path, directions: Sequence[str] | None) -> Model:

@@ -14,6 +14,7 @@ The protobuf messages are decoded by hand: five small messages do not justify a 
 """
 
 import os
+import re
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,6 +25,7 @@ from pathlib import Path
 import google_crc32c
 import torch
 
+from ....core.safety import regular_file
 from ....errors import ProcessingError
 
 #: fetch(shard file name, offset, length) -> exactly ``length`` bytes of that data shard
@@ -32,6 +34,8 @@ Fetch = Callable[[str, int, int], bytes]
 TABLE_MAGIC = 0xDB4775248B80FB57  # leveldb's table magic number, little-endian in the last 8 bytes
 FOOTER_SIZE = 48  # two padded BlockHandles (40 bytes) + magic
 BLOCK_TRAILER_SIZE = 5  # compression type byte + masked crc32c
+MAX_DIMS = 8  # no U-GAT-IT variable has more than 4 dimensions
+MAX_INDEX_BYTES = 256 << 20  # the 8 GB selfie2anime release has a ~50 KB index
 READ_CHUNK = 16 << 20  # bytes per fetch: bounds memory beyond the tensor itself and paces progress
 
 # tensorflow/core/framework/types.proto DataType -> torch dtype
@@ -247,6 +251,9 @@ def _tensor_dtype(entry: TensorEntry, origin: str) -> torch.dtype:
     dtype = TF_DTYPES.get(entry.dtype)
     if dtype is None:
         raise TFCheckpointError(f"{origin}: {entry.name} has unsupported dtype {entry.dtype_name}")
+    if len(entry.shape) > MAX_DIMS or any(dim < 0 for dim in entry.shape) or entry.offset < 0 or entry.size < 0:
+        raise TFCheckpointError(f"{origin}: {entry.name} has an impossible shape {list(entry.shape)}, offset "
+                                f"{entry.offset} or size {entry.size}")
     numel = 1
     for dim in entry.shape:
         numel *= dim
@@ -312,11 +319,27 @@ def _results_in_order(futures: list[Future]) -> Iterator[bytes]:
 class TFCheckpoint:
     """A parsed index and a way to fetch byte ranges of its data shards (local files or a remote store)."""
 
-    def __init__(self, index: CheckpointIndex, prefix_name: str, fetch: Fetch, origin: str):
+    def __init__(self, index: CheckpointIndex, prefix_name: str, fetch: Fetch, origin: str,
+                 shard_size: Callable[[str], int | None] | None = None):
         self.index = index
         self.prefix_name = prefix_name  # file-name prefix of the shards, e.g. "UGATIT.model-1000000"
         self.fetch = fetch
         self.origin = origin
+        self.shard_size = shard_size  # a shard's real size in bytes (None: unknown), checked before reading
+
+    def check_entries(self, entries: Iterable[TensorEntry]) -> None:
+        """Every entry's dtype, shape and byte range are possible and lie inside its shard's real size, so
+        a hostile index cannot make us allocate what the data file does not hold."""
+        for entry in entries:
+            _tensor_dtype(entry, self.origin)
+            if not 0 <= entry.shard < self.index.num_shards:
+                raise TFCheckpointError(f"{self.origin}: {entry.name} is in shard {entry.shard} of "
+                                        f"{self.index.num_shards}")
+            size = self.shard_size(self.shard_name(entry.shard)) if self.shard_size else None
+            if size is not None and entry.offset + entry.size > size:
+                raise TFCheckpointError(f"{self.origin}: {entry.name} claims bytes {entry.offset}..."
+                                        f"{entry.offset + entry.size} but {self.shard_name(entry.shard)} holds "
+                                        f"{size} (a truncated or hostile checkpoint)")
 
     @property
     def entries(self) -> Mapping[str, TensorEntry]:
@@ -350,6 +373,7 @@ class TFCheckpoint:
         if missing:
             raise TFCheckpointError(f"{self.origin}: no tensor {missing[0]} in the checkpoint")
         entries = sorted((self.entries[name] for name in names), key=lambda e: (e.shard, e.offset))
+        self.check_entries(entries)
         if workers <= 1:
             for entry in entries:
                 yield entry.name, read_tensor(entry, self._shard_fetch(entry), on_bytes, origin=self.origin)
@@ -383,18 +407,39 @@ def find_prefix(path: str | os.PathLike) -> Path:
         if not indexes:
             raise TFCheckpointError(f"{path}: no TensorFlow checkpoint (*.index) in this folder")
         raise TFCheckpointError(f"{path}: several checkpoints ({', '.join(i.name for i in indexes)}); pass one")
-    if path.suffix == ".index" and path.is_file():
-        return path.with_suffix("")
-    if path.with_name(path.name + ".index").is_file():
-        return path
+    prefix = _prefix_of_file(path)
+    if prefix is not None:
+        return prefix
     raise TFCheckpointError(f"{path}: not a TensorFlow checkpoint (no {path.name}.index)")
 
 
+_DATA_SHARD = re.compile(r"\.data-\d{5}-of-\d{5}$")
+
+
+def _prefix_of_file(path: Path) -> Path | None:
+    """The checkpoint prefix a non-folder path names, in every form TF tools use: the prefix itself
+    (``UGATIT.model-1000000``, what TF's ``checkpoint`` file records), its ``.index``, a ``.data-*`` shard,
+    its ``.meta`` graph, or the folder's ``checkpoint`` state file; None when no ``.index`` is there."""
+    name = path.name
+    shard = _DATA_SHARD.search(name)
+    if shard:
+        prefix = path.with_name(name[: shard.start()])
+    elif name.endswith((".index", ".meta")):
+        prefix = path.with_name(name.rsplit(".", 1)[0])
+    elif name == "checkpoint" and path.is_file():
+        prefix = _prefix_from_state_file(path)
+    else:
+        prefix = path
+    if prefix is not None and prefix.with_name(prefix.name + ".index").exists():
+        return prefix
+    return None
+
+
 def is_tf_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a folder holding a TF checkpoint index, or an ``.index`` file."""
+    """Whether ``path`` is a folder holding a TF checkpoint index, or names one (see ``_prefix_of_file``)."""
     if path.is_dir():
         return any(path.glob("*.index"))
-    return path.suffix == ".index" and path.is_file()
+    return _prefix_of_file(path) is not None
 
 
 def _prefix_from_state_file(state_file: Path) -> Path | None:
@@ -414,11 +459,17 @@ def _prefix_from_state_file(state_file: Path) -> Path | None:
 def open_local_checkpoint(path: str | os.PathLike) -> TFCheckpoint:
     """Open a checkpoint on disk: the index is parsed now, shards are read lazily by byte range."""
     prefix = find_prefix(path)
-    index_path = prefix.with_name(prefix.name + ".index")
+    index_path = regular_file(prefix.with_name(prefix.name + ".index"), "TensorFlow checkpoint index",
+                              error=TFCheckpointError)  # not /dev/zero, a FIFO, ...
+    if index_path.stat().st_size > MAX_INDEX_BYTES:
+        raise TFCheckpointError(f"{index_path}: {index_path.stat().st_size} bytes is too large for a checkpoint index")
     try:
         index = parse_index(index_path.read_bytes(), origin=str(index_path))
     except OSError as exc:
         raise TFCheckpointError(f"{index_path}: cannot read ({exc.strerror or exc})") from None
+
+    def shard_size(shard_name: str) -> int | None:
+        return regular_file(prefix.parent / shard_name, "checkpoint data shard", error=TFCheckpointError).stat().st_size
 
     def fetch(shard_name: str, offset: int, length: int) -> bytes:
         shard_path = prefix.parent / shard_name
@@ -429,4 +480,4 @@ def open_local_checkpoint(path: str | os.PathLike) -> TFCheckpoint:
         except OSError as exc:
             raise TFCheckpointError(f"{shard_path}: cannot read ({exc.strerror or exc})") from None
 
-    return TFCheckpoint(index, prefix.name, fetch, origin=str(prefix))
+    return TFCheckpoint(index, prefix.name, fetch, origin=str(prefix), shard_size=shard_size)

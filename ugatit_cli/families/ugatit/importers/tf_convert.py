@@ -24,6 +24,7 @@ import torch
 
 from .... import __version__
 from ....core.progress import byte_progress
+from ....core.safety import check_tensors, meta_shapes
 from ....errors import first_line
 from ...model_folder import write_model_folder
 from ..config import UGATITConfig
@@ -69,12 +70,18 @@ def infer_tf_config(
         mlp_in = entries[f"{scope}/MLP/linear_0/dense/kernel"].shape[0]
     except KeyError as exc:
         raise TFCheckpointError(f"{origin}: not an official U-GAT-IT TF checkpoint (no {exc.args[0]})") from None
+    mlp_shape = entries[f"{scope}/MLP/linear_0/dense/kernel"].shape
+    if len(first_conv) != 4 or len(mlp_shape) != 2 or min(first_conv) < 1:
+        raise TFCheckpointError(f"{origin}: not an official U-GAT-IT TF checkpoint ({scope}/conv/conv2d/kernel has "
+                                f"shape {list(first_conv)}, MLP input {list(mlp_shape)})")
     img_ch, ch = first_conv[2], first_conv[3]
     n_res = 0
     while f"{scope}/resblock_{n_res}/res1/conv_0/conv2d/kernel" in entries:
         n_res += 1
     dim = ch * 4
     light = mlp_in == dim
+    if mlp_in < 1:
+        raise TFCheckpointError(f"{origin}: MLP input width {mlp_in} is impossible")
     if light:
         size = img_size or DEFAULT_LIGHT_IMG_SIZE
     else:
@@ -154,6 +161,17 @@ def convert_tensor(tensor: torch.Tensor, kind: str, config: UGATITConfig) -> tor
     return tensor
 
 
+def converted_shape(shape: tuple[int, ...], kind: str, config: UGATITConfig) -> tuple[int, ...] | None:
+    """The shape ``convert_tensor`` gives a TF variable of ``shape`` (None when it cannot convert it)."""
+    if kind == CONV:
+        return (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else None
+    if kind in (DENSE, DENSE_FROM_NHWC):
+        return (shape[1], shape[0]) if len(shape) == 2 else None
+    if kind == CHANNEL:
+        return (1, shape[0], 1, 1) if len(shape) == 1 else None
+    return shape
+
+
 def convert_generator(
     checkpoint: TFCheckpoint, direction: str, config: UGATITConfig, on_bytes: Callable[[int], None] | None = None,
     workers: int = 1,
@@ -170,11 +188,20 @@ def convert_generator(
     if missing or unexpected:
         what = f"missing {scope}{missing[0]}" if missing else f"unexpected {scope}{unexpected[0]}"
         raise TFCheckpointError(f"{checkpoint.origin}: not the official U-GAT-IT generator layout ({what})")
+    # every variable's shape against the configuration's, before a byte is read or allocated
+    needed = meta_shapes(lambda: Generator(config))
+    for name, (key, kind) in variables.items():
+        shape = converted_shape(checkpoint.entries[scope + name].shape, kind, config)
+        if shape is None or tuple(shape) != tuple(needed[key]):
+            raise TFCheckpointError(f"{checkpoint.origin}: {scope}{name} has shape "
+                                    f"{list(checkpoint.entries[scope + name].shape)}, which does not fit the "
+                                    f"generator its other tensors describe ({key} needs {list(needed[key])})")
     state = {}
     for name, tensor in checkpoint.iter_read((scope + n for n in sorted(present)), on_bytes, workers):
         key, kind = variables[name[len(scope):]]
         state[key] = convert_tensor(tensor.float(), kind, config)
         del tensor
+    check_tensors(state, checkpoint.origin, error=TFCheckpointError)  # NaN/inf weights would translate to black
     with torch.device("meta"):  # no second copy of the weights: load_state_dict(assign=True) adopts ours
         generator = Generator(config)
     try:
@@ -222,6 +249,10 @@ def load_tf_checkpoint(
         model = convert_checkpoint(checkpoint, directions, img_size=img_size, smoothing=smoothing, on_bytes=advance)
     prefix = Path(checkpoint.origin)
     model.card["source"] = conversion_note(f"`{prefix.name}` in `{prefix.parent.name}`", directions)
+    if model.config.light and img_size is None:
+        from ..family import assume_training_size
+
+        assume_training_size(model, str(prefix))
     return model
 
 

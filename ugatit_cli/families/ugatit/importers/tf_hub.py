@@ -21,9 +21,16 @@ from huggingface_hub import HfApi, HfFileSystem, constants, hf_hub_download
 
 from ....core.progress import byte_progress
 from ....errors import UserError, first_line
-from ...model_folder import CONFIG_NAME, hub_errors, read_model_folder, write_model_folder
+from ...model_folder import (
+    CONFIG_NAME,
+    hub_errors,
+    hub_reachable,
+    offline_reason,
+    read_model_folder,
+    write_model_folder,
+)
 from ..family import DIRECTIONS, UGATITModel, check_direction, weights_name
-from .tf_checkpoint import TFCheckpoint, TFCheckpointError, parse_index
+from .tf_checkpoint import MAX_INDEX_BYTES, TFCheckpoint, TFCheckpointError, parse_index
 from .tf_convert import (
     TF_SCOPES,
     conversion_note,
@@ -75,6 +82,9 @@ def load_hub_tf_checkpoint(
     root = converted_dir(source, revision)
     missing = [d for d in directions if not _is_converted(root / d, d)]
     if missing:
+        if not hub_reachable():  # at once, and one line, instead of retries and a traceback
+            raise UserError(f"{source.repo_id}@{revision}: the {'/'.join(missing)} generator is not converted yet "
+                            f"and needs the Hugging Face Hub, but {offline_reason()}")
         with hub_errors(source.repo_id, revision):
             convert_from_hub(source, missing, revision, root, show_progress=show_progress)
     generators = {}
@@ -102,6 +112,9 @@ def convert_from_hub(
     if index_name not in listing:
         raise TFCheckpointError(f"hf://{folder_path}: no {index_name} (the folder holds {', '.join(sorted(listing))})")
     index_file = hf_hub_download(source.repo_id, f"{source.folder}/{index_name}", revision=commit)
+    if listing[index_name] > MAX_INDEX_BYTES:
+        raise TFCheckpointError(f"hf://{folder_path}/{index_name}: {listing[index_name]} bytes is too large for a "
+                                "checkpoint index")
     index = parse_index(Path(index_file).read_bytes(), origin=f"hf://{folder_path}/{index_name}")
 
     def fetch(shard: str, offset: int, length: int) -> bytes:
@@ -115,7 +128,7 @@ def convert_from_hub(
             raise UserError(f"hf://{folder_path}/{shard}: download failed at byte {offset} ({first_line(exc)})"
                             ) from exc
 
-    checkpoint = TFCheckpoint(index, source.prefix, fetch, origin=source.url)
+    checkpoint = TFCheckpoint(index, source.prefix, fetch, origin=source.url, shard_size=listing.get)
     smoothing = smoothing_from_folder_name(source.folder)
     total = generators_nbytes(checkpoint, directions)
     description = f"fetching {', '.join(TF_SCOPES[d] for d in directions)}"
