@@ -117,7 +117,9 @@ def export_model(
         _require_onnx()
     token = _hub_token(repo_id) if repo_id else None  # a missing token is found before the work, not after
     start = time.perf_counter()
-    steps = 1 + (len(directions or (None, None)) if format == "onnx" else 1) + (1 if repo_id else 0)
+    known = peek_family(source)  # how many networks an ONNX export writes, when the family is known before loading
+    networks = len(directions) if directions else len(known.weight_files(None)) if known is not None else 2
+    steps = 1 + (networks if format == "onnx" else 1) + (1 if repo_id else 0)
     with step_progress(steps, enabled=show_progress) as step:
         step(f"loading {source}")
         with contextlib.nullcontext() if show_progress else progress_disabled():

@@ -47,6 +47,8 @@ class EvaluationReport:
     extractor: str = ""
     kid_subsets: int = 100
     seed: int = 0
+    #: the family's measurements besides the comparisons (``Family.eval_scores``; TUNIT: cluster accuracy, mFID)
+    scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -65,6 +67,7 @@ class EvaluationReport:
             "feature_extractor": self.extractor,
             "kid_subsets": self.kid_subsets,
             "seed": self.seed,
+            **({"scores": self.scores} if self.scores else {}),
         }
 
 
@@ -150,7 +153,6 @@ def evaluate_model(
     to the features (default: translate's per-device choice, and 16). Other options as :func:`evaluate_folders`.
     """
     from ..store.sources import peek_family, resolve_model
-    from ..translation import translate
 
     data_dir = Path(data_dir)
     family = model.family if isinstance(model, Model) else peek_family(model)
@@ -166,22 +168,37 @@ def evaluate_model(
     if family is None:
         directions, pairs = _pairs(loaded.family, data_dir, direction)
     comparisons, failures = [], []
-    for pair in pairs:
-        real_features = settings.features(pair.real)
-        with tempfile.TemporaryDirectory(prefix=f"ugatit-eval-{pair.label}-") as tmp:
-            translation = translate([pair.source], loaded, direction=pair.direction, output=tmp,
-                                    batch_size=batch_size, device=device, progress=progress, **pair.options)
-            failures += [InputProblem(str(f.source), f.reason) for f in translation.failed]
-            # translations are new files every run: caching their features could never hit
-            fake_features = settings.features(tmp, cache=False, label=f"{pair.source.name} translated {pair.label}")
-            # translate's stable layout: a folder's results are under its name
-            written = Path(tmp) / Path(pair.source).resolve().name if Path(pair.source).is_dir() else Path(tmp)
-            paired = loaded.family.paired_scores(pair, written)
-        comparisons.append(settings.compare(real_features, fake_features, f"{pair.source} translated {pair.label}",
-                                            pair.label))
-        comparisons[-1].paired = paired
-        failures += real_features.failures + fake_features.failures
-    return settings.report(comparisons, failures)
+    with tempfile.TemporaryDirectory(prefix="ugatit-eval-work-") as work:
+        pairs = loaded.family.eval_plan(loaded, data_dir, directions, Path(work))
+        for pair in pairs:
+            _compare(pair, loaded, settings, batch_size, device, progress, comparisons, failures, Path(work))
+        scores = loaded.family.eval_scores(loaded, data_dir, comparisons, device)
+    report = settings.report(comparisons, failures)
+    report.scores = dict(scores)
+    return report
+
+
+def _compare(pair: EvalPair, loaded: Model, settings: _Settings, batch_size: int | None, device, progress: bool,
+             comparisons: list[Comparison], failures: list[InputProblem], work: Path) -> None:
+    """Translate the pair's folders, measure the translations against its real images; results appended.
+    Real images the family put in the temporary ``work`` folder are not cached (the folder is gone after)."""
+    from ..translation import translate
+
+    temporary = Path(pair.real).resolve().is_relative_to(work.resolve())
+    real_features = settings.features(pair.real, cache=False if temporary else None)
+    with tempfile.TemporaryDirectory(prefix=f"ugatit-eval-{pair.label}-") as tmp:
+        translation = translate(pair.inputs, loaded, direction=pair.direction, output=tmp,
+                                batch_size=batch_size, device=device, progress=progress, **pair.options)
+        failures += [InputProblem(str(f.source), f.reason) for f in translation.failed]
+        # translations are new files every run: caching their features could never hit
+        fake_features = settings.features(tmp, cache=False, label=f"{pair.source.name} translated {pair.label}")
+        # translate's stable layout: a folder's results are under its name
+        written = Path(tmp) / Path(pair.source).resolve().name if Path(pair.source).is_dir() else Path(tmp)
+        paired = loaded.family.paired_scores(pair, written)
+    comparisons.append(settings.compare(real_features, fake_features, f"{pair.source} translated {pair.label}",
+                                        pair.label))
+    comparisons[-1].paired = paired
+    failures += real_features.failures + fake_features.failures
 
 
 def _pairs(family: Family, data_dir: Path, direction: str | None) -> tuple[tuple[str, ...] | None, list[EvalPair]]:

@@ -159,7 +159,8 @@ class ModelFolder(
     def generate_model_card(self, **kwargs: Any) -> ModelCard:
         """The template's facts come from the family, the model and its ``card``; ``kwargs`` (the exporter's)
         win. ``tags`` (a list) adds Hub tags to the family's, e.g. ``onnx`` for an ONNX export;
-        ``base_model`` names the Hub repo the model was exported from."""
+        ``base_model`` names the Hub repo the model was exported from; ``license`` (a Hub licence id) replaces
+        the MIT licence of ugatit-cli's own models (e.g. for weights converted from a non-commercial release)."""
         from .. import __version__
 
         model, family = self.model, self.model.family
@@ -174,6 +175,7 @@ class ModelFolder(
         tags = sorted({*family.tags, *(card_data.tags or [])})
         card_data.tags = list(dict.fromkeys([*tags, *facts.pop("tags", [])]))
         card_data.base_model = facts.pop("base_model", None)  # the Hub repo this one was exported from
+        card_data.license = facts.pop("license", None) or card_data.license  # e.g. converted non-commercial weights
         template = (self._hub_mixin_info.model_card_template.replace("<<SUMMARY>>", family.card_summary)
                     .replace("<<USE>>", family.card_use).replace("<<CITATION>>", family.card_citation))
         return ModelCard.from_template(card_data, template_str=template, repo_url=self._hub_mixin_info.repo_url,

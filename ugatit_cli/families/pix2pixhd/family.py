@@ -24,7 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
-from ..base import EvalPair, Family, LocalSource, Model, OnnxIO, OutputSpec, TranslateOption, Translator
+from ..base import (
+    EvalPair,
+    Family,
+    HubColumns,
+    LocalSource,
+    Model,
+    OnnxIO,
+    OutputSpec,
+    TranslateOption,
+    Translator,
+)
 from .config import Pix2PixHDConfig
 from .hyper import RUN_DEFAULTS, Pix2PixHDHyperParams
 
@@ -33,6 +43,19 @@ WEIGHT_FILES = {"netG": "generator.safetensors", "netE": "encoder.safetensors",
 DATA_LAYOUT = ("train_label/, train_img/ and train_inst/ (none with --no-instance; train_A/ train_B/ with "
                "--label-nc 0), and test_* for samples and eval, like the official datasets")
 SAMPLE_COUNT = 4
+#: a Hub dataset's label-map, photo and (optional) instance-map columns, one example per row
+HUB_COLUMNS = HubColumns(
+    roles={"label": ("label", "label_map", "labels", "segmentation", "semantic", "conditioning_image"),
+           "image": ("image", "photo", "img", "target"), "inst": ("instance", "inst", "instance_map", "instances")},
+    train={"label": "train_label", "image": "train_img", "inst": "train_inst"},
+    test={"label": "test_label", "image": "test_img", "inst": "test_inst"}, optional=("inst",), paired=True)
+#: with --label-nc 0 the inputs are photos too: train_A/ train_B/ (imageA/imageB, input/target columns)
+HUB_PHOTO_COLUMNS = HubColumns(
+    roles={"label": ("input", "input_image", "source", "source_image", "A"),
+           "image": ("target", "target_image", "output", "output_image", "B"),
+           "inst": ("instance", "inst", "instance_map", "instances")},
+    train={"label": "train_A", "image": "train_B", "inst": "train_inst"},
+    test={"label": "test_A", "image": "test_B", "inst": "test_inst"}, optional=("inst",), paired=True)
 CITATION = """## Citation
 
 ```bibtex
@@ -198,7 +221,8 @@ class Pix2PixHDFamily(Family):
     run_defaults = RUN_DEFAULTS
     translate_options = (
         TranslateOption("instance_maps", Path, "pix2pixHD: the folder of instance maps (same names as the label "
-                                               "maps, or labelIds -> instanceIds).", metavar="DIR"),
+                                               "maps, or labelIds -> instanceIds).", metavar="DIR",
+                        per_input=True),
         TranslateOption("feature_clusters", Path, "pix2pixHD with instance features: cluster centres (.npz; "
                                                   "an official .npy is refused with a conversion command) "
                                                   "instead of the model's own.", metavar="FILE"),
@@ -211,9 +235,10 @@ class Pix2PixHDFamily(Family):
         TranslateOption("encode_image", Path, "pix2pixHD with instance features: take each instance's features "
                                               "from a real photo in DIR (named like the label map, or "
                                               "leftImg8bit for gtFine_labelIds) instead of the cluster centres.",
-                        metavar="DIR"),
+                        metavar="DIR", per_input=True),
     )
     data_layout = DATA_LAYOUT
+    hub_columns = HUB_COLUMNS
     cli_help = {
         "model": "official pix2pixHD latest_net_G.pth / N_net_G.pth or its checkpoints/NAME/ folder (with opt.txt)",
         "size": "the width each label map is scaled to; by default each runs at its own size, rounded to the "
@@ -369,6 +394,9 @@ class Pix2PixHDFamily(Family):
             test_scan = Pix2PixHDConfig(label_nc=scan.label_nc, no_instance=not (root / "test_inst").is_dir())
             test = scan_dataset(root, test_scan, "test")
         return Pix2PixHDData(root, train, test)
+
+    def hub_columns_for(self, hyper):
+        return HUB_PHOTO_COLUMNS if hyper.label_nc == 0 else HUB_COLUMNS
 
     def _checked(self, data: Pix2PixHDData, hyper) -> Pix2PixHDData:
         """The scanned data for these settings: label ids < label_nc, instance maps present (or dropped with
