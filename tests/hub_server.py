@@ -8,6 +8,10 @@
 - ``GET /api/models/{repo_id}/tree/{revision}[/{path}]``: a folder listing (``?recursive=true`` too);
 - ``POST /api/models/{repo_id}/paths-info/{revision}``: info on given paths.
 
+Dataset repos are held under ``"datasets/OWNER/NAME"`` in the same mapping and answer the same download
+routes under ``/api/datasets/...`` and ``/datasets/{repo_id}/resolve/...`` (what the ``datasets`` library
+and ``HfFileSystem`` read); uploads are for model repos only.
+
 and, for uploads (``HfApi.create_repo``, ``create_branch``, ``upload_folder``, ``push_to_hub``):
 
 - ``POST /api/repos/create``: a new empty repo (409 if it exists), ``visibility: private`` honoured;
@@ -245,8 +249,12 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             if (method == "POST" and len(parts) == 6 and parts[1].endswith(".git")
                     and parts[2:] == ["info", "lfs", "objects", "batch"]):
                 return self._lfs_batch(f"{parts[0]}/{parts[1][:-4]}")
-            if parts[:2] == ["api", "models"] and len(parts) >= 4:
+            if parts[:2] in (["api", "models"], ["api", "datasets"]) and len(parts) >= 4:
                 repo_id, rest = "/".join(parts[2:4]), parts[4:]
+                if parts[1] == "datasets":
+                    repo_id = f"datasets/{repo_id}"
+                    if rest and rest[0] not in ("revision", "tree", "paths-info"):
+                        return self._error(method, "unknown", repo_id, None, 404, None, f"no route for {url.path}")
                 if method == "POST" and len(rest) == 2 and rest[0] in ("preupload", "commit", "branch"):
                     if "create_pr" in query:
                         return self._error(method, rest[0], repo_id, None, 400, None, "pull requests not supported")
@@ -259,6 +267,8 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                     return self._tree(method, repo_id, rest[1], "/".join(rest[2:]), recursive)
                 if rest[0] == "paths-info" and len(rest) == 2:
                     return self._paths_info(method, repo_id, rest[1])
+            elif len(parts) >= 6 and parts[0] == "datasets" and parts[3] == "resolve":
+                return self._resolve(method, "/".join(parts[:3]), parts[4], "/".join(parts[5:]))
             elif len(parts) >= 5 and parts[2] == "resolve":
                 return self._resolve(method, "/".join(parts[:2]), parts[3], "/".join(parts[4:]))
             self._error(method, "unknown", None, None, 404, "EntryNotFound", f"no route for {url.path}")
@@ -314,8 +324,10 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             if snapshot is not None:
                 sha, files = snapshot
                 siblings = [{"rfilename": name} for name in sorted(files)]
-                self._json(method, "info", repo_id, None, {"id": repo_id, "sha": sha, "private": repo_id in hub.private,
-                                                           "siblings": siblings, "tags": []}, sha)
+                public_id = repo_id.removeprefix("datasets/")
+                info = {"id": public_id, "sha": sha, "private": repo_id in hub.private, "siblings": siblings,
+                        "tags": []}
+                self._json(method, "info", repo_id, None, info, sha)
 
         def _tree(self, method: str, repo_id: str, revision: str, folder: str, recursive: bool) -> None:
             snapshot = self._files(method, "tree", repo_id, revision, folder)

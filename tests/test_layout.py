@@ -14,8 +14,9 @@ from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "ugatit_cli"
 #: layer of each top-level part of the package; a module may import its own layer or lower ones only
-LAYERS = {"cli": 4, "__main__": 4, "translation": 3, "media": 3, "export": 3, "evaluate": 3, "train": 3,
-          "onnx_backend": 3, "quantize": 3, "store": 2, "families": 1, "data": 0, "core": 0, "errors": 0}
+LAYERS = {"cli": 4, "__main__": 4, "translation": 3, "clustering": 3, "media": 3, "export": 3, "evaluate": 3,
+          "train": 3, "demo": 3, "onnx_backend": 3, "quantize": 3, "store": 2, "families": 1, "data": 0, "core": 0,
+          "errors": 0}
 
 
 def module_name(path: Path) -> str:
@@ -223,3 +224,15 @@ def test_every_public_name_resolves():
 
     for name in ugatit_cli.__all__:
         assert getattr(ugatit_cli, name) is not None, name
+
+
+#: identifiers and string values particular to TUNIT (the guiding network and its EMA copies)
+TUNIT_NAMES = ("GuidingNet", "guiding", "G_EMA", "C_EMA", "sty_dim", "model_N.ckpt")
+
+
+def test_shared_modules_name_no_tunit_internals():
+    family = PACKAGE / "families" / "tunit"
+    shared = [p for p in sources() if family not in p.parents and p != PACKAGE / "__init__.py"]
+    found = [f"{p.relative_to(REPO_ROOT)}:{line}: {text!r}" for p in shared for line, text in code_tokens(p)
+             for name in TUNIT_NAMES if name in text]
+    assert not found, "\n".join(found)

@@ -6,13 +6,13 @@ import torch
 from pix2pixhd_reference import RefEncoder, RefGlobal, RefLocal
 
 from ugatit_cli.errors import UserError
+from ugatit_cli.families.pix2pixhd.features import sample_feature_map
 from ugatit_cli.families.pix2pixhd.official import (
     find_generator_file,
     model_options,
     parse_opt_txt,
     read_feature_clusters,
     read_official,
-    sample_feature_map,
 )
 
 
@@ -102,6 +102,14 @@ def test_read_official_local_with_encoder(tmp_path):
     net_g, net_e = model.build()
     image, inst = torch.randn(1, 3, 16, 16), torch.randint(0, 3, (1, 1, 16, 16))
     torch.testing.assert_close(net_e(image, inst), enc(image, inst), rtol=0, atol=1e-6)
+    # as a MODEL: the official cluster file, once converted to .npz, comes with it as the model's own centres
+    from ugatit_cli.store.sources import resolve_model
+
+    assert set(resolve_model(ckpt).nets) == {"netG", "netE"}
+    centres = {"1": np.arange(6, dtype=np.float32).reshape(2, 3), "4": np.ones((10, 3), np.float32)}
+    np.savez(ckpt / "features_clustered_010.npz", **centres)
+    clusters = resolve_model(ckpt).nets["clusters"].as_dict()
+    assert set(clusters) == {1, 4} and np.array_equal(clusters[1], centres["1"])
     (ckpt / "20_net_E.pth").unlink()
     with pytest.raises(UserError, match="20_net_E.pth is not beside it"):
         read_official(ckpt)

@@ -106,6 +106,21 @@ def test_iic_augmentation_is_random_in_range_and_reproducible():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_iic_augmentation_without_flip_never_mirrors():
+    # a left-heavy image: the affine and crop move it by at most a few pixels, a flip would move its mass right
+    image = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    image[:, :, :8] = 255
+
+    def left_heavy(augment):
+        x = augment(image)[0] + 1  # [0, 2], background 0
+        return (x[:, :16].sum() > x[:, 16:].sum()).item()
+
+    torch.manual_seed(0)
+    left = [left_heavy(iic_augmentation(32, color=False, flip=False)) for _ in range(20)]
+    mirrored = [not left_heavy(iic_augmentation(32, color=False)) for _ in range(20)]
+    assert all(left) and any(mirrored)
+
+
 def test_cluster_accuracy_is_the_best_one_to_one_matching():
     labels = np.array([0, 0, 1, 1, 2, 2, 2])
     assert cluster_accuracy([2, 2, 0, 0, 1, 1, 1], labels).accuracy == 1.0  # a relabelling is perfect

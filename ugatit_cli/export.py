@@ -126,7 +126,9 @@ def export_model(
         _require_onnx()
     token = _hub_token(repo_id) if repo_id else None  # a missing token is found before the work, not after
     start = time.perf_counter()
-    steps = 1 + (len(directions or (None, None)) if format == "onnx" else 1) + (1 if repo_id else 0)
+    known = peek_family(source)  # how many networks an ONNX export writes, when the family is known before loading
+    networks = len(directions) if directions else len(known.weight_files(None)) if known is not None else 2
+    steps = 1 + (networks if format == "onnx" else 1) + (1 if repo_id else 0)
     with step_progress(steps, enabled=show_progress) as step:
         step(f"loading {source}")
         with contextlib.nullcontext() if show_progress else progress_disabled():
@@ -143,18 +145,24 @@ def export_model(
                 step(f"writing {', '.join(names[k] for k in keys)}")
                 ModelFolder(exported).save_pretrained(tmp, model_card_kwargs=card)
             else:
-                ios = {}
+                ios, beside = {}, []
                 quantization = None
                 for key in keys:
+                    io = family.onnx_io(exported, key)
+                    if io is None:  # no graph (e.g. cluster centres): its safetensors file goes beside the graphs
+                        beside.append(key)
+                        continue
                     calibrated = f", {quantize} calibrated on {len(calibration_paths)} inputs" if quantize else ""
                     step(f"exporting {family.onnx_name(key)} (ONNX opset {opset}{calibrated})")
-                    ios[key] = family.onnx_io(exported, key)
+                    ios[key] = io
                     with contextlib.nullcontext() if show_progress else _exporter_silenced():
                         if quantize:
-                            quantization = _export_int8(exported, key, ios[key], tmp, opset, calibration_paths)
+                            quantization = _export_int8(exported, key, io, tmp, opset, calibration_paths)
                         else:
-                            export_onnx(ios[key], tmp / family.onnx_name(key), opset=opset, half=half)
-                _write_onnx_metadata(exported, ios, tmp, opset, card, quantization)
+                            export_onnx(io, tmp / family.onnx_name(key), opset=opset, half=half)
+                if beside:
+                    ModelFolder(exported.with_(nets={k: exported.nets[k] for k in beside})).save_weights(tmp)
+                _write_onnx_metadata(exported, ios, tmp, opset, card, beside, quantization)
         files = {p.name: p.stat().st_size for p in sorted(output.iterdir()) if p.is_file()}
         result = ExportResult(output, format, keys, exported.weights_dtype, files,
                               time.perf_counter() - start, opset if format == "onnx" else None, quantize)
@@ -332,7 +340,8 @@ def store_initializers_as_float16(model: Any, names: set[str]) -> None:
 
 
 def _write_onnx_metadata(model: Model, ios: dict[str, OnnxIO], folder: Path, opset: int,
-                         card: dict[str, Any], quantization: dict[str, Any] | None = None) -> None:
+                         card: dict[str, Any], beside: Sequence[str] = (),
+                         quantization: dict[str, Any] | None = None) -> None:
     first = next(iter(ios.values()))
     onnx_facts = {
         "opset": opset, "input": first.input_names[0] if len(first.input_names) == 1 else list(first.input_names),
@@ -345,7 +354,9 @@ def _write_onnx_metadata(model: Model, ios: dict[str, OnnxIO], folder: Path, ops
     written = ModelFolder(model)
     written.write_config(folder, onnx=onnx_facts)
     family = model.family
-    files = {family.onnx_name(k): f"{family.describe_file(k)}, ONNX opset {opset}" for k in model.nets}
+    files = {family.onnx_name(k): f"{family.describe_file(k)}, ONNX opset {opset}" for k in ios}
+    names = family.weight_files(model.config)
+    files |= {names[k]: f"{family.describe_file(k)}, safetensors" for k in beside}
     written.generate_model_card(files=files, onnx=onnx_facts, tags=["onnx"], **card).save(folder / CARD_NAME)
 
 

@@ -1,5 +1,5 @@
 """The ``ugatit`` command line: the Typer app, its error rule and entry point. Each command lives in its own
-module of this package (``translate``, ``train``, ``export``, ``evaluate``, ``models``) and registers on
+module of this package (``translate``, ``train``, ``export``, ``evaluate``, ``models``, ``demo``) and registers on
 ``app`` when imported (at the end of this module).
 
 The exit-code rule (README, "Exit status"): 0 everything asked for was done; 1 some inputs failed (each named
@@ -157,4 +157,4 @@ def _families() -> dict:
 PLUGIN_ERROR: UserError | None = None
 FAMILIES = _families()
 
-from . import evaluate, export, models, train, translate  # noqa: E402, F401  (each registers its command)
+from . import cluster, demo, evaluate, export, models, train, translate  # noqa: E402, F401  (each registers its command)

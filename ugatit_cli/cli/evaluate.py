@@ -68,6 +68,8 @@ def eval_command(
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         console.print(_evaluation_table(report))
+        for name, value in report.scores.items():
+            console.print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}", highlight=False)
     if report.failures:
         err_console.print(f"{len(report.failures)} image(s) could not be read and were left out of the measurement")
         raise typer.Exit(1)

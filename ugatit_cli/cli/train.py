@@ -24,7 +24,8 @@ def _warn_in_one_line(message, category, filename, lineno, file=None, line=None)
 
 
 def train(
-    data_dir: Annotated[Path, typer.Argument(help=f"Training data ({_LAYOUTS}).")],
+    data_dir: Annotated[str, typer.Argument(help=f"Training data ({_LAYOUTS}), or a Hugging Face Hub dataset: "
+                                            "hf://datasets/OWNER/NAME[@REVISION] (needs the hub extra).")],
     arch: Annotated[str | None, typer.Option(
         "--arch", help=f"Model family: {', '.join(FAMILIES)}. A resumed run keeps its own.",
         show_default=DEFAULT_FAMILY)] = None,
@@ -37,6 +38,12 @@ def train(
                             "newest checkpoint.")] = None,
     device: Annotated[str, typer.Option(
         help="auto, cpu, cuda, cuda:N or mps (torchrun: one GPU per process).")] = "auto",
+    split: Annotated[str | None, typer.Option(help="Hub dataset: the split to train on (its test split gives the "
+                                              "sample images).", show_default="train")] = None,
+    domain_column: Annotated[list[str] | None, typer.Option(
+        "--domain-column", help="Hub dataset: the image column of each role, repeated in the family's order (U-GAT-IT: "
+        "A then B; pix2pixHD: label map, photo[, instance map]), or LABEL=VALUE_A,VALUE_B (a label column and "
+        "the value of each domain).", show_default="inferred from the column names")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
     options: dict[str, Any] | None = None,
@@ -57,7 +64,8 @@ def train(
         with warnings.catch_warnings():
             warnings.showwarning = _warn_in_one_line
             summary = run_training(data_dir, settings, arch=arch, output=output, resume=resume, init_from=init_from,
-                                   device=device, progress=not quiet and main_rank)
+                                   device=device, progress=not quiet and main_rank, split=split,
+                                   domain_columns=domain_column or ())
     except UserError as exc:
         if main_rank:  # every rank fails alike; one message is enough
             print_error(str(exc))

@@ -47,6 +47,8 @@ class EvaluationReport:
     extractor: str = ""
     kid_subsets: int = 100
     seed: int = 0
+    #: the family's measurements besides the comparisons (``Family.eval_scores``; TUNIT: cluster accuracy, mFID)
+    scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -65,6 +67,7 @@ class EvaluationReport:
             "feature_extractor": self.extractor,
             "kid_subsets": self.kid_subsets,
             "seed": self.seed,
+            **({"scores": self.scores} if self.scores else {}),
         }
 
 
@@ -152,11 +155,9 @@ def evaluate_model(
     :func:`ugatit_cli.translate` (``auto`` applies its rule to each folder; an ONNX export folder as ``model``
     runs with onnxruntime). Other options as :func:`evaluate_folders`.
     """
-    from ..core.devices import select_device
-    from ..core.images import collect_images
-    from ..onnx_backend import onnx_export_family
+    from ..onnx_backend import onnx_export_family, read_onnx_export
     from ..store.sources import peek_family, resolve_model
-    from ..translation import BACKENDS, choose_backend, translate
+    from ..translation import BACKENDS
 
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
@@ -168,37 +169,57 @@ def evaluate_model(
                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
                          cache_dir=cache_dir)
     if isinstance(model, Model):
-        loaded = model
-    elif onnx_family is not None:  # translate reads the export's graph for each pair
-        loaded = None
+        loaded = runner = model
+    elif onnx_family is not None:  # its networks on the meta device; translate runs the export's graphs
+        export = read_onnx_export(Path(str(model)).expanduser())
+        loaded, runner = export.model(onnx_family.keys_for(directions)), str(model)
     else:  # a Hub repo's family is known once loaded: ask for the one direction named, or all
         wanted = directions if family is not None else None if direction in (None, "both") else (direction,)
-        loaded = resolve_model(model, wanted, revision)
+        loaded = runner = resolve_model(model, wanted, revision)
     if family is None:
-        family = loaded.family
-        directions, pairs = _pairs(family, data_dir, direction)
+        directions, pairs = _pairs(loaded.family, data_dir, direction)
     comparisons, failures = [], []
-    for pair in pairs:
-        real_features = settings.features(pair.real)
-        with tempfile.TemporaryDirectory(prefix=f"ugatit-eval-{pair.label}-") as tmp:
-            used = backend
-            if loaded is not None and backend == "auto":
-                target = select_device(device) if isinstance(device, str) else torch.device(device)
-                used = choose_backend(loaded, pair.direction, target, "fp32", len(collect_images([pair.source])[0]))
-            translation = translate([pair.source], str(model) if loaded is None else loaded,
-                                    direction=pair.direction, output=tmp, batch_size=batch_size, device=device,
-                                    progress=progress, backend=used, **pair.options)
-            failures += [InputProblem(str(f.source), f.reason) for f in translation.failed]
-            # translations are new files every run: caching their features could never hit
-            fake_features = settings.features(tmp, cache=False, label=f"{pair.source.name} translated {pair.label}")
-            # translate's stable layout: a folder's results are under its name
-            written = Path(tmp) / Path(pair.source).resolve().name if Path(pair.source).is_dir() else Path(tmp)
-            paired = family.paired_scores(pair, written)
-        comparisons.append(settings.compare(real_features, fake_features, f"{pair.source} translated {pair.label}",
-                                            pair.label))
-        comparisons[-1].paired = paired
-        failures += real_features.failures + fake_features.failures
-    return settings.report(comparisons, failures)
+    with tempfile.TemporaryDirectory(prefix="ugatit-eval-work-") as work:
+        pairs = loaded.family.eval_plan(loaded, data_dir, directions, Path(work))
+        for pair in pairs:
+            _compare(pair, loaded, settings, batch_size, device, progress, comparisons, failures, Path(work),
+                     runner, backend)
+        scores = loaded.family.eval_scores(loaded, data_dir, comparisons, device)
+    report = settings.report(comparisons, failures)
+    report.scores = dict(scores)
+    return report
+
+
+def _compare(pair: EvalPair, loaded: Model, settings: _Settings, batch_size: int | None, device, progress: bool,
+             comparisons: list[Comparison], failures: list[InputProblem], work: Path,
+             runner: Model | str | None = None, backend: str = "torch") -> None:
+    """Translate the pair's folders with ``runner`` (``loaded``, or an ONNX export folder's path) and
+    ``backend``, measure the translations against its real images; results appended. Real images the family
+    put in the temporary ``work`` folder are not cached (the folder is gone after)."""
+    from ..core.devices import select_device
+    from ..core.images import collect_images
+    from ..translation import choose_backend, translate
+
+    runner = loaded if runner is None else runner
+    if runner is loaded and backend == "auto":  # translate's rule, for this pair's number of inputs
+        target = select_device(device) if isinstance(device, str) else torch.device(device)
+        backend = choose_backend(loaded, pair.direction, target, "fp32", len(collect_images(pair.inputs)[0]))
+    temporary = Path(pair.real).resolve().is_relative_to(work.resolve())
+    real_features = settings.features(pair.real, cache=False if temporary else None)
+    with tempfile.TemporaryDirectory(prefix=f"ugatit-eval-{pair.label}-") as tmp:
+        translation = translate(pair.inputs, runner, direction=pair.direction, output=tmp,
+                                batch_size=batch_size, device=device, progress=progress, backend=backend,
+                                **pair.options)
+        failures += [InputProblem(str(f.source), f.reason) for f in translation.failed]
+        # translations are new files every run: caching their features could never hit
+        fake_features = settings.features(tmp, cache=False, label=f"{pair.source.name} translated {pair.label}")
+        # translate's stable layout: a folder's results are under its name
+        written = Path(tmp) / Path(pair.source).resolve().name if Path(pair.source).is_dir() else Path(tmp)
+        paired = loaded.family.paired_scores(pair, written)
+    comparisons.append(settings.compare(real_features, fake_features, f"{pair.source} translated {pair.label}",
+                                        pair.label))
+    comparisons[-1].paired = paired
+    failures += real_features.failures + fake_features.failures
 
 
 def _pairs(family: Family, data_dir: Path, direction: str | None) -> tuple[tuple[str, ...] | None, list[EvalPair]]:

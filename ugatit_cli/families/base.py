@@ -12,9 +12,12 @@ compares and its model-card facts. The shared layers reach it only through :clas
   with ``--backend onnxruntime`` the same translator says what the family's ONNX graph is fed and what its
   outputs are (:meth:`Translator.onnx_feeds`, :meth:`Translator.onnx_outputs`; the defaults match by name);
 - ``export`` asks for :meth:`Family.onnx_io` (module, example inputs, names, dynamic axes);
-- ``evaluate/`` asks for :meth:`Family.eval_pairs` (which folder is translated and compared with which);
+- ``evaluate/`` asks for :meth:`Family.eval_pairs` (which folder is translated and compared with which;
+  :meth:`Family.eval_plan` once the model is loaded) and :meth:`Family.eval_scores` (other measurements);
+- ``cluster`` asks for a :class:`DomainAssigner` (:meth:`Family.assigner`: each image's domain);
 - ``train/`` (run folder, checkpoints, resume, signals, DDP, logging) asks for the training data
-  (:meth:`Family.scan_data`, :meth:`Family.loader`) and a :class:`FamilyTrainer`;
+  (:meth:`Family.scan_data`, :meth:`Family.loader`, :meth:`Family.attach_data`) and a :class:`FamilyTrainer`;
+  ``store/hub_datasets`` writes a Hub dataset into that layout as :attr:`Family.hub_columns` says;
 - ``cli/`` builds each family's ``train`` options from :attr:`Family.hyper_params` (one Typer help panel
   per family) and its ``translate`` options from :attr:`Family.translate_options`.
 
@@ -80,13 +83,17 @@ def cli_flag(f: dataclasses.Field) -> str:
 class TranslateOption:
     """An extra ``ugatit translate`` option of a family (``--heatmap``, ``--reference IMAGE``, ``--domain K``,
     ``--instance-maps DIR``). ``type`` is ``bool``, ``int``, ``float``, ``str`` or ``Path``; the value reaches
-    :meth:`Family.translator` in ``options[name]`` (None when not given, False for an unset bool)."""
+    :meth:`Family.translator` in ``options[name]`` (None when not given, False for an unset bool).
+
+    ``per_input``: the value is a folder holding one file per input, found by the input's name (pix2pixHD's
+    instance maps); ``ugatit demo`` asks for that one file and puts it in such a folder."""
 
     name: str
     type: type
     help: str
     flag: str | None = None
     metavar: str | None = None
+    per_input: bool = False
 
     @property
     def cli_flag(self) -> str:
@@ -164,6 +171,32 @@ class Direction:
             expected = " or ".join([*names, *(["both"] if allow_both else [])])
             raise UserError(f"unknown direction {text!r}; expected {expected}")
         return (Direction(text),)
+
+
+# --- training data from a Hub dataset ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubColumns:
+    """How the columns of a Hugging Face Hub dataset (``ugatit train hf://datasets/OWNER/NAME``) become the
+    family's DATA_DIR layout, which :meth:`Family.scan_data` then reads like any local folder (see
+    :mod:`ugatit_cli.store.hub_datasets`).
+
+    ``roles``: each role (a column of images) -> the column names it is recognised by (case-insensitive, or as
+    the end of the name: ``A`` finds ``imageA``), in the order ``--domain-column`` names them. ``train`` and
+    ``test``: role -> its folder in DATA_DIR for the training split and for the test split (samples, eval).
+    ``optional``: roles a dataset may lack (pix2pixHD's instance maps). ``paired``: a row is one example (a
+    row without an image of a required role is left out whole); otherwise each role's column is read on its
+    own (unpaired domains, where a label column may also say which rows are which role). ``classes``: a label
+    column becomes first-level class subfolders of the one role's folder (what TUNIT reads as classes).
+    """
+
+    roles: Mapping[str, tuple[str, ...]]
+    train: Mapping[str, str]
+    test: Mapping[str, str] = field(default_factory=dict)
+    optional: tuple[str, ...] = ()
+    paired: bool = False
+    classes: bool = False
 
 
 # --- what a family hands the store ------------------------------------------------------------------------
@@ -254,6 +287,13 @@ class EvalPair:
     direction: str | None = None
     #: the family's translate options for this comparison (pix2pixHD: the instance-map folder)
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: more folders translated with ``source`` and compared together (TUNIT's mFID: the other domains' images)
+    sources: tuple[Path, ...] = ()
+
+    @property
+    def inputs(self) -> list[Path]:
+        """Every folder this comparison translates."""
+        return [self.source, *self.sources]
 
 
 # --- a loaded model ------------------------------------------------------------------------------------------
@@ -365,6 +405,37 @@ class Translator(ABC):
         return {spec.key: results[spec.key] for spec in self.outputs}
 
 
+class DomainAssigner(ABC):
+    """A loaded model ready for ``ugatit cluster``: the probability of each of its K (pseudo-)domains per image.
+
+    ``cluster`` reads each input with :meth:`read` on worker threads (by default the official test transform:
+    RGB, bilinear resize to :attr:`size` square, uint8 H x W x 3), stacks a batch, scales it to [-1, 1] on the
+    device and calls :meth:`probabilities`.
+    """
+
+    #: number of domains
+    k: int
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """The square side inputs are resized to."""
+
+    @abstractmethod
+    def modules(self) -> Sequence[nn.Module]:
+        """The networks :meth:`probabilities` uses (moved to the device, eval mode)."""
+
+    def read(self, source: Path) -> Any:
+        """Per input, on a worker thread: uint8 H x W x 3 pixels; BadImageError for an unusable input."""
+        from ..core.images import open_rgb, resized_pixels
+
+        return resized_pixels(open_rgb(source), self.size)
+
+    @abstractmethod
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` B x 3 x H x W in [-1, 1] -> B x K probabilities (rows sum to 1)."""
+
+
 # --- training ---------------------------------------------------------------------------------------------------
 
 
@@ -439,6 +510,9 @@ class Family(ABC):
     translate_options: ClassVar[tuple[TranslateOption, ...]] = ()
     #: what DATA_DIR must hold, one line for ``ugatit train --help`` and errors
     data_layout: ClassVar[str] = ""
+    #: how a Hub dataset's columns fill that layout (None: the family does not train from Hub datasets); see
+    #: :meth:`hub_columns_for` when it depends on the settings
+    hub_columns: ClassVar[HubColumns | None] = None
     #: what the family adds to the help of shared options, by key: ``model`` (the MODEL forms its importers
     #: read), ``direction``, ``size``, ``init_from``, ``eval_direction``, ``eval_data``
     cli_help: ClassVar[Mapping[str, str]] = {}
@@ -506,8 +580,9 @@ class Family(ABC):
     # -- export --
 
     @abstractmethod
-    def onnx_io(self, model: Any, key: str) -> OnnxIO:
-        """How network ``key`` of ``model`` is exported to ONNX."""
+    def onnx_io(self, model: Any, key: str) -> OnnxIO | None:
+        """How network ``key`` of ``model`` is exported to ONNX; None for a network that is no graph (e.g. a
+        table of cluster centres): the export stores it as its safetensors file beside the graphs."""
 
     def onnx_name(self, key: str) -> str:
         return Path(self.weight_files(None)[key]).with_suffix(".onnx").name
@@ -519,11 +594,31 @@ class Family(ABC):
         """What ``ugatit eval DATA_DIR`` translates and compares with what (UserError when DATA_DIR lacks a
         folder)."""
 
+    def eval_plan(self, model: Any, data_dir: Path, directions: Sequence[str] | None, workdir: Path
+                  ) -> list[EvalPair]:
+        """What ``eval`` compares once the model is loaded: the default is :meth:`eval_pairs`. A family whose
+        comparisons depend on the model (TUNIT without labels: each pseudo-domain's images, as the model sorts
+        them) overrides it; ``workdir`` is a temporary folder it may fill (removed after the evaluation)."""
+        return self.eval_pairs(data_dir, directions)
+
+    def eval_scores(self, model: Any, data_dir: Path, comparisons: Sequence[Any], device: Any) -> dict[str, float]:
+        """Measurements of ``model`` on ``data_dir`` besides the KID/FID of each comparison (TUNIT: cluster
+        accuracy against class subfolders, mean FID over domains); ``comparisons`` are the ones made (with
+        ``label``, ``kid_mean``, ``fid``). None by default."""
+        return {}
+
     def paired_scores(self, pair: EvalPair, translated: Path) -> dict[str, float] | None:
         """Metrics of a paired task (each translation against its own real image), added to the pair's
         KID/FID; ``translated`` holds the translations of ``pair.source`` named as ``translate`` names them.
         None (the default): the family's task has no pairs (U-GAT-IT, TUNIT)."""
         return None
+
+    # -- domains --
+
+    def assigner(self, model: Any, size: int | None) -> DomainAssigner:
+        """A :class:`DomainAssigner` for ``ugatit cluster`` (``size`` None: the model's); UserError for a family
+        whose models have no domains to sort images into (the default)."""
+        raise UserError(f"{self.title} models do not sort images into domains")
 
     # -- training --
 
@@ -531,11 +626,22 @@ class Family(ABC):
     def scan_data(self, data_dir: Path) -> TrainingData:
         """Find and check the training data (UserError when the layout is wrong or nothing is readable)."""
 
+    def hub_columns_for(self, hyper: Any) -> HubColumns | None:
+        """How a Hub dataset fills DATA_DIR for a run with the hyper-parameters ``hyper`` (by default
+        :attr:`hub_columns`, whatever the settings)."""
+        return self.hub_columns
+
     @abstractmethod
     def loader(self, data: TrainingData, run: Any, hyper: Any, start: int, stop: int, rank: int,
                world_size: int, pin_memory: bool) -> Iterable[Any]:
         """The batches of iterations ``start .. stop - 1`` on this rank; the batch of an iteration must not
         depend on where a run was resumed (see ``ugatit_cli.data``)."""
+
+    def attach_data(self, trainer: Any, data: TrainingData, hyper: Any) -> None:
+        """Give ``trainer`` the training data it uses beyond the batches (TUNIT: the images its checkpoints
+        compute per-domain mean style codes from); called on every rank after :meth:`trainer`. Nothing by
+        default."""
+        return None
 
     def sample_batch(self, data: TrainingData, hyper: Any) -> Any:
         """Fixed images for the sample grids (None: no grids)."""
@@ -551,6 +657,13 @@ class Family(ABC):
 
     #: network key of a model folder -> the trainer's net name it is exported from (U-GAT-IT: a2b -> genA2B)
     trained_nets: ClassVar[Mapping[str, str]] = {}
+
+    def finish_training(self, trainer: FamilyTrainer, data: TrainingData, run: Any, hyper: Any,
+                        device: torch.device, rank: int, world_size: int) -> str | None:
+        """Called on every rank after the run's last iteration, before its checkpoint is saved: what a family
+        computes once from the trained networks (pix2pixHD: the feature clusters of the training set) goes
+        into the trainer's nets here. Returns a line to show, or None. The default does nothing."""
+        return None
 
     def can_init_from(self, path: Path) -> bool:
         """Whether ``--init-from path`` names a file :meth:`FamilyTrainer.load_official` reads."""
@@ -574,7 +687,8 @@ class Family(ABC):
 _FAMILIES: dict[str, Family] = {}
 #: built-in families, imported when first asked for
 _BUILTIN: dict[str, str] = {"ugatit": "ugatit_cli.families.ugatit:FAMILY",
-                            "pix2pixhd": "ugatit_cli.families.pix2pixhd:FAMILY"}
+                            "pix2pixhd": "ugatit_cli.families.pix2pixhd:FAMILY",
+                    "tunit": "ugatit_cli.families.tunit:FAMILY"}
 _plugins_loaded = False
 
 

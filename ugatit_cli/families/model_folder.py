@@ -132,6 +132,12 @@ class ModelFolder(
         return self.model.family
 
     def _save_pretrained(self, save_directory: Path) -> None:
+        self.save_weights(save_directory)
+        self.write_config(save_directory)
+
+    def save_weights(self, save_directory: Path) -> None:
+        """One safetensors file per network of the model (the family's ``weight_files`` names), in its
+        ``weights_dtype`` (integer buffers stay as they are)."""
         model = self.model
         if not model.nets:
             raise UserError("nothing to save: the model holds no network")
@@ -141,7 +147,6 @@ class ModelFolder(
             state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
                      for k, v in net.state_dict().items()}
             save_file(state, str(save_directory / names[key]), metadata={"format": "pt", "dtype": model.weights_dtype})
-        self.write_config(save_directory)
 
     def write_config(self, folder: Path, **extra: Any) -> None:
         """``config.json``: the family and format version, the architecture, the stored weights' dtype and any
@@ -154,7 +159,8 @@ class ModelFolder(
     def generate_model_card(self, **kwargs: Any) -> ModelCard:
         """The template's facts come from the family, the model and its ``card``; ``kwargs`` (the exporter's)
         win. ``tags`` (a list) adds Hub tags to the family's, e.g. ``onnx`` for an ONNX export;
-        ``base_model`` names the Hub repo the model was exported from."""
+        ``base_model`` names the Hub repo the model was exported from; ``license`` (a Hub licence id) replaces
+        the MIT licence of ugatit-cli's own models (e.g. for weights converted from a non-commercial release)."""
         from .. import __version__
 
         model, family = self.model, self.model.family
@@ -169,6 +175,7 @@ class ModelFolder(
         tags = sorted({*family.tags, *(card_data.tags or [])})
         card_data.tags = list(dict.fromkeys([*tags, *facts.pop("tags", [])]))
         card_data.base_model = facts.pop("base_model", None)  # the Hub repo this one was exported from
+        card_data.license = facts.pop("license", None) or card_data.license  # e.g. converted non-commercial weights
         template = (self._hub_mixin_info.model_card_template.replace("<<SUMMARY>>", family.card_summary)
                     .replace("<<USE>>", family.card_use).replace("<<CITATION>>", family.card_citation))
         return ModelCard.from_template(card_data, template_str=template, repo_url=self._hub_mixin_info.repo_url,
@@ -225,7 +232,7 @@ class ModelFolder(
             raise UserError(f"{model_id}: no readable {CONFIG_NAME}; not a ugatit-cli model folder")
         family, model_config, weights_dtype = read_config(config, model_id)
         names = family.weight_files(model_config)
-        keys = family.keys_for(directions)
+        keys = [k for k in family.keys_for(directions) if k in names]  # the networks this config has
         if directions is None and local:  # every network the folder holds
             keys = [k for k in keys if os.path.isfile(os.path.join(model_id, names[k]))]
         nets = {}

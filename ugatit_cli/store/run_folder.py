@@ -211,12 +211,18 @@ def load_run_model(path: Path, directions: Sequence[str] | None = None) -> Model
         model_config = family.model_config.from_dict(config["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{folder / RUN_CONFIG}: invalid model configuration ({exc})") from None
-    keys = family.keys_for(directions)
+    names = family.weight_files(model_config)
+    keys = [k for k in family.keys_for(directions) if k in names]  # the networks this config has
     trained = family.trained_nets
-    ema = all((folder / f"ema_{trained[k]}.safetensors").is_file() for k in keys)
-    nets = {}
+    if directions is None:  # every network the checkpoint holds
+        keys = [k for k in keys if (folder / f"{trained[k]}.safetensors").is_file()] or keys[:1]
+    nets, ema = {}, False
     for key in keys:
-        file = folder / f"{'ema_' if ema else ''}{trained[key]}.safetensors"
+        file = folder / f"ema_{trained[key]}.safetensors"  # the EMA copy where the run keeps one for this net
+        if file.is_file():
+            ema = True
+        else:
+            file = folder / f"{trained[key]}.safetensors"
         nets[key] = net_from_state(family, model_config, key, _load_net(file), origin=str(file))
     iteration = config.get("iteration", "?")
     source = (f"Trained with `ugatit train` (ugatit-cli) on `{config.get('data_name', 'unknown data')}` for "

@@ -16,7 +16,7 @@ import random
 import re
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from ..core.safety import FolderLock, check_number
 from ..errors import ProcessingError, UserError
 from ..families.base import FORMAT_VERSION, Family, RunConfig, dataclass_from_dict, get_family
 from ..store import run_folder as ckpt
+from ..store.hub_datasets import hub_data_dir, is_hub_dataset, parse_hub_dataset
 
 # Settings a resumed run may change: they decide how long and how the run is watched, not what it computes
 # (a longer --iterations with --decay moves the start of the learning-rate decay, which is announced).
@@ -254,12 +255,17 @@ def _family_of_run(run_dir: Path, arch: str | None) -> tuple[Family, dict[str, A
 
 
 def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.device,
-             ranks: _Ranks, say, arch: str | None, hold: list | None = None) -> _Plan:
-    """Everything that can fail on the user's side, checked before a single file is written. The run
-    folder's lock (one training process per run folder, whatever the family) is appended to ``hold``; the
-    caller releases it when the run ends."""
+             ranks: _Ranks, say, arch: str | None, data_options: Mapping[str, Any] | None = None,
+             progress: bool = True, hold: list | None = None) -> _Plan:
+    """Everything that can fail on the user's side, checked before a single file is written (a Hub dataset's
+    images are written into the ``datasets`` cache, not the run folder). The run folder's lock (one training
+    process per run folder, whatever the family) is appended to ``hold``; the caller releases it when the
+    run ends."""
     hold = [] if hold is None else hold
-    run_dir = Path(output) if output is not None else Path("runs") / Path(data_dir).resolve().name
+    data_options = data_options or {}
+    hub = is_hub_dataset(data_dir)
+    data_name = parse_hub_dataset(data_dir).name if hub else Path(data_dir).resolve().name
+    run_dir = Path(output) if output is not None else Path("runs") / data_name
     if resume and init_from is not None:
         raise UserError("--resume and --init-from exclude each other: a resumed run continues its own weights")
     _check_not_inside_a_run(run_dir, resume)
@@ -268,7 +274,21 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
     if resume:
         hold.append(FolderLock(run_dir, ckpt.LOCK_NAME, "ugatit train"))  # before reading what it may change
     family, saved = _family_of_run(run_dir, arch) if resume else (get_family(arch), None)
-    data = family.scan_data(Path(data_dir))
+    if hub:
+        if resume and not data_options:  # the run's own mapping of the dataset's columns
+            data_options = saved.get("data_options") or {}
+        # the settings decide the layout (pix2pixHD --label-nc 0: photo pairs); checked again below
+        _, hyper = resolve_config(family, config, saved.get("train", {}) if resume else None, run_dir)
+        folder = hub_data_dir(data_dir, family, hyper=hyper, **data_options, progress=progress)
+        data_dir = str(data_dir)
+    elif data_options:
+        flags = {"split": "--split", "domain_columns": "--domain-column"}
+        raise UserError(f"{', '.join(flags.get(k, k) for k in data_options)}: only for Hub datasets "
+                        f"(hf://datasets/OWNER/NAME)")
+    else:
+        folder = Path(data_dir)
+        data_dir = str(folder.resolve())
+    data = family.scan_data(folder)
     checkpoint = None
     if resume:
         run, hyper = resolve_config(family, config, saved.get("train", {}), run_dir)
@@ -300,8 +320,9 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
 
     run_config = {"format": ckpt.FORMAT, "family": family.name, "format_version": FORMAT_VERSION,
                   "ugatit_cli": __version__, "train": flat_settings(run, hyper),
-                  "model": family.model_config_for(hyper).to_dict(), "data_dir": str(Path(data_dir).resolve()),
-                  "data_name": Path(data_dir).resolve().name, "world_size": ranks.world_size}
+                  "model": family.model_config_for(hyper).to_dict(), "data_dir": data_dir,
+                  "data_name": data_name, "world_size": ranks.world_size,
+                  **({"data_options": dict(data_options)} if data_options else {})}
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.write_json_atomic(run_dir / ckpt.RUN_CONFIG, run_config)
     if not resume or not (run_dir / DATA_NAME).is_file():
@@ -415,6 +436,8 @@ class _Watch:
             self.log.flush()
             if self.tensorboard is not None:
                 for key, value in losses.items():
+                    if not isinstance(value, (int, float)):  # e.g. a list of cluster sizes: log.jsonl only
+                        continue
                     self.tensorboard.add_scalar(f"{'lr' if key == 'lr' else 'loss/' + key}", value, iteration)
         if self.progress is not None:
             self.progress.update(self.task, completed=iteration, speed=f"{self.speed or 0:.2f} it/s",
@@ -450,9 +473,15 @@ def _duration(seconds: float) -> str:
 
 def train(data_dir: str | os.PathLike, config: Any = None, *, arch: str | None = None,
           output: str | os.PathLike | None = None, resume: bool = False, init_from: str | os.PathLike | None = None,
-          device: str = "auto", progress: bool = True) -> RunSummary:
+          device: str = "auto", progress: bool = True, split: str | None = None,
+          domain_columns: Sequence[str] = ()) -> RunSummary:
     """Train a model of the family ``arch`` (default U-GAT-IT; a resumed run keeps its own) on ``data_dir``
     (the family's ``data_layout``) into the run folder ``output`` (default ``runs/<data folder name>``).
+
+    ``data_dir`` may also be a Hub dataset, ``hf://datasets/OWNER/NAME[@REVISION]``, read with the
+    ``datasets`` library (:mod:`ugatit_cli.store.hub_datasets`): ``split`` (default ``train``) and
+    ``domain_columns`` (the ``--domain-column`` values; by default inferred from the column names) say what
+    to train on; a resumed run reuses its own unless given.
 
     ``config`` is a flat dataclass of settings (U-GAT-IT: a TrainConfig) or a mapping of the settings to
     change: RunConfig's and the family's hyper-parameters (from the defaults, or with ``resume=True`` from
@@ -475,7 +504,9 @@ def train(data_dir: str | os.PathLike, config: Any = None, *, arch: str | None =
     try:
         if ranks.main:
             try:
-                plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say, arch, held)
+                options = {k: v for k, v in (("split", split), ("domain_columns", list(domain_columns))) if v}
+                plan = _prepare(data_dir, config, output, resume, init_from, target, ranks, say, arch, options,
+                                progress, held)
             except BaseException as exc:
                 _share(ranks, str(exc))  # the other ranks stop with the same message instead of waiting
                 if held and not resume:  # our lock file, and the folder if that leaves it empty
@@ -519,6 +550,7 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
     config, hyper = resolve_config(family, plan.config["train"])
     torch.manual_seed(config.seed)  # the networks' initial weights; DDP copies rank 0's to the others
     trainer = family.trainer(config, hyper, device, ranks.distributed)
+    family.attach_data(trainer, plan.data, hyper)
     restored = False
     if plan.checkpoint is not None:
         state = ckpt.load_checkpoint(Path(plan.checkpoint))
@@ -580,7 +612,8 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
             for batch in loader:
                 losses = trainer.train_step(batch)
                 iteration = trainer.iteration
-                bad = [f"{k} {v}" for k, v in losses.items() if not math.isfinite(v)]
+                bad = [f"{k} {v}" for k, v in losses.items()
+                       if isinstance(v, (int, float)) and not math.isfinite(v)]  # lists (cluster sizes) aside
                 if _agree(bool(bad), ranks, device):
                     more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
                     raise diverged(iteration, ", ".join(bad[:2]) + more if bad else "another process's losses "
@@ -590,6 +623,11 @@ def _run(plan: _Plan, device: torch.device, ranks: _Ranks, progress: bool, conso
                     if iteration % config.sample_every == 0 and samples is not None:
                         write_samples(run_dir / SAMPLES, iteration, trainer.sample_grids(samples))
                 interrupted = _agree(stop["stop"], ranks, device)
+                if iteration == config.iterations:
+                    note = family.finish_training(trainer, plan.data, config, hyper, device, ranks.rank,
+                                                  ranks.world_size)
+                    if note:
+                        say(note)
                 if iteration % config.save_every == 0 or iteration == config.iterations or interrupted:
                     save()
                     saved_at = iteration

@@ -4,8 +4,10 @@ Wang et al., "High-Resolution Image Synthesis and Semantic Manipulation with Con
 (https://arxiv.org/abs/1711.11585); official code NVIDIA/pix2pixHD (BSD).
 
 - networks: ``netG`` (global generator or local enhancer), with instance features also ``netE`` (the
-  encoder); a model folder holds ``generator.safetensors`` (+ ``encoder.safetensors``); training adds
-  ``netD`` (the multi-scale discriminator);
+  encoder) and ``clusters`` (the per-class k-means centres of the training set's instance features, computed
+  when the run's last iteration is done; :mod:`.features`); a model folder holds ``generator.safetensors``
+  (+ ``encoder.safetensors`` + ``feature_clusters.safetensors``); training adds ``netD`` (the multi-scale
+  discriminator);
 - data: ``train_label/ train_img/ [train_inst/]`` (``train_A/ train_B/`` with ``--label-nc 0``); ``eval``
   translates ``test_label/`` (+ ``test_inst/``) and compares with ``test_img/``;
 - MODEL may be an official checkpoint: ``latest_net_G.pth``, ``N_net_G.pth`` or their ``checkpoints/NAME/``
@@ -22,14 +24,38 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
-from ..base import EvalPair, Family, LocalSource, Model, OnnxIO, OutputSpec, TranslateOption, Translator
+from ..base import (
+    EvalPair,
+    Family,
+    HubColumns,
+    LocalSource,
+    Model,
+    OnnxIO,
+    OutputSpec,
+    TranslateOption,
+    Translator,
+)
 from .config import Pix2PixHDConfig
 from .hyper import RUN_DEFAULTS, Pix2PixHDHyperParams
 
-WEIGHT_FILES = {"netG": "generator.safetensors", "netE": "encoder.safetensors"}
+WEIGHT_FILES = {"netG": "generator.safetensors", "netE": "encoder.safetensors",
+                "clusters": "feature_clusters.safetensors"}
 DATA_LAYOUT = ("train_label/, train_img/ and train_inst/ (none with --no-instance; train_A/ train_B/ with "
                "--label-nc 0), and test_* for samples and eval, like the official datasets")
 SAMPLE_COUNT = 4
+#: a Hub dataset's label-map, photo and (optional) instance-map columns, one example per row
+HUB_COLUMNS = HubColumns(
+    roles={"label": ("label", "label_map", "labels", "segmentation", "semantic", "conditioning_image"),
+           "image": ("image", "photo", "img", "target"), "inst": ("instance", "inst", "instance_map", "instances")},
+    train={"label": "train_label", "image": "train_img", "inst": "train_inst"},
+    test={"label": "test_label", "image": "test_img", "inst": "test_inst"}, optional=("inst",), paired=True)
+#: with --label-nc 0 the inputs are photos too: train_A/ train_B/ (imageA/imageB, input/target columns)
+HUB_PHOTO_COLUMNS = HubColumns(
+    roles={"label": ("input", "input_image", "source", "source_image", "A"),
+           "image": ("target", "target_image", "output", "output_image", "B"),
+           "inst": ("instance", "inst", "instance_map", "instances")},
+    train={"label": "train_A", "image": "train_B", "inst": "train_inst"},
+    test={"label": "test_A", "image": "test_B", "inst": "test_inst"}, optional=("inst",), paired=True)
 CITATION = """## Citation
 
 ```bibtex
@@ -53,7 +79,14 @@ ugatit translate label_maps/ --model {{ model_id }} {% if instance_maps -%}
 Label maps are single-channel PNGs of class ids (0 to {{ label_nc - 1 }}); each runs at its own size rounded
 to a multiple of {{ size_multiple }} (labels{% if instance_maps %} and instance maps{% endif %} nearest), as
 the official `test.py --resize_or_crop none`.
-
+{% if features %}
+The model uses instance features (feature length {{ feat_num }}): by default each instance gets one of its
+class's k-means centres (`feature_clusters.safetensors`: `centres[class, k]` for `k < counts[class]`), drawn at
+random with `--seed N` (default 0), or centre K with `--feature-cluster K`; `--encode-image photos/` takes the
+features of real photos instead (the encoder, `encoder.safetensors`).
+{% if onnx %}`generator.onnx` takes them as its input `feat` (B x {{ feat_num }} x H x W, each instance filled
+with one centre of its class).{% endif %}
+{% endif %}
 """
 
 
@@ -74,16 +107,10 @@ class Pix2PixHDData:
 
 
 class Pix2PixHDModel(Model):
-    """netG (and netE) of a pix2pixHD model, with optional feature clusters (label id -> centres)."""
+    """netG (and with instance features netE and the ``clusters`` centres) of a pix2pixHD model."""
 
-    def __init__(self, config: Pix2PixHDConfig, nets=None, card=None, weights_dtype: str = "float32",
-                 clusters=None):
+    def __init__(self, config: Pix2PixHDConfig, nets=None, card=None, weights_dtype: str = "float32"):
         super().__init__(FAMILY, config, nets, card, weights_dtype)
-        self.clusters = clusters
-
-    def with_(self, **changes: Any) -> Model:
-        copy = super().with_(**changes)
-        return Pix2PixHDModel(copy.config, copy.nets, copy.card, copy.weights_dtype, self.clusters)
 
 
 class Pix2PixHDTranslator(Translator):
@@ -94,8 +121,6 @@ class Pix2PixHDTranslator(Translator):
     outputs = (OutputSpec("image"),)
 
     def __init__(self, model: Model, width: int, options):
-        from .official import read_feature_clusters
-
         self.config: Pix2PixHDConfig = model.config
         self.net_g = model.nets["netG"]
         self.net_e = model.nets.get("netE")
@@ -107,13 +132,48 @@ class Pix2PixHDTranslator(Translator):
                             "instance-id PNGs named like the label maps)")
         if self.instance_maps is not None and not Path(self.instance_maps).is_dir():
             raise UserError(f"{self.instance_maps}: --instance-maps must be a folder")
-        self.clusters = None
+        self.clusters, self.photos, self.choice = None, None, None
+        self.seed = int(options.get("seed") or 0)
         if self.config.use_features:
-            path = options.get("feature_clusters")
-            if path is None:
-                raise UserError("this pix2pixHD model uses instance features: give --feature-clusters FILE (the "
-                                "cluster centres, .npz)")
+            self._feature_source(model, options)
+        else:
+            given = [o for o in ("feature_clusters", "feature_cluster", "encode_image") if options.get(o) is not None]
+            if given:
+                raise UserError(f"--{given[0].replace('_', '-')} applies to pix2pixHD models trained with instance "
+                                f"features (--instance-feat or --label-feat); this one has none")
+
+    def _feature_source(self, model: Model, options) -> None:
+        """Where the feature map comes from (official ``inference``): the encoder on a real photo
+        (``--encode-image DIR``, official ``--use_encoded_image``), else one cluster centre per instance from
+        ``--feature-clusters FILE`` or the model's own centres (the official test's default)."""
+        from .official import read_feature_clusters
+
+        photos, path = options.get("encode_image"), options.get("feature_clusters")
+        if photos is not None:
+            if path is not None or options.get("feature_cluster") is not None:
+                raise UserError("--encode-image takes the features from the photos: drop --feature-clusters and "
+                                "--feature-cluster")
+            if self.net_e is None:
+                raise UserError("--encode-image needs the model's encoder (netE), and this model has none")
+            if not Path(photos).is_dir():
+                raise UserError(f"{photos}: --encode-image must be a folder of photos named like the label maps")
+            self.photos = Path(photos)
+            return
+        if path is not None:
             self.clusters = read_feature_clusters(path, self.config.feat_num)
+        else:
+            stored = model.nets.get("clusters")
+            if stored is None or stored.empty:
+                raise UserError("this pix2pixHD model uses instance features but holds no cluster centres (its run "
+                                "has not finished, or it was converted without them): give --feature-clusters FILE "
+                                "(.npz) or --encode-image PHOTO_DIR")
+            self.clusters = stored.as_dict()
+        choice = options.get("feature_cluster")
+        if choice is not None and str(choice) != "random":
+            text = str(choice)
+            if not text.isdigit():
+                raise UserError(f"--feature-cluster must be random or a cluster index K >= 0, got {text!r}")
+            self.choice = int(text)
 
     @property
     def size(self) -> int:
@@ -126,7 +186,7 @@ class Pix2PixHDTranslator(Translator):
         """The label map (ids, or the RGB input for label_nc 0) and instance map of ``source`` at the size the
         model runs at, and the map's own (width, height)."""
         from .data import inference_size, read_id_map
-        from .inference import find_instance_map, prepare
+        from .inference import find_instance_map, find_photo, prepare
 
         size = None
         if self.width is not None:
@@ -141,17 +201,16 @@ class Pix2PixHDTranslator(Translator):
         inst = None
         if self.instance_maps is not None and (not self.config.no_instance or self.config.instance_feat):
             inst = find_instance_map(self.instance_maps, source)
-        batch = prepare(self.config, source, inst, size)
-        arrays = {key: value[0].numpy() for key, value in batch.items() if key in ("label", "inst")}
+        photo = find_photo(self.photos, source) if self.photos is not None else None
+        batch = prepare(self.config, source, inst, size, photo)
+        arrays = {key: value[0].numpy() for key, value in batch.items() if key in ("label", "inst", "image")}
         return arrays, tuple(int(v) for v in batch["original_size"])
 
     def forward(self, x, extras):
-        import torch
-
         from .inference import generate
 
-        generator = torch.Generator().manual_seed(0) if self.clusters is not None else None
-        return {"image": generate(self.config, self.net_g, extras, self.net_e, self.clusters, generator)}
+        return {"image": generate(self.config, self.net_g, extras, self.net_e, self.clusters, seed=self.seed,
+                                  choice=self.choice)}
 
     def onnx_feeds(self, x, extras, input_names):
         """``label`` and ``inst`` as they are; with instance features also ``feat``, the cluster centres drawn as
@@ -178,12 +237,24 @@ class Pix2PixHDFamily(Family):
     run_defaults = RUN_DEFAULTS
     translate_options = (
         TranslateOption("instance_maps", Path, "pix2pixHD: the folder of instance maps (same names as the label "
-                                               "maps, or labelIds -> instanceIds).", metavar="DIR"),
+                                               "maps, or labelIds -> instanceIds).", metavar="DIR",
+                        per_input=True),
         TranslateOption("feature_clusters", Path, "pix2pixHD with instance features: cluster centres (.npz; "
-                                                  "an official .npy is refused with a conversion command).",
-                        metavar="FILE"),
+                                                  "an official .npy is refused with a conversion command) "
+                                                  "instead of the model's own.", metavar="FILE"),
+        TranslateOption("feature_cluster", str, "pix2pixHD with instance features: which centre each instance "
+                                                "gets: random (one per instance, drawn with --seed; the official "
+                                                "test's way, the default) or K (centre K of every class).",
+                        metavar="random|K"),
+        TranslateOption("seed", int, "pix2pixHD with instance features: seed of the random cluster centres "
+                                     "(default 0; the same seed gives the same photo).", metavar="N"),
+        TranslateOption("encode_image", Path, "pix2pixHD with instance features: take each instance's features "
+                                              "from a real photo in DIR (named like the label map, or "
+                                              "leftImg8bit for gtFine_labelIds) instead of the cluster centres.",
+                        metavar="DIR", per_input=True),
     )
     data_layout = DATA_LAYOUT
+    hub_columns = HUB_COLUMNS
     cli_help = {
         "model": "official pix2pixHD latest_net_G.pth / N_net_G.pth or its checkpoints/NAME/ folder (with opt.txt)",
         "size": "the width each label map is scaled to; by default each runs at its own size, rounded to the "
@@ -196,7 +267,7 @@ class Pix2PixHDFamily(Family):
     card_summary = "A [pix2pixHD](https://arxiv.org/abs/1711.11585) label-map-to-photo model"
     card_use = USE
     card_citation = CITATION
-    trained_nets = {"netG": "netG", "netE": "netE"}
+    trained_nets = {"netG": "netG", "netE": "netE", "clusters": "clusters"}
 
     # -- networks and model folders --
 
@@ -208,15 +279,19 @@ class Pix2PixHDFamily(Family):
     def keys_for(self, directions):
         if directions:
             raise UserError("--direction does not apply to pix2pixHD models (they have one way)")
-        return ("netG",)
+        return tuple(WEIGHT_FILES)  # a model without instance features has netG alone (weight_files)
 
     def build_net(self, config, key):
+        from .features import FeatureClusters
         from .networks import build_encoder, build_generator
 
+        if key == "clusters":
+            return FeatureClusters(config.label_nc, config.n_clusters, config.feat_num)
         return build_encoder(config) if key == "netE" else build_generator(config)
 
     def describe_file(self, key):
-        return "generator (netG)" if key == "netG" else "instance-feature encoder (netE)"
+        return {"netG": "generator (netG)", "netE": "instance-feature encoder (netE)",
+                "clusters": "per-class k-means centres of the training set's instance features"}[key]
 
     @property
     def sources(self) -> Sequence[LocalSource]:
@@ -238,9 +313,16 @@ class Pix2PixHDFamily(Family):
 
 
     def onnx_io(self, model, key):
+        """``generator.onnx``: label ids (+ instance ids) (+ the feature map ``feat``, B x feat_num x H x W, for
+        models with instance features: an input, filled from the centres in ``feature_clusters.safetensors``
+        beside it, or from the encoder). The encoder and the centres are stored as safetensors beside the graph
+        (None here), not as graphs."""
         import torch
 
         from .graph import LabelToImage
+
+        if key != "netG":
+            return None
 
         config = model.config
         m = config.size_multiple
@@ -257,6 +339,9 @@ class Pix2PixHDFamily(Family):
             names.append("feat")
         axes = {0: "batch", 2: "height", 3: "width"}
         inputs = "`label` (float class ids, B x 1 x H x W)" + ("" if config.no_instance else ", `inst` (instance ids)")
+        if config.use_features:
+            inputs += (f", `feat` (B x {config.feat_num} x H x W: each instance filled with one centre of its class "
+                       f"from `feature_clusters.safetensors`, `centres[class, k]` for k < `counts[class]`)")
         return OnnxIO(graph, tuple(example), tuple(names), ("image",), {n: axes for n in names}, multiple=m,
                       description=f"inputs {inputs}; output `image` (B x 3 x H x W in [-1, 1]); H, W multiples "
                                   f"of {m}")
@@ -326,6 +411,9 @@ class Pix2PixHDFamily(Family):
             test = scan_dataset(root, test_scan, "test")
         return Pix2PixHDData(root, train, test)
 
+    def hub_columns_for(self, hyper):
+        return HUB_PHOTO_COLUMNS if hyper.label_nc == 0 else HUB_COLUMNS
+
     def _checked(self, data: Pix2PixHDData, hyper) -> Pix2PixHDData:
         """The scanned data for these settings: label ids < label_nc, instance maps present (or dropped with
         --no-instance), sizes the generator takes; UserError naming the files otherwise."""
@@ -382,14 +470,37 @@ class Pix2PixHDFamily(Family):
     def trainer(self, run, hyper, device, distributed):
         from .step import Pix2PixHDTrainer
 
-        if distributed:
-            raise UserError("pix2pixHD training runs in one process (torchrun is not supported for it yet)")
-        return Pix2PixHDTrainer(hyper.train_config(run), device, precision=run.precision, ema=run.ema)
+        return Pix2PixHDTrainer(hyper.train_config(run), device, precision=run.precision, ema=run.ema,
+                                distributed=distributed)
+
+    def finish_training(self, trainer, data, run, hyper, device, rank, world_size):
+        """With instance features: encode the training set and cluster each class's instance features (official
+        ``encode_features.py``), into the trainer's ``clusters``; each rank encodes its share, every rank
+        clusters all of them (the same centres everywhere)."""
+        train_cfg = hyper.train_config(run)
+        if not train_cfg.model.use_features:
+            return None
+        from .features import cluster_vectors, encode_training_set
+
+        data = self._checked(data, hyper)
+        found = encode_training_set(trainer.nets["netE"], train_cfg, data.train, train_cfg.model.label_feat,
+                                    device, rank, world_size)
+        if world_size > 1:
+            import torch.distributed as dist
+
+            shares = [None] * world_size
+            dist.all_gather_object(shares, found)
+            found = sorted((v for share in shares for v in share), key=lambda v: v[0])
+        clusters = cluster_vectors([v[1:] for v in found], train_cfg.model.n_clusters, seed=train_cfg.seed)
+        trainer.nets["clusters"].set(clusters)
+        return (f"feature clusters: {sum(len(c) for c in clusters.values())} centres over {len(clusters)} classes "
+                f"from {len(found)} instances of {len(data.train)} training images")
 
     def card_facts(self, model):
         config = model.config
         return {"size_multiple": config.size_multiple, "label_nc": max(config.label_nc, 1),
-                "instance_maps": not config.no_instance or config.instance_feat}
+                "instance_maps": not config.no_instance or config.instance_feat, "features": config.use_features,
+                "feat_num": config.feat_num}
 
     def can_init_from(self, path):
         from .official import is_official_checkpoint
@@ -421,6 +532,17 @@ def _load_official(path: Path, keys: Sequence[str]) -> Model:
     nets = {"netG": net_g}
     if net_e is not None:
         nets["netE"] = net_e
+        converted = official.generator_path.with_name(f"features_clustered_{official.config.n_clusters:03d}.npz")
+        if converted.is_file():  # the official cluster file, converted to .npz (read_feature_clusters)
+            from .features import FeatureClusters
+            from .official import read_feature_clusters
+
+            clusters = FeatureClusters(official.config.label_nc, official.config.n_clusters, official.config.feat_num)
+            try:
+                clusters.set(read_feature_clusters(converted, official.config.feat_num))
+            except ValueError as exc:
+                raise UserError(f"{converted}: {exc}") from None
+            nets["clusters"] = clusters
     source = (f"Converted from the official pix2pixHD checkpoint `{official.generator_path.name}` "
               f"(NVIDIA/pix2pixHD); options from {'its opt.txt' if official.opt_path else 'its tensor shapes'}.")
     return Pix2PixHDModel(official.config, nets, card={"source": source})

@@ -24,9 +24,10 @@ from torch import nn
 from ...core.images import BadImageError, is_image_name
 from .config import Pix2PixHDConfig
 from .data import encode_input, inference_size, prepare_instance, prepare_label, prepare_photo
-from .official import sample_feature_map
+from .features import sample_feature_map
 
 INSTANCE_NAME_SWAPS = (("labelIds", "instanceIds"), ("label", "inst"))
+PHOTO_NAME_SWAPS = (("gtFine_labelIds", "leftImg8bit"), ("label", "img"))
 
 
 def find_instance_map(inst_dir: str | os.PathLike, label: str | os.PathLike, relative: str | os.PathLike | None = None
@@ -34,20 +35,33 @@ def find_instance_map(inst_dir: str | os.PathLike, label: str | os.PathLike, rel
     """The instance map of ``label`` in ``inst_dir``: ``relative`` (the label's path below its input folder,
     default its name) with any image suffix, or its stem with ``labelIds`` -> ``instanceIds``.
     Raises :class:`BadImageError` naming the label map when there is none."""
-    inst_dir = Path(inst_dir)
+    return _find_partner(inst_dir, label, relative, INSTANCE_NAME_SWAPS, "instance map")
+
+
+def find_photo(photo_dir: str | os.PathLike, label: str | os.PathLike, relative: str | os.PathLike | None = None
+               ) -> Path:
+    """The real photo of ``label`` in ``photo_dir`` (``--encode-image``): the same name with any image suffix,
+    or its stem with ``gtFine_labelIds`` -> ``leftImg8bit`` (Cityscapes) or ``label`` -> ``img``.
+    Raises :class:`BadImageError` naming the label map when there is none."""
+    return _find_partner(photo_dir, label, relative, PHOTO_NAME_SWAPS, "photo")
+
+
+def _find_partner(folder_root: str | os.PathLike, label: str | os.PathLike, relative: str | os.PathLike | None,
+                  swaps: tuple[tuple[str, str], ...], what: str) -> Path:
+    folder_root = Path(folder_root)
     rel = Path(relative) if relative is not None else Path(Path(label).name)
     stems = [rel.with_suffix("")]
-    for old, new in INSTANCE_NAME_SWAPS:
+    for old, new in swaps:
         if old in rel.stem:
             stems.append(rel.with_name(rel.stem.replace(old, new)))
     for stem in stems:
-        folder = inst_dir / stem.parent
+        folder = folder_root / stem.parent
         if not folder.is_dir():
             continue
         for candidate in sorted(folder.glob(f"{stem.name}.*")):
             if is_image_name(candidate) and candidate.is_file():
                 return candidate
-    raise BadImageError(label, f"no instance map for it in {inst_dir} (looked for "
+    raise BadImageError(label, f"no {what} for it in {folder_root} (looked for "
                                f"{', '.join(s.as_posix() + '.png' for s in stems)})")
 
 
@@ -74,11 +88,13 @@ def prepare(config: Pix2PixHDConfig, label_path: str | os.PathLike, inst_path: s
 @torch.no_grad()
 def generate(config: Pix2PixHDConfig, net_g: nn.Module, batch: Mapping[str, torch.Tensor],
              net_e: nn.Module | None = None, clusters: Mapping[int, np.ndarray] | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, *, seed: int | None = None,
+             choice: int | None = None) -> torch.Tensor:
     """The generated image ``(B, output_nc, H, W)`` in [-1, 1] for a prepared batch (official ``inference``).
 
     With features: ``batch["image"]`` + ``net_e`` encode a real photo, else ``clusters`` give one sampled centre
-    per instance (``generator`` seeds the draw). Raises ``ValueError`` when the model needs what is missing.
+    per instance (``generator``, or ``seed`` per image, seeds the draw; ``choice`` K takes centre K of each class;
+    see :func:`.features.sample_feature_map`). Raises ``ValueError`` when the model needs what is missing.
     """
     device = next(net_g.parameters()).device
     label = batch["label"].to(device)
@@ -90,7 +106,8 @@ def generate(config: Pix2PixHDConfig, net_g: nn.Module, batch: Mapping[str, torc
         if batch.get("image") is not None and net_e is not None:
             feat = net_e(batch["image"].to(device), regions)
         elif clusters is not None:
-            feat = sample_feature_map(clusters, regions, config.feat_num, generator).to(device)
+            feat = sample_feature_map(clusters, regions, config.feat_num, generator, seed=seed,
+                                          choice=choice).to(device)
         else:
             raise ValueError("this model uses instance features: give feature clusters or a real photo to encode")
         x = torch.cat([x, feat.to(x.dtype)], dim=1)

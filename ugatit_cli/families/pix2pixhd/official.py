@@ -316,26 +316,3 @@ def read_feature_clusters(path: str | os.PathLike, feat_num: int) -> dict[int, n
             if array.shape[0]:
                 clusters[int(key)] = array.astype(np.float32)
     return clusters
-
-
-def sample_feature_map(clusters: dict[int, np.ndarray], inst: torch.Tensor, feat_num: int,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-    """Official ``sample_features``: every instance gets one cluster centre of its class, drawn at random.
-
-    ``inst``: (B, 1, H, W) instance ids (class ``i`` if ``i < 1000``, else ``i // 1000``). Returns
-    (B, feat_num, H, W). Instances of classes without clusters get zeros (the official code leaves that memory
-    uninitialised).
-    """
-    b, _, h, w = inst.shape
-    out = torch.zeros(b, feat_num, h, w)
-    ids = inst.long().cpu()
-    for value in torch.unique(ids).tolist():
-        label = value if value < 1000 else value // 1000
-        centres = clusters.get(label)
-        if centres is None:
-            continue
-        pick = int(torch.randint(0, centres.shape[0], (1,), generator=generator))
-        mask = (ids == value).expand(b, feat_num, h, w)
-        feat = torch.from_numpy(centres[pick]).view(1, feat_num, 1, 1).expand(b, feat_num, h, w)
-        out[mask] = feat[mask]
-    return out.to(inst.device)

@@ -34,9 +34,11 @@ import torch
 from torch import nn
 
 from ...core.devices import autocast, check_precision
+from ...core.nets import wrap_for_training
 from ...errors import UserError
 from .config import Pix2PixHDTrainConfig
 from .data import encode_input
+from .features import FeatureClusters
 from .losses import VGG19Features, feature_matching_loss, gan_loss, vgg_loss
 from .networks import build_discriminator, build_encoder, build_generator
 
@@ -49,10 +51,17 @@ class Pix2PixHDTrainer:
     Seed the global torch RNG before constructing: the networks are initialised from it. ``vgg``: a
     :class:`VGG19Features` to use for the VGG loss; by default it is loaded from ``config.vgg_weights`` or
     torchvision's download (raises :class:`UserError` when neither works) unless ``no_vgg_loss``.
+
+    With ``distributed=True`` (under torchrun; the process group must be initialised) the networks a step
+    updates run in DistributedDataParallel: gradients are averaged across ranks, so every rank keeps the same
+    weights. netG's wrapper is rebuilt when ``niter_fix_global`` ends (DDP fixes the parameters it syncs when
+    it is built). With instance features ``nets["clusters"]`` holds the per-class centres, filled after the last
+    iteration (:meth:`Pix2PixHDFamily.finish_training`); no step changes it.
     """
 
     def __init__(self, config: Pix2PixHDTrainConfig, device: str | torch.device = "cpu", *,
-                 vgg: VGG19Features | None = None, precision: str = "fp32", ema: float | None = None):
+                 vgg: VGG19Features | None = None, precision: str = "fp32", ema: float | None = None,
+                 distributed: bool = False):
         self.config = config
         self.model_config = config.model
         self.device = torch.device(device)
@@ -66,7 +75,11 @@ class Pix2PixHDTrainer:
         }
         if mc.use_features:
             nets["netE"] = build_encoder(mc)
+            nets["clusters"] = FeatureClusters(mc.label_nc, mc.n_clusters, mc.feat_num)
         self.nets = {name: net.to(self.device).train() for name, net in nets.items()}
+        self.distributed = distributed
+        self._run: dict[str, nn.Module] = {}  # what a step calls: the nets, in DDP when distributed
+        self._run_phase: bool | None = None  # global_fixed() of the netG wrapper in _run
         self.vgg: VGG19Features | None = None
         if not config.no_vgg_loss:
             self.vgg = (vgg or VGG19Features.pretrained(config.vgg_weights)).to(self.device).eval()
@@ -118,12 +131,26 @@ class Pix2PixHDTrainer:
         trainable = {id(p) for p in params}
         for p in self.nets["netG"].parameters():
             p.requires_grad_(id(p) in trainable)
+        self._wrap()
         return params
+
+    def _wrap(self) -> None:
+        """Fill :attr:`_run` for the coming step: the plain nets, or DDP wrappers built for the parameters that
+        train in this phase (netG's again when the phase changed)."""
+        phase = self.global_fixed()
+        if self._run and self._run_phase == phase:
+            return
+        names = [n for n in ("netG", "netD", "netE") if n in self.nets]
+        rebuild = names if not self._run else ["netG"]
+        for name in rebuild:
+            self._run[name] = wrap_for_training(self.nets[name], self.device, distributed=self.distributed,
+                                                compile=False)
+        self._run_phase = phase
 
     # --- one iteration ----------------------------------------------------------------------------------------
 
     def generate(self, label: torch.Tensor, inst: torch.Tensor | None, image: torch.Tensor | None,
-                 net_g: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 net_g: nn.Module | None = None, net_e: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(conditioning input, fake image) as the official ``forward``/``inference`` build them; the encoder
         reads ``image`` (and the label map instead of instances with ``label_feat``)."""
         mc = self.model_config
@@ -133,7 +160,7 @@ class Pix2PixHDTrainer:
             if image is None:
                 raise ValueError("a model with instance features needs the real image (or sampled features)")
             regions = label if mc.label_feat else inst
-            g_in = torch.cat([input_label, self.nets["netE"](image, regions)], dim=1)
+            g_in = torch.cat([input_label, (net_e or self.nets["netE"])(image, regions)], dim=1)
         return input_label, (net_g or self.nets["netG"])(g_in)
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -158,10 +185,11 @@ class Pix2PixHDTrainer:
         inst = batch.get("inst")
         inst = inst.to(self.device, non_blocking=True) if inst is not None else None
 
+        run = self._run
         with autocast(self.device, self.autocast_dtype):
-            input_label, fake = self.generate(label, inst, real)
-            pred_real = nets["netD"](torch.cat([input_label, real], dim=1))
-            pred_fake = nets["netD"](torch.cat([input_label, fake], dim=1))
+            input_label, fake = self.generate(label, inst, real, run["netG"], run.get("netE"))
+            pred_real = run["netD"](torch.cat([input_label, real], dim=1))
+            pred_fake = run["netD"](torch.cat([input_label, fake], dim=1))
             terms = {
                 "G_GAN": gan_loss(pred_fake, True, not cfg.no_lsgan),
                 "D_real": gan_loss(pred_real, True, not cfg.no_lsgan),
@@ -283,6 +311,7 @@ class Pix2PixHDTrainer:
         # G's optimiser holds the parameters of the phase the saved iteration ran in (niter_fix_global); step()
         # rebuilds it when the next iteration starts the other phase
         self.g_optim = self._adam(self._g_parameters(fixed=self.global_fixed(max(1, self.iteration))))
+        self._run, self._run_phase = {}, None  # DDP wrappers are rebuilt (from these weights) at the next step
         self.g_optim.load_state_dict(state["g_optim"])
         self.d_optim.load_state_dict(state["d_optim"])
         if state.get("scaler"):

@@ -11,9 +11,15 @@ Modules (no torch import at package import time):
 - ``step``: :class:`TunitTrainer` (one official iteration), per-domain mean style codes;
 - ``cluster``: pseudo-domain assignment, Hungarian cluster accuracy;
 - ``official``: official ``model_N.ckpt`` checkpoints;
-- ``data``: the training folder and the seeded (plain, augmented) pairs.
+- ``data``: the training folder and the seeded (plain, augmented) pairs;
+- ``hyper``: the ``ugatit train --arch tunit`` options; ``training``: the trainer of the shared run, batches;
+- ``inference``: translator, domain assigner, style codes, ONNX graphs; ``family``: :data:`FAMILY`.
 
 Licence note: the official generator, discriminator and block files are CC BY-NC(-SA) (from FUNIT and
 StarGAN v2); this package copies nothing from them. Official pretrained checkpoints are trained with that code
 and released for non-commercial use.
 """
+
+from .family import FAMILY, TunitFamily  # noqa: E402
+
+__all__ = ["FAMILY", "TunitFamily"]

@@ -90,11 +90,12 @@ def reconstruction_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Ten
 # --- the augmentation of IIC ------------------------------------------------------------------------------------
 
 
-def iic_augmentation(size: int, color: bool = True):
+def iic_augmentation(size: int, color: bool = True, flip: bool = True):
     """The official transformation of the second view (``x_tf``), for one image (PIL or uint8 C x H x W
     tensor) to a float C x size x size tensor in [-1, 1]: random affine (±20°, translate 0.1, shear 10),
     random resized crop (scale and ratio 0.9-1.1, bilinear), colour jitter (0.4, 0.4, 0.4, 0.125; the
-    official two-domain datasets leave it out: ``color=False``), horizontal flip.
+    official two-domain datasets leave it out: ``color=False``), horizontal flip (``flip=False`` leaves it
+    out, a recipe choice for data whose mirror image is another class, such as digits: not official).
 
     torchvision.transforms.v2 draws from torch's global generator; seed it to reproduce a view.
     """
@@ -108,7 +109,9 @@ def iic_augmentation(size: int, color: bool = True):
     ]
     if color:
         steps.append(v2.ColorJitter(0.4, 0.4, 0.4, 0.125))
-    steps += [v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3)]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3)]
     return v2.Compose(steps)
 
 

@@ -21,6 +21,7 @@ from ...errors import UserError
 from ..base import (
     EvalPair,
     Family,
+    HubColumns,
     LocalSource,
     Model,
     OnnxIO,
@@ -41,6 +42,9 @@ TRAIN_FOLDERS = {"A": "trainA", "B": "trainB"}
 SAMPLE_FOLDERS = {"A": "testA", "B": "testB"}
 DATA_LAYOUT = "trainA/ and trainB/ (and testA/ testB/ for samples), like the official datasets"
 SAMPLE_COUNT = 5  # official: train_sample_num / test_sample_num
+#: a Hub dataset's image columns per domain (``imageA``, ``A``, ...), or one image column and a label column whose
+#: values are the folder names (an imagefolder upload of the official layout) or any two values
+HUB_COLUMNS = HubColumns(roles={"A": ("A",), "B": ("B",)}, train=TRAIN_FOLDERS, test=SAMPLE_FOLDERS)
 ONNX_INPUT = "input"
 ONNX_OUTPUTS = ("image", "cam_logit", "heatmap")
 
@@ -134,6 +138,7 @@ class UGATITFamily(Family):
     default_direction = "a2b"
     translate_options = (TranslateOption("heatmap", bool, "Also write the attention map as NAME_heatmap.png."),)
     data_layout = DATA_LAYOUT
+    hub_columns = HUB_COLUMNS
     cli_help = {
         "model": "official *_params_*.pt or TF checkpoint",
         "direction": "a2b or b2a; for selfie2anime, a2b is selfie -> anime",
