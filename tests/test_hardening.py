@@ -29,12 +29,7 @@ CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
 TINY_TRAIN = ["--light", "--size", "32", "--ch", "4", "--n-res", "1", "--workers", "0", "--no-decay", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(light=True, size=32, seed=0) -> UGATITModel:

@@ -121,12 +121,7 @@ def hub(tmp_path, monkeypatch):
         yield server
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _files(folder: Path) -> list[Path]:

@@ -16,12 +16,8 @@ REFERENCE = TEST_FIXTURES / "reference"
 OLD_FOLDER = TEST_FIXTURES / "ugatit_model_0.1.0"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the references were made with one thread; more threads sum in another order
-    yield
-    torch.set_num_threads(threads)
+# the references were made with one thread; more threads sum in another order
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pixels(path):

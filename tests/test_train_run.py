@@ -35,13 +35,7 @@ def make_dataset(root, counts=(("trainA", 6), ("trainB", 5), ("testA", 2), ("tes
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: a second thread costs far more in contention than it gains."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,7 @@ from ugatit_cli.train import TrainConfig, Trainer
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds barrier waits (seconds per step on a busy
-    machine, where the other thread is often descheduled)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**overrides) -> TrainConfig:

@@ -9,13 +9,7 @@ from ugatit_cli.families.tunit.config import TunitConfig, TunitHyperParams
 from ugatit_cli.families.tunit.networks import Discriminator, Generator, GuidingNet, build
 from ugatit_cli.families.tunit.official import official_state_dict, to_ours
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _official_layout(config: TunitConfig, name: str, seed: int) -> dict:

@@ -12,12 +12,7 @@ from ugatit_cli.families.tunit.step import TunitTrainer, domain_styles
 B = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trainer(**kw) -> TunitTrainer:

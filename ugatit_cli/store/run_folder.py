@@ -215,7 +215,8 @@ def load_run_model(path: Path, directions: Sequence[str] | None = None) -> Model
     keys = [k for k in family.keys_for(directions) if k in names]  # the networks this config has
     trained = family.trained_nets
     if directions is None:  # every network the checkpoint holds
-        keys = [k for k in keys if (folder / f"{trained[k]}.safetensors").is_file()] or keys[:1]
+        keys = [k for k in keys if any((folder / f"{prefix}{trained[k]}.safetensors").is_file()
+                                       for prefix in ("", "ema_"))] or keys[:1]
     nets, ema = {}, False
     for key in keys:
         file = folder / f"ema_{trained[key]}.safetensors"  # the EMA copy where the run keeps one for this net
