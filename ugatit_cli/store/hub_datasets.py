@@ -3,20 +3,20 @@
 The dataset is read with the ``datasets`` library (extra ``hub``): its own loading code resolves the repo
 (parquet, imagefolder, ...), downloads it once into its cache (``HF_HUB_OFFLINE=1`` then works) and keeps
 it as memory-mapped Arrow files. Its columns are then mapped to the roles the family declares
-(:class:`~ugatit_cli.families.base.HubColumns`: U-GAT-IT's domains ``A`` and ``B``, pix2pixHD's label map,
-photo and instance map, TUNIT's one image column) and every image is written, as the bytes the dataset
+(:class:`~ugatit_cli.families.base.HubColumns`: two unpaired domains, a paired input and target, or one
+image column) and every image is written, as the bytes the dataset
 holds (no re-encoding), into a folder of the family's own DATA_DIR layout beside the ``datasets`` cache.
 Training then reads that folder with :meth:`Family.scan_data` and :meth:`Family.loader`, exactly as a
 local folder: the same checks of every file, the same data order (a function of seed and position), the
 same exact resume. (A folder rather than a reader of Arrow rows: every family's reader takes files, and
-pix2pixHD pairs them by name and reads id maps by path.)
+paired families pair them by name and read id maps by path.)
 
 Columns -> roles (:func:`infer_mapping`; ``--domain-column`` overrides):
 
-- one image column per role, recognised by the names the family gives (``imageA``/``imageB``; ``label``,
-  ``image``, ``instance``); or, for unpaired roles, one image column and a label column whose values are
-  the family's folder names (``trainA``/``trainB``, and ``testA``/``testB`` for the test images, as an
-  imagefolder upload of the official layout has) or exactly one value per role;
+- one image column per role, recognised by the names the family gives in ``HubColumns.roles``; or, for
+  unpaired roles, one image column and a label column whose values are the family's folder names
+  (``HubColumns.train``, and ``HubColumns.test`` for the test images, as an imagefolder upload of an
+  official layout has) or exactly one value per role;
 - ``--domain-column COLUMN`` once per role (in the family's order), or ``--domain-column LABEL=V1,V2``.
 
 Rows keep the dataset's order: the file of row 12 is ``000012.png`` (its own suffix), so sorted names are
@@ -209,7 +209,7 @@ def _label_is_class(feature: Any) -> bool:
 
 def _label_mapping(dataset: Any, hub: HubColumns, image: str, label: str, wanted: str, source: str) -> ColumnMapping:
     """Every role reads ``image`` on the rows of its value of ``label``: the values given (``wanted``), the
-    family's folder names (``trainA``/``trainB`` train, ``testA``/``testB`` test), or the column's only
+    family's folder names (``hub.train`` for training, ``hub.test`` for test rows), or the column's only
     values in their order."""
     roles = list(hub.roles)
     present = _label_values(dataset, label)
