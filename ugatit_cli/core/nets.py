@@ -56,3 +56,25 @@ def wrap_for_training(net: nn.Module, device: torch.device, *, distributed: bool
     if compile:
         net = torch.compile(net)
     return net
+
+
+def training_state(iteration: int, nets: Mapping[str, nn.Module], ema: Mapping[str, nn.Module] | None,
+                   **stateful: object) -> dict:
+    """A GAN trainer's resumable state: ``iteration``, ``nets`` and ``ema`` (name -> state dict; ``ema`` None
+    without EMA) and each of ``stateful``'s state dicts (optimisers, GradScaler) under its keyword."""
+    return {
+        "iteration": iteration,
+        "nets": {name: net.state_dict() for name, net in nets.items()},
+        "ema": None if ema is None else {name: net.state_dict() for name, net in ema.items()},
+        **{key: obj.state_dict() for key, obj in stateful.items()},
+    }
+
+
+def load_ema_state(ema: Mapping[str, nn.Module] | None, state: Mapping, source: str, what: str) -> None:
+    """Restore :func:`training_state`'s ``ema`` into ``ema``; UserError (naming ``source``) when the checkpoint
+    and the run disagree on keeping EMA copies (``what``: "an EMA generator", "EMA generators")."""
+    if (state.get("ema") is None) != (ema is None):
+        kept = "keeps" if state.get("ema") is not None else "does not keep"
+        raise UserError(f"{source}: the checkpoint {kept} {what}; run with the same --ema setting")
+    for name, net in (ema or {}).items():
+        net.load_state_dict(state["ema"][name])

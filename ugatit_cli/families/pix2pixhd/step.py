@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ...core.devices import autocast, check_precision
-from ...core.nets import wrap_for_training
+from ...core.nets import load_ema_state, training_state, wrap_for_training
 from ...errors import UserError
 from .config import Pix2PixHDTrainConfig
 from .data import encode_input
@@ -290,23 +290,12 @@ class Pix2PixHDTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Weights, EMA weights, both Adam states, the GradScaler and the iteration."""
-        return {
-            "iteration": self.iteration,
-            "nets": {name: net.state_dict() for name, net in self.nets.items()},
-            "ema": None if self.ema is None else {name: net.state_dict() for name, net in self.ema.items()},
-            "g_optim": self.g_optim.state_dict(),
-            "d_optim": self.d_optim.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
+        return training_state(self.iteration, self.nets, self.ema, g_optim=self.g_optim, d_optim=self.d_optim,
+                              scaler=self.scaler)
 
     def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
-        if (state.get("ema") is None) != (self.ema is None):
-            kept = "keeps" if state.get("ema") is not None else "does not keep"
-            raise UserError(f"{source}: the checkpoint {kept} an EMA generator; run with the same --ema setting")
         self.load_nets(state["nets"], source)
-        if self.ema is not None:
-            for name, net in self.ema.items():
-                net.load_state_dict(state["ema"][name])
+        load_ema_state(self.ema, state, source, "an EMA generator")  # after load_nets, which refreshes the EMA copy
         self.iteration = int(state["iteration"])
         # G's optimiser holds the parameters of the phase the saved iteration ran in (niter_fix_global); step()
         # rebuilds it when the next iteration starts the other phase

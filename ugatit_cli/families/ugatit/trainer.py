@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
 from ...core.devices import autocast, check_precision
-from ...core.nets import ema_copy, load_strict, update_ema, wrap_for_training
+from ...core.nets import ema_copy, load_ema_state, load_strict, training_state, update_ema, wrap_for_training
 from ...errors import UserError
 from . import Generator, build_discriminators, clip_rho_, losses
 from .importers.official_pytorch import NETWORK_NAMES, read_official_checkpoint
@@ -232,25 +232,14 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs except the RNG: weights, EMA weights, both Adam states, the
         GradScaler state and the iteration (the learning rate follows from it). Tensors and plain containers."""
-        return {
-            "iteration": self.iteration,
-            "nets": {name: net.state_dict() for name, net in self.nets.items()},
-            "ema": None if self.ema is None else {name: net.state_dict() for name, net in self.ema.items()},
-            "g_optim": self.g_optim.state_dict(),
-            "d_optim": self.d_optim.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
+        return training_state(self.iteration, self.nets, self.ema, g_optim=self.g_optim, d_optim=self.d_optim,
+                              scaler=self.scaler)
 
     def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
         """Restore what ``state_dict`` returned; ``source`` names it in errors."""
-        if (state.get("ema") is None) != (self.ema is None):
-            kept = "keeps" if state.get("ema") is not None else "does not keep"
-            raise UserError(f"{source}: the checkpoint {kept} EMA generators; run with the same --ema setting")
         for name in NETWORK_NAMES:
             self._load_net(name, state["nets"][name], source)
-        if self.ema is not None:
-            for name in GENERATOR_NAMES:
-                self.ema[name].load_state_dict(state["ema"][name])
+        load_ema_state(self.ema, state, source, "EMA generators")
         self.g_optim.load_state_dict(state["g_optim"])
         self.d_optim.load_state_dict(state["d_optim"])
         if state.get("scaler"):
