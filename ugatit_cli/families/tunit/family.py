@@ -302,13 +302,11 @@ class TunitFamily(Family):
     def trainer(self, run, hyper, device, distributed):
         from .training import TunitRunTrainer
 
-        if distributed:
-            raise UserError("TUNIT training runs in one process (torchrun is not supported for it yet)")
         if run.precision != "fp32":
             raise UserError(f"TUNIT training runs in fp32 (--precision {run.precision} is not supported for it yet)")
         if run.compile:
             raise UserError("--compile is not supported for TUNIT training yet")
-        return TunitRunTrainer(_recipe(hyper, run), device, log_every=run.log_every)
+        return TunitRunTrainer(_recipe(hyper, run), device, log_every=run.log_every, distributed=distributed)
 
     def attach_data(self, trainer, data, hyper):
         if hyper.p_semi > 0 and data.labels is None:
