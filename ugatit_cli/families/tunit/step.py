@@ -197,7 +197,7 @@ class TunitTrainer:
             views = {"guide": _GuidingLosses(self.nets["C"]), "style": _StyleCodes(self.nets["C"]),
                      "translate": _Translations(self.nets["G"]), "D": self.nets["D"]}
             self._run = {name: wrap_for_training(view, self.device, distributed=self.distributed, compile=False,
-                                                 broadcast_buffers=False) for name, view in views.items()}
+                                                 sync_buffers=False) for name, view in views.items()}
         return self._run
 
     @torch.no_grad()
