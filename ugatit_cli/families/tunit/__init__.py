@@ -19,8 +19,9 @@ Several processes (``torchrun``): facts of the official distributed run (clovaai
 ``build_model``, ``get_loader``; ``train/train_unsupervised.py``; ``tools/ops.py``): one process per GPU (NCCL);
 every network (C, C_EMA, D, G, G_EMA) is put in DistributedDataParallel, but the training loop calls G, C and
 the EMA nets through ``.module`` (so DDP neither averages their gradients nor touches their buffers) and only
-D through its wrapper; after each backward ``average_gradients`` all-reduces (sums, divides by the world size)
-the gradients of C, of D and of G (D's thus twice, the same value); batch norm in the guiding network stays
+D through its wrapper; after the backward passes ``average_gradients`` all-reduces (sums, divides by the world size)
+the gradients of C, of D and of G (D's wrapper also averages during the first of D's three backward calls;
+the result is the ranks' mean either way); batch norm in the guiding network stays
 ``BatchNorm2d`` (no SyncBatchNorm: per-process batch statistics and running statistics); the queue is per
 process: ``initialize_queue`` fills it from the process's first batch and each iteration appends that
 process's own keys (no gathering across processes, unlike MoCo's); IIC and both contrastive losses use the
