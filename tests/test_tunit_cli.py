@@ -370,7 +370,14 @@ def test_style_codes_of_an_official_checkpoint_from_a_folder_of_images(data, tmp
     one = tmp_path / "one"
     _image(one / "a.png", (60, 170, 70), 5)
     with torch.no_grad():
-        empty = [d for d in range(3) if d != int(ref.guiding(states["C_EMA"], _pixels(one / "a.png"))["disc"].argmax())]
+        alone = ref.guiding(states["C_EMA"], _pixels(one / "a.png"))
+        own = int(alone["disc"].argmax())
+        expected = _quantised(ref.generator(states["G_EMA"], _pixels(source), alone["cont"]))
+    empty = [d for d in range(3) if d != own]
+    # (one image file does too: the demo uploads files)
+    ugatit("translate", source, "--model", checkpoint, "--domain", own, "--style-data", one / "a.png",
+           "-o", tmp_path / "a", "-q")
+    assert np.abs(_png(tmp_path / "a" / "photo.png") - expected).max() <= 1
     done = ugatit("translate", source, "--model", checkpoint, "--domain", empty[0], "--style-data", one,
                   "-o", tmp_path / "e", ok=False)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

@@ -82,8 +82,8 @@ class TunitFamily(Family):
         TranslateOption("domain", int, "TUNIT: translate into the mean style of this pseudo-domain (0 to K-1).",
                         metavar="K"),
         TranslateOption("style_data", Path, "TUNIT, with --domain: compute the pseudo-domains' mean style codes from "
-                                            "this folder of images with the model's guiding network (models that "
-                                            "store none, e.g. official checkpoints).", metavar="DIR"),
+                                            "this folder of images (or one image) with the model's guiding network "
+                                            "(models that store none, e.g. official checkpoints).", metavar="DIR"),
         TranslateOption("round_robin", bool, "TUNIT, with a --reference folder: one reference per input (picked by "
                                              "a hash of its path) instead of every pair."),
     )

@@ -67,19 +67,21 @@ class GuidingGraph(nn.Module):
 
 
 def styles_from_folder(model: Any, folder: str | Path) -> DomainStyles:
-    """The mean style code of each pseudo-domain over the images of ``folder`` (recursive; at most
+    """The mean style code of each pseudo-domain over the images of ``folder`` (recursive, or one image file; at most
     :data:`~ugatit_cli.families.tunit.training.STYLE_IMAGES`, evenly spaced; unreadable files passed over),
     computed as training computes a checkpoint's: the model's guiding network (C_EMA) in eval mode assigns
     each image to the ``argmax`` of its logits and its style codes are averaged per domain
     (:func:`~ugatit_cli.families.tunit.training.compute_domain_styles`). For models that store no codes (official
     checkpoints). A domain no image falls into gets count 0. UserError naming ``folder`` when it is no folder,
     holds no image or none can be read."""
-    from .data import scan_images
+    from .data import TunitData, scan_images
     from .training import compute_domain_styles
 
     if "guiding" not in model.nets:
         raise UserError("--style-data needs the model's guiding network (its style encoder)")
-    data = scan_images(folder)
+    path = Path(folder)
+    # one image also does (the demo uploads files): the code of its own domain
+    data = TunitData(path.parent, [path.name]) if path.is_file() else scan_images(path)
     config = model.config
     try:
         styles, counts = compute_domain_styles(model.nets["guiding"], data, config.size, config.k)
