@@ -131,6 +131,8 @@ def export_model(
     token = _hub_token(repo_id) if repo_id else None  # a missing token is found before the work, not after
     start = time.perf_counter()
     known = peek_family(source)  # how many networks an ONNX export writes, when the family is known before loading
+    if known is not None:
+        known.check_export_options(dict(options or {}))  # before loading the model
     networks = len(directions) if directions else len(known.weight_files(None)) if known is not None else 2
     steps = 1 + (networks if format == "onnx" else 1) + (1 if repo_id else 0)
     with step_progress(steps, enabled=show_progress) as step:

@@ -583,14 +583,18 @@ class Family(ABC):
 
     # -- export --
 
-    def complete_model(self, model: Any, options: Mapping[str, Any]) -> Any:
-        """``model`` completed with what the :attr:`export_options` in ``options`` give (name -> value, None
-        when not given), before ``ugatit export`` writes it; UserError for a given option (not None, not False)
-        that this family does not have. The default returns ``model`` unchanged."""
+    def check_export_options(self, options: Mapping[str, Any]) -> None:
+        """UserError for a given export option (not None, not False) that this family does not have."""
         known = {o.name for o in self.export_options}
         for name, value in options.items():
             if name not in known and value not in (None, False):
                 raise UserError(f"--{name.replace('_', '-')} does not apply to exporting {self.title} models")
+
+    def complete_model(self, model: Any, options: Mapping[str, Any]) -> Any:
+        """``model`` completed with what the :attr:`export_options` in ``options`` give (name -> value, None
+        when not given), before ``ugatit export`` writes it; UserError for an option this family does not have
+        (:meth:`check_export_options`). The default returns ``model`` unchanged."""
+        self.check_export_options(options)
         return model
 
     @abstractmethod
