@@ -151,10 +151,11 @@ def compute_domain_styles(guiding: torch.nn.Module, data: TunitData, size: int, 
 class TunitRunTrainer:
     """The shared run's FamilyTrainer for TUNIT (see the module docstring for the checkpoint layout)."""
 
-    def __init__(self, hyper: TunitHyperParams, device: torch.device, log_every: int = 10):
+    def __init__(self, hyper: TunitHyperParams, device: torch.device, log_every: int = 10,
+                 distributed: bool = False):
         self.hyper = hyper
         self.config = hyper.model_config()
-        self.core = TunitTrainer(hyper, device)
+        self.core = TunitTrainer(hyper, device, distributed=distributed)
         self.nets = {name: self.core.nets[name] for name in ("C", "D", "G")}
         self.ema = {"C": self.core.nets["C_EMA"], "G": self.core.nets["G_EMA"]}
         self.log_every = log_every
