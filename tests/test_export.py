@@ -168,37 +168,50 @@ def onnx_outputs(path, x):
 
 @pytest.mark.parametrize("variant,light,half", [("pytorch", False, False), ("pytorch", True, True),
                                                 ("tf", False, True)])  # TF light: the official fixture below
-def test_onnx_matches_pytorch_at_any_batch_size(tmp_path, variant, light, half):
+def test_onnx_matches_pytorch_at_any_batch_size(tmp_path, variant, light, half, monkeypatch):
+    """Both directions, each graph against its own generator: the two share one trace (the same Generator
+    class and config), each with its own weights."""
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     import onnx
 
-    model = random_model(light=light, variant=variant, directions=("a2b",))
+    import ugatit_cli.export as exporter
+
+    traces = []
+    real_trace = exporter._trace
+    monkeypatch.setattr(exporter, "_trace", lambda *a: traces.append(a[0]) or real_trace(*a))
+    model = random_model(light=light, variant=variant, seed=3)
     source = write_model_folder(model, tmp_path / "source")
-    result = export_model(source, tmp_path / "onnx", format="onnx", directions=("a2b",), half=half,
-                          show_progress=False)
-    path = tmp_path / "onnx" / "generator_a2b.onnx"
-    assert result.opset == ONNX_OPSET and sorted(result.files) == ["README.md", "config.json", path.name]
-    graph = onnx.load(path)
-    assert graph.opset_import[0].version == ONNX_OPSET
-    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a symbolic batch dimension
+    result = export_model(source, tmp_path / "onnx", format="onnx", half=half, show_progress=False)
+    assert len(traces) == 1  # b2a reused a2b's trace
+    names = [f"generator_{d}.onnx" for d in ("a2b", "b2a")]
+    assert result.opset == ONNX_OPSET and sorted(result.files) == ["README.md", "config.json", *names]
     config = json.loads((tmp_path / "onnx" / "config.json").read_text())
     assert config["onnx"]["opset"] == ONNX_OPSET and config["weights_dtype"] == ("float16" if half else "float32")
-
-    # The reference is the PyTorch generator with the weights the file stores (float16-rounded under --half).
-    reference = model.generators["a2b"]
-    if half:  # the weights stored as float16; float32 is left only for tiny constants derived from them (1 - rho)
-        halves = {t.name for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
-        names = {f"{k}.float16" for k in model.generators["a2b"].state_dict()}
-        assert "FC.0.weight.float16" in halves and halves <= names
-        assert all(int(np.prod(t.dims)) <= 64 for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    if half:  # the weights the files store: float16-rounded
         write_model_folder(UGATITModel(model.config, model.generators, weights_dtype="float16"), tmp_path / "h")
-        reference = ugatit_cli.load_generator(tmp_path / "h", "a2b")
-    for n in (1, 3):  # one exported file, two batch sizes
-        x = batch(n, seed=n)
-        assert_same_outputs(onnx_outputs(path, x), run(reference, x), atol=1e-4)
-    if light:  # and, as in PyTorch, any image size that is a multiple of 4
-        x = torch.rand(2, 3, 48, 64) * 2 - 1
-        assert_same_outputs(onnx_outputs(path, x), run(reference, x), atol=1e-4)
+    for direction, name in zip(("a2b", "b2a"), names, strict=True):
+        path = tmp_path / "onnx" / name
+        graph = onnx.load(path)
+        assert graph.opset_import[0].version == ONNX_OPSET
+        assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a symbolic batch dimension
+        # The reference is the PyTorch generator with the weights the file stores (float16-rounded under --half).
+        reference = model.generators[direction]
+        if half:  # the weights stored as float16; float32 is left only for tiny constants derived from them (1 - rho)
+            halves = {t.name for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+            stored = {f"{k}.float16" for k in reference.state_dict()}
+            assert "FC.0.weight.float16" in halves and halves <= stored
+            assert all(int(np.prod(t.dims)) <= 64 for t in graph.graph.initializer
+                       if t.data_type == onnx.TensorProto.FLOAT)
+            reference = ugatit_cli.load_generator(tmp_path / "h", direction)
+        for n in (1, 3):  # one exported file, two batch sizes
+            x = batch(n, seed=n)
+            assert_same_outputs(onnx_outputs(path, x), run(reference, x), atol=1e-4)
+        if light:  # and, as in PyTorch, any image size that is a multiple of 4
+            x = torch.rand(2, 3, 48, 64) * 2 - 1
+            assert_same_outputs(onnx_outputs(path, x), run(reference, x), atol=1e-4)
+    x = batch(2)  # the directions' weights differ, and so do their graphs' outputs
+    a2b, b2a = (onnx_outputs(tmp_path / "onnx" / name, x)[0] for name in names)
+    assert (a2b - b2a).abs().max() > 1e-2
 
 
 def test_onnx_without_the_extra_is_one_clear_sentence(tmp_path, monkeypatch):

@@ -9,8 +9,15 @@ one is complete.
 
 ONNX goes through ``torch.onnx.export(dynamo=True)``: it is PyTorch's default and maintained exporter (the
 TorchScript one is deprecated), and ``torch.export`` fails loudly if the code specialises the batch size
-we declare dynamic instead of silently baking it in; on the 1.1 GB generator it was also faster and used
-less memory than the TorchScript exporter.
+we declare dynamic instead of silently baking it in. Measured with torch 2.14.1, one thread, one direction
+(CPU seconds, peak RSS): the full 256 px ch 64 generator 24.8 s / 5.05 GB with it, 24.6 s / 5.77 GB with
+the TorchScript exporter (``dynamo=False``, which warns DeprecationWarning); the light one 16.1 s / 0.97 GB
+against 3.6 s / 1.68 GB. The TorchScript exporter records one run with real tensors; ``torch.export``
+traces with symbolic shapes (what gives the guarantee above; with static shapes its decomposition pass is
+3x quicker) and traces again to decompose, and that is most of a small model's export (the onnxscript
+optimizer ~20%). So we keep the maintained exporter and save its work instead: networks that are one graph
+with other weights (``OnnxIO.graph``: U-GAT-IT's two directions) are traced once
+(``benchmarks/export.py --small --both-only``: 0.59-0.64x the CPU time of one export per direction).
 """
 
 import contextlib
@@ -154,6 +161,7 @@ def export_model(
             else:
                 ios, beside = {}, []
                 quantization = None
+                traced: dict[Any, Any] = {}  # one trace per distinct graph (OnnxIO.graph)
                 for key in keys:
                     io = family.onnx_io(exported, key)
                     if io is None:  # no graph (e.g. cluster centres): its safetensors file goes beside the graphs
@@ -164,9 +172,9 @@ def export_model(
                     ios[key] = io
                     with contextlib.nullcontext() if show_progress else _exporter_silenced():
                         if quantize:
-                            quantization = _export_int8(exported, key, io, tmp, opset, calibration_paths)
+                            quantization = _export_int8(exported, key, io, tmp, opset, calibration_paths, traced)
                         else:
-                            export_onnx(io, tmp / family.onnx_name(key), opset=opset, half=half)
+                            export_onnx(io, tmp / family.onnx_name(key), opset=opset, half=half, traced=traced)
                 if beside:
                     ModelFolder(exported.with_(nets={k: exported.nets[k] for k in beside})).save_weights(tmp)
                 _write_onnx_metadata(exported, ios, tmp, opset, card, beside, quantization)
@@ -208,8 +216,8 @@ def _check_quantize(format: str, quantize: str | None, calibration: str | os.Pat
     return calibration_images(calibration)
 
 
-def _export_int8(model: Model, key: str, io: OnnxIO, folder: Path, opset: int, calibration: list[Path]
-                 ) -> dict[str, Any]:
+def _export_int8(model: Model, key: str, io: OnnxIO, folder: Path, opset: int, calibration: list[Path],
+                 traced: dict[Any, Any]) -> dict[str, Any]:
     """Export the fp32 graph beside the final name, quantize it into ``onnx_name(key)``, drop the fp32 one.
     The calibration inputs are read by the family's translator for ``key`` at the model's own size."""
     from .quantize import quantize_int8
@@ -223,7 +231,7 @@ def _export_int8(model: Model, key: str, io: OnnxIO, folder: Path, opset: int, c
     name = family.onnx_name(key)
     fp32 = folder / f".fp32.{name}"
     try:
-        export_onnx(io, fp32, opset=opset)
+        export_onnx(io, fp32, opset=opset, traced=traced)
         with atomic_file(folder / name) as tmp:
             facts = quantize_int8(fp32, tmp, calibration, translator)
     finally:
@@ -278,10 +286,15 @@ def _require_onnx() -> None:
             raise UserError(f"ONNX export needs the optional packages onnx and onnxscript: {ONNX_EXTRA_HINT}") from None
 
 
-def export_onnx(io: OnnxIO, path: Path, *, opset: int = ONNX_OPSET, half: bool = False) -> None:
+def export_onnx(io: OnnxIO, path: Path, *, opset: int = ONNX_OPSET, half: bool = False,
+                traced: dict[Any, Any] | None = None) -> None:
     """One network as an ONNX graph, as the family's :class:`~ugatit_cli.families.base.OnnxIO` describes it
     (inputs, outputs, dynamic axes; sides marked dynamic are multiples of ``io.multiple``). ``half`` stores
-    the weights in float16, cast to float32 inside the graph."""
+    the weights in float16, cast to float32 inside the graph.
+
+    ``traced``: one dict for the networks of one export. A network whose ``io.graph`` names a graph traced
+    before (same class, inputs and weight shapes) reuses that trace with its own weights: tracing is most of
+    a small model's export time (``benchmarks/export.py --small``)."""
     _require_onnx()
     import onnx
 
@@ -295,18 +308,7 @@ def export_onnx(io: OnnxIO, path: Path, *, opset: int = ONNX_OPSET, half: bool =
             for tensor in module.state_dict().values():
                 if tensor.is_floating_point():
                     tensor.copy_(tensor.half())
-    # the batch, and sides: multiples of io.multiple (e.g. an encoder that halves the image twice)
-    dynamic_shapes = {}
-    for name in io.input_names:
-        axes = io.dynamic.get(name, {})
-        dynamic_shapes[name] = {axis: torch.export.Dim(label, min=1) if axis == 0
-                                else io.multiple * torch.export.Dim(f"{label}_div{io.multiple}", min=4)
-                                for axis, label in axes.items()}
-    program = torch.onnx.export(
-        module.eval(), tuple(io.example), None, dynamo=True, opset_version=opset, input_names=list(io.input_names),
-        output_names=list(io.output_names), dynamic_shapes=_by_argument(module, dynamic_shapes), verbose=False,
-    )
-    model = program.model_proto
+    model = _onnx_program(io, module.eval(), opset, {} if traced is None else traced).model_proto
     if half:
         store_initializers_as_float16(model, parameters)
     onnx.helper.set_model_props(model, {"ugatit_cli.version": __version__,
@@ -314,6 +316,49 @@ def export_onnx(io: OnnxIO, path: Path, *, opset: int = ONNX_OPSET, half: bool =
     large = sum(t.ByteSize() for t in model.graph.initializer) > ONNX_INLINE_LIMIT
     with atomic_file(path) as tmp:
         onnx.save_model(model, tmp, save_as_external_data=large, location=f"{path.name}.data" if large else None)
+
+
+def _onnx_program(io: OnnxIO, module: Any, opset: int, traced: dict[Any, Any]) -> Any:
+    """``module`` as an optimized ``torch.onnx.ONNXProgram``: traced (torch.export, then the ONNX translation,
+    unoptimized), or a copy of a trace in ``traced`` of the same graph given ``module``'s weights by the
+    exporter's ``apply_weights``; then the exporter's own optimizer, as ``torch.onnx.export(optimize=True)``
+    runs it (the optimizer folds constants from the weights, so each network is optimized on its own).
+
+    A trace is shared only when every initializer of its graph is a ``state_dict`` entry (no constant
+    computed from one network's weights can leak into another's graph); the shared copy keeps no weights,
+    so a network that did not provide one fails to serialize instead of borrowing another's."""
+    weights = module.state_dict()
+    signature = (io.graph, type(module), opset, io.input_names, io.output_names, repr(io.dynamic), io.multiple,
+                 tuple((tuple(x.shape), x.dtype) for x in io.example),
+                 tuple((name, tuple(t.shape), t.dtype) for name, t in weights.items()))
+    shared = traced.get(signature) if io.graph is not None else None
+    if shared is None:
+        program = _trace(io, module, opset)
+        if io.graph is not None and set(program.model.graph.initializers) == set(weights):
+            shared = traced[signature] = torch.onnx.ONNXProgram(program.model.clone(), None)
+            for value in shared.model.graph.initializers.values():
+                value.const_value = None  # each network brings its own; nothing of this one's is kept alive
+    else:
+        program = torch.onnx.ONNXProgram(shared.model.clone(), None)
+        program.apply_weights(weights)
+    program.optimize()
+    return program
+
+
+def _trace(io: OnnxIO, module: Any, opset: int) -> Any:
+    """``torch.onnx.export(dynamo=True, optimize=False)`` of ``module`` with the dynamic axes of ``io``."""
+    # the batch, and sides: multiples of io.multiple (e.g. an encoder that halves the image twice)
+    dynamic_shapes = {}
+    for name in io.input_names:
+        axes = io.dynamic.get(name, {})
+        dynamic_shapes[name] = {axis: torch.export.Dim(label, min=1) if axis == 0
+                                else io.multiple * torch.export.Dim(f"{label}_div{io.multiple}", min=4)
+                                for axis, label in axes.items()}
+    return torch.onnx.export(
+        module, tuple(io.example), None, dynamo=True, opset_version=opset, input_names=list(io.input_names),
+        output_names=list(io.output_names), dynamic_shapes=_by_argument(module, dynamic_shapes), verbose=False,
+        optimize=False,
+    )
 
 
 def _by_argument(module: Any, shapes: dict[str, Any]) -> dict[str, Any]:

@@ -265,7 +265,12 @@ class OutputSpec:
 class OnnxIO:
     """What ``export --format onnx`` needs for one network of a model: the module to trace, example inputs
     (batch 2: torch.export specialises 0 and 1), input and output names, and ``dynamic`` axes per input
-    (``{"input": {0: "batch", 2: "height", 3: "width"}}``; height and width are multiples of ``multiple``)."""
+    (``{"input": {0: "batch", 2: "height", 3: "width"}}``; height and width are multiples of ``multiple``).
+
+    ``graph``: networks of one model whose OnnxIO name the same ``graph`` are the same class built from the
+    same config, so they trace to one ONNX graph that differs only in its weights (U-GAT-IT's two
+    directions); the exporter traces the first and gives each the weights of its own ``state_dict``. None:
+    traced on its own."""
 
     module: Any
     example: tuple[Any, ...]
@@ -274,6 +279,7 @@ class OnnxIO:
     dynamic: Mapping[str, Mapping[int, str]]
     multiple: int = 4
     description: str = ""  # one sentence for the model card: shapes and ranges of inputs and outputs
+    graph: str | None = None
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,9 @@ class UGATITFamily(Family):
         # the batch; for light models also height and width, which their pooled gamma/beta MLP does not fix
         # (a full model's MLP reads the whole map, so its size is the training size)
         axes = {0: "batch", 2: "height", 3: "width"} if config.dynamic_sides() else {0: "batch"}
-        return OnnxIO(model.nets[key], (example,), (ONNX_INPUT,), ONNX_OUTPUTS, {ONNX_INPUT: axes}, multiple=4)
+        # both directions are Generator(config): one trace, two sets of weights
+        return OnnxIO(model.nets[key], (example,), (ONNX_INPUT,), ONNX_OUTPUTS, {ONNX_INPUT: axes}, multiple=4,
+                      graph="generator")
 
     def onnx_name(self, key):
         return f"generator_{key}.onnx"
