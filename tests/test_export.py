@@ -357,6 +357,15 @@ def test_push_options_without_a_push_are_a_usage_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_another_familys_export_option_is_a_usage_error_before_loading(tmp_path):
+    source = write_model_folder(random_model(), tmp_path / "source")
+    (tmp_path / "images").mkdir()
+    result = CliRunner().invoke(app, ["export", str(source), "--output", str(tmp_path / "out"), "--style-data",
+                                      str(tmp_path / "images")])
+    assert result.exit_code == 2 and "--style-data does not apply to exporting U-GAT-IT models" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_source_through_the_real_cli(tmp_path):
     result = cli(tmp_path / "absent", "--output", tmp_path / "out")
     assert result.returncode == 2

@@ -337,6 +337,60 @@ def test_official_checkpoint_through_the_cli_equals_the_official_networks(tmp_pa
     assert int(rows[0]["domain"]) == int(logits.argmax())
 
 
+def test_style_codes_of_an_official_checkpoint_from_a_folder_of_images(data, tmp_path):
+    checkpoint = tmp_path / "model_3.ckpt"
+    states = _write_official(checkpoint)
+    source = tmp_path / "in" / "photo.png"
+    _image(source, (200, 120, 40), 1, size=(45, 37))
+    files = sorted(data.rglob("*.png"))
+    # what --style-data means, restated on the official networks: C_EMA (eval mode) sorts each image into the
+    # argmax of its logits; a domain's code is the mean of its images' style codes
+    with torch.no_grad():
+        out = ref.guiding(states["C_EMA"], torch.cat([_pixels(p) for p in files]))
+    domains = out["disc"].argmax(1)
+    counts = torch.bincount(domains, minlength=3)
+    styles = torch.stack([out["cont"][domains == d].mean(0) if counts[d] else torch.zeros(8) for d in range(3)])
+    k = int(counts.argmax())
+    with torch.no_grad():
+        expected = _quantised(ref.generator(states["G_EMA"], _pixels(source), styles[k:k + 1]))
+
+    ugatit("translate", source, "--model", checkpoint, "--domain", k, "--style-data", data, "-o", tmp_path / "t", "-q")
+    assert np.abs(_png(tmp_path / "t" / "photo.png") - expected).max() <= 1
+
+    # export: the model folder carries the codes, and --domain works from it alone
+    ugatit("export", checkpoint, "-o", tmp_path / "folder", "--style-data", data, "-q")
+    stored = load_file(tmp_path / "folder" / "style_codes.safetensors")
+    torch.testing.assert_close(stored["styles"], styles, atol=1e-5, rtol=1e-5)
+    assert torch.equal(stored["counts"], counts) and int(counts.sum()) == len(files)
+    assert f"computed from {len(files)} image(s) of `{data.name}`" in (tmp_path / "folder" / "README.md").read_text()
+    ugatit("translate", source, "--model", tmp_path / "folder", "--domain", k, "-o", tmp_path / "f", "-q")
+    assert np.abs(_png(tmp_path / "f" / "photo.png") - expected).max() <= 1
+
+    # one image: the other domains have none there, which --domain says in one line naming the folder
+    one = tmp_path / "one"
+    _image(one / "a.png", (60, 170, 70), 5)
+    with torch.no_grad():
+        alone = ref.guiding(states["C_EMA"], _pixels(one / "a.png"))
+        own = int(alone["disc"].argmax())
+        expected = _quantised(ref.generator(states["G_EMA"], _pixels(source), alone["cont"]))
+    empty = [d for d in range(3) if d != own]
+    # (one image file does too: the demo uploads files)
+    ugatit("translate", source, "--model", checkpoint, "--domain", own, "--style-data", one / "a.png",
+           "-o", tmp_path / "a", "-q")
+    assert np.abs(_png(tmp_path / "a" / "photo.png") - expected).max() <= 1
+    done = ugatit("translate", source, "--model", checkpoint, "--domain", empty[0], "--style-data", one,
+                  "-o", tmp_path / "e", ok=False)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert f"--domain {empty[0]}" in done.stderr and str(one) in done.stderr.replace("\n", "")
+    # bad uses: one line each, nothing written
+    done = ugatit("translate", source, "--model", checkpoint, "--reference", source, "--style-data", one,
+                  "-o", tmp_path / "e", ok=False)
+    assert done.returncode == 2 and "--style-data applies to --domain" in done.stderr
+    done = ugatit("export", checkpoint, "-o", tmp_path / "none", "--style-data", tmp_path / "missing", ok=False)
+    assert done.returncode == 2 and "missing: not a folder of images" in done.stderr
+    assert not (tmp_path / "e").exists() and not (tmp_path / "none").exists()
+
+
 def test_eval_without_labels_compares_each_pseudo_domain(data, run, tmp_path):
     flat = tmp_path / "flat"
     flat.mkdir()

@@ -18,7 +18,7 @@ import copy
 import importlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,7 @@ def export_model(
     size: int | None = None,
     quantize: str | None = None,
     calibration: str | os.PathLike | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Load the generators of ``source`` (any MODEL) and write them to the folder ``output``.
 
@@ -103,6 +104,9 @@ def export_model(
     ``quantize="int8"`` (ONNX only) writes int8 graphs calibrated on the files in the folder ``calibration``
     (real inputs of each exported network's source domain, read as ``translate`` reads them; see
     :mod:`ugatit_cli.quantize`).
+
+    ``options``: the family's export options (``Family.export_options``, name -> value), given to
+    ``Family.complete_model`` once the model is loaded (TUNIT's ``style_data``).
     """
     if format not in FORMATS:
         raise UserError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -127,6 +131,8 @@ def export_model(
     token = _hub_token(repo_id) if repo_id else None  # a missing token is found before the work, not after
     start = time.perf_counter()
     known = peek_family(source)  # how many networks an ONNX export writes, when the family is known before loading
+    if known is not None:
+        known.check_export_options(dict(options or {}))  # before loading the model
     networks = len(directions) if directions else len(known.weight_files(None)) if known is not None else 2
     steps = 1 + (networks if format == "onnx" else 1) + (1 if repo_id else 0)
     with step_progress(steps, enabled=show_progress) as step:
@@ -136,6 +142,7 @@ def export_model(
         family = model.family
         if size is not None:
             model = family.with_training_size(model, size)
+        model = family.complete_model(model, dict(options or {}))
         exported = model.with_(card=_card_facts(model, source), weights_dtype="float16" if half else "float32")
         keys = tuple(exported.nets)
         card: dict[str, Any] = {"model_id": repo_id} if repo_id else {}

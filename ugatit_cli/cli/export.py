@@ -3,12 +3,15 @@
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from .app import app, console, family_help
+from .app import FAMILIES, app, console, family_help
+from .options import translate_options, with_options
+
+GENERATED = translate_options(FAMILIES, "export_options")
 
 
 class ExportFormat(str, Enum):
@@ -24,7 +27,6 @@ def _size(n: int) -> str:
     return f"{n} B"  # unreachable
 
 
-@app.command()
 def export(
     source: Annotated[str, typer.Argument(help="MODEL: registered name, Hub repo id, model folder, training run "
                                               f"or checkpoint ({family_help('model')}).")],
@@ -54,6 +56,7 @@ def export(
                                             "files).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Export a model's generators to a model folder (safetensors or ONNX), optionally pushed to the Hub."""
     from ..export import export_model, parse_directions
@@ -66,6 +69,7 @@ def export(
         source, output, format=format.value, directions=parse_directions(direction), half=half,
         overwrite=overwrite, revision=revision, repo_id=push_to_hub, private=private, branch=branch,
         show_progress=not (quiet or as_json), size=size, quantize=quantize, calibration=calibration,
+        options={name: value for name, value in (options or {}).items() if value is not None},
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -85,3 +89,6 @@ def export(
         console.print(f"Pushed to {result.pushed['repo_id']} ({result.pushed['branch']}): "
                       f"{result.pushed['commit_url']}")
     console.print(f"Done in {result.seconds:.1f} s.")
+
+
+app.command("export")(with_options(export, GENERATED))

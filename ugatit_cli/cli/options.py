@@ -105,11 +105,12 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory()  # type: ignore[misc]
 
 
-def translate_options(families: dict[str, Family]) -> list[Generated]:
-    """Each family's extra translate options (one option per name, in a panel naming its families)."""
+def translate_options(families: dict[str, Family], kind: str = "translate_options") -> list[Generated]:
+    """Each family's extra translate options (one option per name, in a panel naming its families);
+    ``kind="export_options"``: its export options."""
     owners: dict[str, list[tuple[Family, Any]]] = {}
     for family in families.values():
-        for opt in family.translate_options:
+        for opt in getattr(family, kind):
             owners.setdefault(opt.name, []).append((family, opt))
     generated = []
     for name, entries in owners.items():

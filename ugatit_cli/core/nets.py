@@ -2,6 +2,7 @@
 wrapping of a training network. torch only; no model knowledge."""
 
 import copy
+import inspect
 from collections.abc import Mapping
 
 import torch
@@ -44,15 +45,22 @@ def update_ema(ema: Mapping[str, nn.Module], live: Mapping[str, nn.Module], deca
             average_buffer.copy_(buffer)
 
 
-def wrap_for_training(net: nn.Module, device: torch.device, *, distributed: bool, compile: bool) -> nn.Module:
+def wrap_for_training(net: nn.Module, device: torch.device, *, distributed: bool, compile: bool,
+                      sync_buffers: bool = True) -> nn.Module:
     """What a training step calls: ``net`` in DistributedDataParallel (one device per process) when
-    ``distributed``, then ``torch.compile`` d when ``compile``. The process group must be initialised."""
+    ``distributed``, then ``torch.compile`` d when ``compile``. The process group must be initialised.
+    ``sync_buffers=False``: DDP leaves each rank's buffers (batch-norm statistics) to the caller instead of
+    copying rank 0's before every forward."""
     if distributed:
         if not torch.distributed.is_available() or not torch.distributed.is_initialized():
             raise RuntimeError("distributed training needs torch.distributed.init_process_group() first")
         device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+        ddp = nn.parallel.DistributedDataParallel
+        # newer torch calls it forward_sync_buffers (broadcast_buffers, deprecated, also skips the sync at init)
+        key = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters \
+            else "broadcast_buffers"
+        net = ddp(net, device_ids=device_ids, **({} if sync_buffers else {key: False}))
     if compile:
         net = torch.compile(net)
     return net

@@ -508,6 +508,10 @@ class Family(ABC):
     default_direction: ClassVar[str | None] = None
     #: extra ``ugatit translate`` options (``--heatmap``, ``--reference``, ``--domain``, ``--instance-maps``)
     translate_options: ClassVar[tuple[TranslateOption, ...]] = ()
+    #: extra ``ugatit export`` options, declared as translate options are: data that completes a model before it
+    #: is written (TUNIT: ``--style-data DIR``, images to compute per-domain style codes from); see
+    #: :meth:`complete_model`
+    export_options: ClassVar[tuple[TranslateOption, ...]] = ()
     #: what DATA_DIR must hold, one line for ``ugatit train --help`` and errors
     data_layout: ClassVar[str] = ""
     #: how a Hub dataset's columns fill that layout (None: the family does not train from Hub datasets); see
@@ -578,6 +582,20 @@ class Family(ABC):
         UserError for options that do not apply or do not fit."""
 
     # -- export --
+
+    def check_export_options(self, options: Mapping[str, Any]) -> None:
+        """UserError for a given export option (not None, not False) that this family does not have."""
+        known = {o.name for o in self.export_options}
+        for name, value in options.items():
+            if name not in known and value not in (None, False):
+                raise UserError(f"--{name.replace('_', '-')} does not apply to exporting {self.title} models")
+
+    def complete_model(self, model: Any, options: Mapping[str, Any]) -> Any:
+        """``model`` completed with what the :attr:`export_options` in ``options`` give (name -> value, None
+        when not given), before ``ugatit export`` writes it; UserError for an option this family does not have
+        (:meth:`check_export_options`). The default returns ``model`` unchanged."""
+        self.check_export_options(options)
+        return model
 
     @abstractmethod
     def onnx_io(self, model: Any, key: str) -> OnnxIO | None:

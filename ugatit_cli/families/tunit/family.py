@@ -81,8 +81,17 @@ class TunitFamily(Family):
                                            "images (every pair, NAME_REFERENCE.png).", metavar="IMAGE|DIR"),
         TranslateOption("domain", int, "TUNIT: translate into the mean style of this pseudo-domain (0 to K-1).",
                         metavar="K"),
+        TranslateOption("style_data", Path, "TUNIT, with --domain: compute the pseudo-domains' mean style codes from "
+                                            "this folder of images (or one image) with the model's guiding network "
+                                            "(models that store none, e.g. official checkpoints).", metavar="DIR"),
         TranslateOption("round_robin", bool, "TUNIT, with a --reference folder: one reference per input (picked by "
                                              "a hash of its path) instead of every pair."),
+    )
+    export_options = (
+        TranslateOption("style_data", Path, "TUNIT: compute the pseudo-domains' mean style codes from this folder "
+                                            "of images with the model's guiding network and store them in the "
+                                            "export (models that store none, e.g. official checkpoints; replaces "
+                                            "stored codes).", metavar="DIR"),
     )
     data_layout = DATA_LAYOUT
     #: a Hub dataset's image column at the top of DATA_DIR; a label column, if any, becomes class subfolders
@@ -176,6 +185,24 @@ class TunitFamily(Family):
         return TunitAssigner(model.nets["guiding"], model.config.k, model.config.check_size(size))
 
     # -- export --
+
+    def complete_model(self, model, options):
+        """``--style-data DIR``: the model's ``styles`` computed from DIR's images (see
+        :func:`~ugatit_cli.families.tunit.inference.styles_from_folder`); its card says so."""
+        model = super().complete_model(model, options)
+        folder = options.get("style_data")
+        if folder is None:
+            return model
+        from .inference import styles_from_folder
+
+        styles = styles_from_folder(model, folder)
+        known = styles.known()
+        counted = int(styles.counts.sum())
+        note = (f"Per-domain style codes computed from {counted} image(s) of `{Path(folder).name}` with the model's "
+                f"guiding network (pseudo-domains with images: {', '.join(map(str, known))}).")
+        card = dict(model.card)
+        card["source"] = f"{card['source']} {note}" if card.get("source") else note
+        return model.with_(nets={**model.nets, "styles": styles}, card=card)
 
     def onnx_io(self, model, key):
         import torch
@@ -302,13 +329,11 @@ class TunitFamily(Family):
     def trainer(self, run, hyper, device, distributed):
         from .training import TunitRunTrainer
 
-        if distributed:
-            raise UserError("TUNIT training runs in one process (torchrun is not supported for it yet)")
         if run.precision != "fp32":
             raise UserError(f"TUNIT training runs in fp32 (--precision {run.precision} is not supported for it yet)")
         if run.compile:
             raise UserError("--compile is not supported for TUNIT training yet")
-        return TunitRunTrainer(_recipe(hyper, run), device, log_every=run.log_every)
+        return TunitRunTrainer(_recipe(hyper, run), device, log_every=run.log_every, distributed=distributed)
 
     def attach_data(self, trainer, data, hyper):
         if hyper.p_semi > 0 and data.labels is None:

@@ -66,6 +66,33 @@ class GuidingGraph(nn.Module):
         return out["disc"], out["cont"]
 
 
+def styles_from_folder(model: Any, folder: str | Path) -> DomainStyles:
+    """The mean style code of each pseudo-domain over the images of ``folder`` (recursive, or one image file; at most
+    :data:`~ugatit_cli.families.tunit.training.STYLE_IMAGES`, evenly spaced; unreadable files passed over),
+    computed as training computes a checkpoint's: the model's guiding network (C_EMA) in eval mode assigns
+    each image to the ``argmax`` of its logits and its style codes are averaged per domain
+    (:func:`~ugatit_cli.families.tunit.training.compute_domain_styles`). For models that store no codes (official
+    checkpoints). A domain no image falls into gets count 0. UserError naming ``folder`` when it is no folder,
+    holds no image or none can be read."""
+    from .data import TunitData, scan_images
+    from .training import compute_domain_styles
+
+    if "guiding" not in model.nets:
+        raise UserError("--style-data needs the model's guiding network (its style encoder)")
+    path = Path(folder)
+    # one image also does (the demo uploads files): the code of its own domain
+    data = TunitData(path.parent, [path.name]) if path.is_file() else scan_images(path)
+    config = model.config
+    try:
+        styles, counts = compute_domain_styles(model.nets["guiding"], data, config.size, config.k)
+    except ValueError:  # not one image could be decoded
+        raise UserError(f"{folder}: --style-data: none of its {len(data.files)} image(s) can be read") from None
+    out = DomainStyles(config.k, config.sty_dim).eval()
+    out.styles.copy_(styles)
+    out.counts.copy_(counts)
+    return out
+
+
 def reference_files(reference: str | Path) -> tuple[Path, list[Path]]:
     """``(root, files)``: a reference image is its own root; a folder gives its images (recursive, sorted).
     UserError when it does not exist or holds no image."""
@@ -112,17 +139,27 @@ class TunitTranslator(Translator):
         self.references: list[Path] = []
         self._codes: torch.Tensor | None = None
         self._lock = threading.Lock()
+        style_data = options.get("style_data")
+        if style_data is not None and self.domain is None:
+            raise UserError("--style-data applies to --domain K (it computes the pseudo-domains' style codes)")
         if self.domain is not None:
-            styles = model.nets.get("styles")
             k = model.config.k
             if not 0 <= self.domain < k:
                 raise UserError(f"--domain {self.domain}: this model has pseudo-domains 0 to {k - 1}")
+            styles = model.nets.get("styles") if style_data is None else styles_from_folder(model, style_data)
             known = styles.known() if styles is not None else []
+            if self.domain not in known and style_data is not None:
+                raise UserError(f"--domain {self.domain}: none of the images of {style_data} falls into this "
+                                f"pseudo-domain, so it has no style code there (domains with images there: "
+                                f"{', '.join(map(str, known))})")
+            if not known:
+                raise UserError(f"--domain {self.domain}: the model stores no per-domain style codes (official "
+                                f"checkpoints hold none): compute them from a folder of images with --style-data "
+                                f"DIR, or use --reference")
             if self.domain not in known:
-                why = (f"domains with style codes: {', '.join(map(str, known))}" if known else
-                       "it stores no domain style codes (official checkpoints hold none); use --reference")
-                raise UserError(f"--domain {self.domain}: no training image fell into this pseudo-domain, so it has "
-                                f"no style code; {why}")
+                raise UserError(f"--domain {self.domain}: no image fell into this pseudo-domain when the model's "
+                                f"style codes were computed, so it has no style code; domains with style codes: "
+                                f"{', '.join(map(str, known))}")
             self.style = styles.styles[self.domain].detach().clone()
             self.outputs = (OutputSpec("image"),)
         else:

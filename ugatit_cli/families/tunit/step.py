@@ -20,6 +20,16 @@ Per iteration, on a batch ``x_org`` (plain view) and ``x_tf`` (its IIC augmentat
 
 Networks stay in training mode, so every guiding-network call uses batch statistics and updates the
 running statistics in the official order of calls.
+
+Several processes (``distributed=True``, under torchrun), as the official code runs them (``main.py``
+``build_model``/``get_loader``, ``train/train_unsupervised.py``, ``tools/ops.py``): each rank trains on its own
+shard with its own batch; batch norm keeps per-process batch statistics (no SyncBatchNorm); each rank keeps
+its own queue, filled with its own keys (nothing gathered into it); IIC and the contrastive losses are computed
+on the rank's batch; the gradients of C, D and G are averaged over the ranks before every optimiser step, so
+the weights (and the EMA copies, updated from them) stay identical. Here the gradient averaging is DDP's, on
+one forward pattern per backward (see :class:`TunitTrainer`); beyond the official code the ranks' running
+batch-norm statistics are averaged after each iteration (they only matter in eval mode: samples, style codes,
+exported models) and every rank holds every rank's queue, so that a checkpoint resumes each rank exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -61,15 +72,65 @@ def copy_buffers(target: nn.Module, source: nn.Module) -> None:
         b.copy_(src[name])
 
 
+class _GuidingLosses(nn.Module):
+    """What the guiding step asks of C, as one forward: ``(C.style(x_org), C.logits(x_org), C.logits(x_tf))``
+    in the official order of calls (every parameter of C is used)."""
+
+    def __init__(self, guiding: nn.Module):
+        super().__init__()
+        self.net = guiding
+
+    def forward(self, x_org: torch.Tensor, x_tf: torch.Tensor):
+        return self.net.style(x_org), self.net.logits(x_org), self.net.logits(x_tf)
+
+
+class _StyleCodes(nn.Module):
+    """``C.style(x)`` with only the parameters it uses registered (features and the ``cont`` head), so that a
+    DDP wrapper of it does not wait for gradients of the ``disc`` head, which the generator step never reaches."""
+
+    def __init__(self, guiding: nn.Module):
+        super().__init__()
+        self.features, self.cont = guiding.features, guiding.cont
+        object.__setattr__(self, "_guiding", guiding)  # not a submodule: its disc head stays out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._guiding.style(x)
+
+
+class _Translations(nn.Module):
+    """The generator step's use of G as one forward: ``(G.decode(c, s_ref), G.decode(c, s_src))`` with
+    ``c = G.cnt_encoder(x)``."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.net = generator
+
+    def forward(self, x: torch.Tensor, s_ref: torch.Tensor, s_src: torch.Tensor):
+        content = self.net.cnt_encoder(x)
+        return self.net.decode(content, s_ref), self.net.decode(content, s_src)
+
+
 class TunitTrainer:
     """The five official networks (``G``, ``D``, ``C``, ``G_EMA``, ``C_EMA`` in :attr:`nets`), their
     optimisers, the contrastive queue and :meth:`step`.
 
     Seed torch's global generator before constructing (initial weights); the reference permutation of each
-    step comes from the trainer's own generator (seeded with ``hyper.seed``, kept in :meth:`state_dict`).
+    step comes from the trainer's own generator (seeded with ``hyper.seed``, the same on every rank, kept in
+    :meth:`state_dict`).
+
+    ``distributed=True`` (under torchrun; the process group must be initialised): what each backward reaches
+    runs in DistributedDataParallel, which averages its gradients over the ranks. A DDP wrapper must see a
+    gradient for each of its parameters in every backward that follows one of its forwards, so each wrapper
+    covers exactly what one loss uses: the guiding loss (all of C), the style codes of the generator loss (C's
+    features and ``cont`` head; its ``disc`` head gets no gradient there), the generator (cnt_encoder, decoder
+    and MLP, one forward) and D (real and fake, the R1 term's second-order graph included; R1's first gradient
+    is taken with respect to the images only, so it does not trigger DDP's reduction). D in the generator loss,
+    the no-grad translations and the EMA nets run unwrapped. No ``find_unused_parameters``: every wrapped
+    parameter gets a gradient, and G and D are not called at all during the warm-up, so no rank waits for them.
+    The wrappers are built at the first step (so after any loading: DDP copies rank 0's weights when built).
     """
 
-    def __init__(self, hyper: TunitHyperParams, device: str | torch.device = "cpu"):
+    def __init__(self, hyper: TunitHyperParams, device: str | torch.device = "cpu", distributed: bool = False):
         self.hyper = hyper
         self.config = hyper.model_config()
         self.device = torch.device(device)
@@ -83,7 +144,14 @@ class TunitTrainer:
         self.opt_c = torch.optim.Adam(self.nets["C"].parameters(), hyper.lr_c, weight_decay=hyper.weight_decay_c)
         self.opt_d = torch.optim.RMSprop(self.nets["D"].parameters(), hyper.lr_d, weight_decay=hyper.weight_decay)
         self.opt_g = torch.optim.RMSprop(self.nets["G"].parameters(), hyper.lr_g, weight_decay=hyper.weight_decay)
-        self.queue = torch.zeros(0, self.config.sty_dim, device=self.device)
+        self.distributed = distributed
+        if distributed and not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("distributed training needs torch.distributed.init_process_group() first")
+        self.rank = dist.get_rank() if distributed else 0
+        self.world_size = dist.get_world_size() if distributed else 1
+        #: every rank's queue (each rank's losses use its own, ``queues[rank]``)
+        self.queues = [torch.zeros(0, self.config.sty_dim, device=self.device) for _ in range(self.world_size)]
+        self._run: dict[str, nn.Module] = {}
         self.iteration = 0
         self.rng = torch.Generator().manual_seed(hyper.seed)
         self.cluster_counts = torch.zeros(self.config.k, dtype=torch.long)
@@ -97,11 +165,55 @@ class TunitTrainer:
     def phase(self) -> str:
         return "gan" if self.gan_phase else "warmup"
 
+    @property
+    def queue(self) -> torch.Tensor:
+        """This rank's queue of negative keys (N x sty_dim, newest last)."""
+        return self.queues[self.rank]
+
+    @queue.setter
+    def queue(self, value: torch.Tensor) -> None:
+        self.queues[self.rank] = value
+
     @torch.no_grad()
     def init_queue(self, x_tf: torch.Tensor) -> None:
         """Fill the queue with C_EMA's style codes of a batch of augmented images (official
-        ``initialize_queue``: one batch, C_EMA in training mode)."""
-        self.queue = enqueue(self.queue, self.nets["C_EMA"](x_tf.to(self.device))["cont"], self.hyper.queue_size)
+        ``initialize_queue``: one batch, C_EMA in training mode; each rank its own batch)."""
+        self._enqueue(self.nets["C_EMA"](x_tf.to(self.device))["cont"])
+
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        """Every rank's queue takes that rank's ``keys`` (all ranks' keys are gathered: same-shaped batches)."""
+        keys = keys.detach()
+        every = [keys]
+        if self.distributed:
+            every = [torch.empty_like(keys) for _ in range(self.world_size)]
+            dist.all_gather(every, keys.contiguous())
+        self.queues = [enqueue(q, k, self.hyper.queue_size) for q, k in zip(self.queues, every, strict=True)]
+
+    def _runners(self) -> dict[str, nn.Module]:
+        """What :meth:`step` calls for the losses that train (in DDP when distributed); built once."""
+        if not self._run:
+            from ...core.nets import wrap_for_training
+
+            views = {"guide": _GuidingLosses(self.nets["C"]), "style": _StyleCodes(self.nets["C"]),
+                     "translate": _Translations(self.nets["G"]), "D": self.nets["D"]}
+            self._run = {name: wrap_for_training(view, self.device, distributed=self.distributed, compile=False,
+                                                 sync_buffers=False) for name, view in views.items()}
+        return self._run
+
+    @torch.no_grad()
+    def _sync_ranks(self, counts: torch.Tensor) -> torch.Tensor:
+        """Distributed: the ranks' running batch-norm statistics (of C and C_EMA) averaged, ``counts`` summed
+        over the ranks (returned)."""
+        if not self.distributed:
+            return counts
+        buffers = [b for n in ("C", "C_EMA") for b in self.nets[n].buffers() if b.is_floating_point()]
+        flat = torch.cat([b.flatten() for b in buffers])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        for b, v in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
+            b.copy_(v.view_as(b))
+        dist.all_reduce(counts)
+        return counts
 
     # -- one iteration --
 
@@ -116,6 +228,7 @@ class TunitTrainer:
         """
         h = self.hyper
         G, D, C, G_EMA, C_EMA = (self.nets[n] for n in ("G", "D", "C", "G_EMA", "C_EMA"))
+        run = self._runners()
         x_org = x_org.to(self.device)
         x_tf = x_tf.to(self.device)
         batch = x_org.shape[0]
@@ -131,10 +244,8 @@ class TunitTrainer:
         out: dict[str, float] = {}
 
         # 1. guiding network
-        q_cont = C.style(x_org)
+        q_cont, q_logit, k_logit = run["guide"](x_org, x_tf)
         k_cont = C_EMA.style(x_tf).detach()
-        q_logit = C.logits(x_org)
-        k_logit = C.logits(x_tf)
         moco = contrastive_loss(q_cont, k_cont, self.queue, h.temperature)
         if y is not None:
             y = y.to(self.device)
@@ -151,7 +262,7 @@ class TunitTrainer:
         self.opt_c.step()
         out["c_loss"] = c_loss.item()
         out["moco"] = moco.item()
-        self.cluster_counts += torch.bincount(q_logit.detach().argmax(1).cpu(), minlength=self.config.k)
+        counts = torch.bincount(q_logit.detach().argmax(1), minlength=self.config.k)
 
         # 2. GAN phase
         if gan:
@@ -161,8 +272,8 @@ class TunitTrainer:
                 s_ref = C.style(x_ref)
                 x_fake = G.decode(G.cnt_encoder(x_org), s_ref)
             x_ref = x_ref.detach().requires_grad_()
-            d_real = D(x_ref, y_ref)
-            d_fake = D(x_fake, y_ref)
+            d_real = run["D"](x_ref, y_ref)
+            d_fake = run["D"](x_fake, y_ref)
             d_adv = d_hinge_real(d_real) + d_hinge_fake(d_fake)
             d_gp = h.w_gp * r1_penalty(d_real, x_ref)
             d_loss = d_adv + d_gp
@@ -170,18 +281,16 @@ class TunitTrainer:
             d_loss.backward()
             self.opt_d.step()
 
-            s_src = C.style(x_org)
-            s_ref = C.style(x_ref)
-            content = G.cnt_encoder(x_org)
-            x_fake = G.decode(content, s_ref)
-            x_rec = G.decode(content, s_src)
+            s_src = run["style"](x_org)
+            s_ref = run["style"](x_ref)
+            x_fake, x_rec = run["translate"](x_org, s_ref, s_src)
             D.requires_grad_(False)  # D's gradients from g_loss are never used (the official code discards them)
             try:
                 g_adv = g_adversarial(D(x_fake, y_ref)) + g_adversarial(D(x_rec, y_org))
             finally:
                 D.requires_grad_(True)
             g_imgrec = reconstruction_loss(x_rec, x_org)
-            s_fake = C.style(x_fake)
+            s_fake = run["style"](x_fake)
             s_ref_ema = C_EMA.style(x_ref)
             g_sty = contrastive_loss(s_fake, s_ref_ema, self.queue, h.temperature)
             g_loss = h.w_adv * g_adv + h.w_rec * g_imgrec + h.w_vec * g_sty
@@ -194,7 +303,8 @@ class TunitTrainer:
                        g_adv=g_adv.item(), g_imgrec=g_imgrec.item(), g_stycont=g_sty.item())
 
         # 3. queue and moving averages
-        self.queue = enqueue(self.queue, k_cont, h.queue_size)
+        self._enqueue(k_cont)
+        self.cluster_counts += self._sync_ranks(counts).cpu()
         if gan and self.iteration >= h.ema_from:
             ema_update(G_EMA, G, h.ema_beta)
         ema_update(C_EMA, C, h.ema_beta)
@@ -205,7 +315,7 @@ class TunitTrainer:
         return out
 
     def pop_cluster_sizes(self) -> list[int]:
-        """How many training images C assigned to each pseudo-domain since the last call."""
+        """How many training images C assigned to each pseudo-domain since the last call (all ranks')."""
         sizes = self.cluster_counts.tolist()
         self.cluster_counts.zero_()
         return sizes
@@ -219,7 +329,8 @@ class TunitTrainer:
             "nets": {n: m.state_dict() for n, m in self.nets.items() if n not in ("G_EMA", "C_EMA")},
             "ema": {n: self.nets[n].state_dict() for n in ("G_EMA", "C_EMA")},
             "opt": {"C": self.opt_c.state_dict(), "D": self.opt_d.state_dict(), "G": self.opt_g.state_dict()},
-            "queue": self.queue.detach().cpu(),
+            # this rank's queue (N x sty_dim); distributed: every rank's (world_size x N x sty_dim)
+            "queue": torch.stack(self.queues).cpu() if self.distributed else self.queue.detach().cpu(),
             "rng": self.rng.get_state(),
             "cluster_counts": self.cluster_counts.clone(),
         }
@@ -231,7 +342,10 @@ class TunitTrainer:
         self.opt_c.load_state_dict(state["opt"]["C"])
         self.opt_d.load_state_dict(state["opt"]["D"])
         self.opt_g.load_state_dict(state["opt"]["G"])
-        self.queue = state["queue"].to(self.device)
+        queue = state["queue"].to(self.device)
+        # a run resumed on another number of processes: rank r takes the saved queue r (modulo their number)
+        saved = list(queue) if queue.dim() == 3 else [queue]
+        self.queues = [saved[r % len(saved)] for r in range(self.world_size)]
         self.rng.set_state(state["rng"])
         self.cluster_counts = state["cluster_counts"].clone()
 

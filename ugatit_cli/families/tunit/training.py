@@ -51,8 +51,10 @@ class TunitBatches(torch.utils.data.Dataset):
 
     Every epoch is a permutation of the images seeded from (seed, epoch); each sample's views come from the seed
     (seed, epoch, position), so a resumed run sees the same batches whatever the number of workers. With
-    ``world_size`` ranks rank ``r`` takes positions ``r, r + world_size, ...``. Only full batches are used (the
-    official loader drops the last incomplete one: references are the batch shuffled).
+    ``world_size`` ranks rank ``r`` takes positions ``r, r + world_size, ...``. Only full batches are used: the
+    official loader keeps the last, smaller batch of an epoch (``main.py`` ``get_loader``: ``drop_last=False``);
+    we leave it out so that every iteration's batch statistics, IIC joint and reference shuffle see the same
+    batch size (a deviation, not a fact of the official code).
     """
 
     def __init__(self, data: TunitData, hyper: TunitHyperParams, rank: int = 0, world_size: int = 1):
@@ -151,10 +153,11 @@ def compute_domain_styles(guiding: torch.nn.Module, data: TunitData, size: int, 
 class TunitRunTrainer:
     """The shared run's FamilyTrainer for TUNIT (see the module docstring for the checkpoint layout)."""
 
-    def __init__(self, hyper: TunitHyperParams, device: torch.device, log_every: int = 10):
+    def __init__(self, hyper: TunitHyperParams, device: torch.device, log_every: int = 10,
+                 distributed: bool = False):
         self.hyper = hyper
         self.config = hyper.model_config()
-        self.core = TunitTrainer(hyper, device)
+        self.core = TunitTrainer(hyper, device, distributed=distributed)
         self.nets = {name: self.core.nets[name] for name in ("C", "D", "G")}
         self.ema = {"C": self.core.nets["C_EMA"], "G": self.core.nets["G_EMA"]}
         self.log_every = log_every
