@@ -162,6 +162,46 @@ def test_onnxruntime_backend_matches_pytorch_through_the_cli(tmp_path, light_mod
     assert graphs[0].stat().st_mtime_ns == mtime
 
 
+def test_two_model_streams_share_one_session_and_write_what_one_stream_writes(tmp_path, light_model, env,
+                                                                              monkeypatch):
+    """translate on a CPU runs one model stream per torch thread, all calling ``run`` on one ONNX Runtime
+    session (one copy of the pre-packed weights): two streams write byte for byte what one stream writes."""
+    import threading
+
+    src = photos(tmp_path / "in", HELD_OUT + CALIBRATION)
+    sessions, callers = [], {}
+    real_init, real_run = OnnxSession.__init__, OnnxSession.run
+
+    def init(self, *args, **kwargs):  # the real constructor, counted
+        real_init(self, *args, **kwargs)
+        sessions.append(self)
+
+    def run(self, feeds):  # the real run, noting which session and thread called it
+        callers.setdefault(id(self), set()).add(threading.current_thread().name)
+        return real_run(self, feeds)
+
+    monkeypatch.setattr(OnnxSession, "__init__", init)
+    monkeypatch.setattr(OnnxSession, "run", run)
+    threads = torch.get_num_threads()
+    reports = {}
+    try:
+        for streams in (1, 2):
+            torch.set_num_threads(streams)  # translate's CPU plan: one single-threaded stream per torch thread
+            sessions.clear()
+            callers.clear()
+            reports[streams] = ugatit_cli.translate(src, light_model, output=tmp_path / f"out{streams}",
+                                                    backend="onnxruntime", device="cpu", heatmap=True,
+                                                    progress=False)
+            assert len(sessions) == 1 and list(callers) == [id(sessions[0])]  # one session, shared
+            assert len(callers[id(sessions[0])]) == streams  # ... run from that many model threads
+    finally:
+        torch.set_num_threads(threads)
+    assert all(len(r.done) == len(HELD_OUT + CALIBRATION) and not r.failed for r in reports.values())
+    for one, two in zip(reports[1].done, reports[2].done, strict=True):
+        for name in ("output", "heatmap"):
+            assert getattr(one, name).read_bytes() == getattr(two, name).read_bytes(), (one.source, name)
+
+
 def test_onnxruntime_runs_pix2pixhd_label_and_instance_maps(tmp_path, env):
     """pix2pixHD's graph takes ``label`` and ``inst`` (its OnnxIO): the same outputs as PyTorch to 1e-4, as a
     cached graph of a model folder and as an ONNX export folder given as MODEL."""
