@@ -251,9 +251,74 @@ def test_export_folder_and_onnx(data, run, tmp_path):
         session = ort.InferenceSession(str(onnx / "generator.onnx"))
         (image,) = session.run(None, {"input": x.numpy(), "style": out["cont"].flip(0).numpy()})
         np.testing.assert_allclose(image, g(x, out["cont"].flip(0)).numpy(), atol=1e-4)
-    session = ort.InferenceSession(str(onnx / "style_codes.onnx"))
-    (looked_up,) = session.run(None, {"domain": np.array([2, 0, 2], np.int64)})
-    np.testing.assert_allclose(looked_up, styles.styles[[2, 0, 2]].numpy(), atol=1e-6)
+    # the style codes are a table beside the graphs, with the counts that say which domains hold images
+    stored = load_file(onnx / "style_codes.safetensors")
+    assert torch.equal(stored["styles"], styles.styles) and torch.equal(stored["counts"], styles.counts)
+    assert not (onnx / "style_codes.onnx").exists()
+
+
+def _translations(folder: Path) -> dict[str, np.ndarray]:
+    return {p.relative_to(folder).as_posix(): _png(p) for p in sorted(folder.rglob("*.png"))}
+
+
+def test_onnxruntime_backend_auto_and_onnx_export_folders(data, run, tmp_path, monkeypatch):
+    """TUNIT with onnxruntime: --backend onnxruntime, --backend auto (many images, then a cached graph) and
+    an ONNX export folder as MODEL give torch's translations for --domain, --reference (file, folder,
+    round-robin) and cluster; the graph's results are within 1e-4 of PyTorch's."""
+    pytest.importorskip("onnxruntime")
+    from ugatit_cli import translation
+    from ugatit_cli.store.sources import resolve_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    counts = load_file(run / "checkpoints" / "step_00000004" / "ema_styles.safetensors")["counts"]
+    k = int(counts.argmax())
+    sources, references = data / "moss", data / "sky"
+    cases = {"domain": ["--domain", k], "one": ["--reference", references / "sky_1.png"],
+             "all": ["--reference", references], "rr": ["--reference", data, "--round-robin"]}
+    onnx = tmp_path / "onnx"
+    ugatit("export", run, "-o", onnx, "--format", "onnx")  # shows progress: no exporter warning may leak
+    for name, options in cases.items():
+        torch_out, ort_out, export_out = (tmp_path / f"{name}_{b}" for b in ("torch", "ort", "export"))
+        ugatit("translate", sources, "--model", run, "-o", torch_out, "--backend", "torch", *options)
+        done = ugatit("translate", sources, "--model", run, "-o", ort_out, "--backend", "onnxruntime", *options,
+                      "--json")
+        assert json.loads(done.stdout)["backend"] == "onnxruntime"
+        done = ugatit("translate", sources, "--model", onnx, "-o", export_out, *options, "--json")
+        assert json.loads(done.stdout)["backend"] == "onnxruntime"
+        expected = _translations(torch_out)
+        assert len(expected) == (16 if name == "all" else 4)
+        for out in (ort_out, export_out):
+            got = _translations(out)
+            assert got.keys() == expected.keys(), name
+            assert all(np.abs(got[f] - expected[f]).max() <= 1 for f in expected), name
+
+    # auto: many images pick onnxruntime (the export happens once), then the cached graph serves any run
+    monkeypatch.setattr(translation, "AUTO_ONNX_MIN_IMAGES", 2)
+    for name, options in cases.items():
+        done = ugatit("translate", sources, "--model", run, "-o", tmp_path / f"{name}_auto", *options, "--json")
+        assert json.loads(done.stdout)["backend"] == "onnxruntime", name
+        expected = _translations(tmp_path / f"{name}_torch")
+        got = _translations(tmp_path / f"{name}_auto")
+        assert all(np.abs(got[f] - expected[f]).max() <= 1 for f in expected), name
+
+    # the graph against PyTorch, unquantised: the translator's own feeds
+    model = resolve_model(str(run))
+    plan = translation._Plan.for_device(torch.device("cpu"), None, None)
+    x = torch.cat([_pixels(p) for p in sorted(sources.glob("*.png"))])
+    for options in ({"domain": k}, {"reference": references}):
+        reference = translation._prepare_translator(model, None, None, dict(options), plan, "torch")
+        graph = translation._prepare_translator(model, None, None, dict(options), plan, "onnxruntime")
+        with torch.inference_mode():
+            want, got = reference.forward(x, {}), graph.forward(x, {})
+        assert want.keys() == got.keys()
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], atol=1e-4, rtol=0)
+
+    # cluster with the ONNX export folder: the same domains as with the model folder
+    ugatit("cluster", data, "--model", run, "-o", tmp_path / "clusters_torch")
+    ugatit("cluster", data, "--model", onnx, "-o", tmp_path / "clusters_onnx")
+    a, b = ((tmp_path / f"clusters_{m}" / "domains.csv").read_text() for m in ("torch", "onnx"))
+    assert a == b
 
 
 def test_eval_on_class_subfolders(data, run, tmp_path):

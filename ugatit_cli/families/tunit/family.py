@@ -54,8 +54,9 @@ USE = """## Use
 {% if onnx %}
 ONNX opset {{ onnx.opset }}: `generator.onnx` takes `input` (float32 `B x 3 x H x W` in [-1, 1]) and `style`
 (`B x {{ config.sty_dim }}`) and gives `image`; `guiding_network.onnx` takes `input` and gives `logits`
-(`B x {{ config.k }}`, the pseudo-domains) and `style`; `style_codes.onnx` takes `domain` (int64 `B`) and gives
-the mean `style` of that pseudo-domain.
+(`B x {{ config.k }}`, the pseudo-domains) and `style`; `style_codes.safetensors` holds `styles` (the mean `style`
+of each pseudo-domain, `{{ config.k }} x {{ config.sty_dim }}`) and `counts` (training images per pseudo-domain).
+The folder itself is a MODEL for `ugatit translate` (`--reference`, `--domain`) and `ugatit cluster`.
 {% else %}
 ```bash
 pip install ugatit-cli
@@ -207,7 +208,7 @@ class TunitFamily(Family):
     def onnx_io(self, model, key):
         import torch
 
-        from .inference import GuidingGraph, StyleLookup
+        from .inference import GuidingGraph
 
         config = model.config
         side = config.size
@@ -224,10 +225,14 @@ class TunitFamily(Family):
                           {"input": axes}, multiple=8,
                           description=f"input `input` (B x 3 x H x W in [-1, 1]); outputs `logits` (B x {config.k}) "
                                       f"and `style` (B x {config.sty_dim})")
-        return OnnxIO(StyleLookup(model.nets["styles"]).eval(), (torch.tensor([0, 1]),), ("domain",), ("style",),
-                      {"domain": {0: "batch"}}, multiple=1,
-                      description=f"input `domain` (int64 B, 0 to {config.k - 1}); output `style` (B x "
-                                  f"{config.sty_dim})")
+        # the style codes are a table, not a graph: style_codes.safetensors beside the graphs keeps the counts
+        # that say which pseudo-domains hold images (translate --domain K of the export folder reads it)
+        return None
+
+    def onnx_net(self, config, key, run):
+        from .inference import OnnxGuiding
+
+        return OnnxGuiding(run).eval() if key == "guiding" else None
 
     def onnx_name(self, key):
         return Path(WEIGHT_FILES[key]).with_suffix(".onnx").name
