@@ -721,6 +721,12 @@ class Family(ABC):
         ``direction``, ``model_id``, ``weights_dtype``, ``version``, ``onnx``)."""
         return {}
 
+    def translate_example(self, checkpoint: Path | None) -> str:
+        """The options a working ``ugatit translate IMAGES --model RUN`` needs for a model of this family
+        (the training summary shows the command), with the run's newest ``checkpoint`` folder to read them
+        from; "" (the default): none."""
+        return ""
+
 
 # --- the registry -------------------------------------------------------------------------------------------
 

@@ -61,7 +61,8 @@ The folder itself is a MODEL for `ugatit translate` (`--reference`, `--domain`) 
 ```bash
 pip install ugatit-cli
 ugatit translate photos/ --model {{ model_id }} --reference style.jpg --output translated/
-ugatit translate photos/ --model {{ model_id }} --domain 0 --output domain0/
+{% set d = example_domain %}ugatit translate photos/ --model {{ model_id }} --domain {{ d }} --output domain{{ d }}/\
+{%- if not domains_known %} --style-data photos/{% endif %}
 ugatit cluster photos/ --model {{ model_id }} --output clusters/ --link
 ```
 {% endif %}
@@ -119,7 +120,7 @@ class TunitFamily(Family):
 
     def keys_for(self, directions):
         if directions:
-            raise UserError("--direction does not apply to TUNIT models (give --reference or --domain)")
+            raise UserError("--direction does not apply to TUNIT models (they have no directions)")
         return KEYS
 
     def build_net(self, config, key):
@@ -236,6 +237,27 @@ class TunitFamily(Family):
 
     def onnx_name(self, key):
         return Path(WEIGHT_FILES[key]).with_suffix(".onnx").name
+
+    # -- model card and summaries --
+
+    def card_facts(self, model):
+        """``example_domain``: the pseudo-domain with the most training images (the card's ``--domain``
+        example); ``domains_known``: whether the model stores style codes (official checkpoints: none)."""
+        styles = model.nets.get("styles")
+        known = styles.known() if styles is not None and not styles.counts.is_meta else []
+        best = max(known, key=lambda i: int(styles.counts[i])) if known else 0
+        return {"example_domain": best, "domains_known": bool(known)}
+
+    def translate_example(self, checkpoint):
+        """`` --domain K`` for the pseudo-domain of the checkpoint's style codes with the most training images
+        (``--reference IMAGE`` when none can be read)."""
+        from ..model_folder import read_safetensors
+
+        try:
+            counts = read_safetensors(Path(checkpoint) / "ema_styles.safetensors")["counts"]
+        except Exception:  # no checkpoint, or codes not readable: a reference always works
+            return " --reference IMAGE"
+        return f" --domain {int(counts.argmax())}" if int(counts.max()) > 0 else " --reference IMAGE"
 
     # -- evaluation --
 
