@@ -9,7 +9,7 @@ Baek et al., "Rethinking the Truly Unsupervised Image-to-Image Translation", ICC
   multi-task discriminator D (:mod:`.training`);
 - ``translate`` needs ``--reference IMAGE`` (or a folder: every pair; ``--round-robin``: one reference per
   input) or ``--domain K``; ONNX: the generator takes ``input`` and ``style``, the guiding network gives
-  ``logits`` and ``style``, the style codes are a lookup ``domain`` -> ``style``;
+  ``logits`` and ``style``, the style codes stay a table (``style_codes.safetensors`` beside the graphs);
 - data: one folder of images, read recursively; first-level subfolders are classes only for ``--p-semi`` and
   ``eval`` (cluster accuracy, mFID); ``cluster`` sorts images into pseudo-domains;
 - MODEL may be an official ``model_N.ckpt`` (G_EMA_state_dict, C_EMA_state_dict; CC BY-NC).

@@ -42,17 +42,6 @@ class DomainStyles(nn.Module):
         return [i for i, n in enumerate(self.counts.tolist()) if n > 0]
 
 
-class StyleLookup(nn.Module):
-    """ONNX graph of the style codes: ``domain`` (B int64 in [0, K)) -> ``style`` (B x sty_dim)."""
-
-    def __init__(self, styles: DomainStyles):
-        super().__init__()
-        self.register_buffer("styles", styles.styles.detach().clone())
-
-    def forward(self, domain: torch.Tensor) -> torch.Tensor:
-        return self.styles[domain]
-
-
 class GuidingGraph(nn.Module):
     """ONNX graph of the guiding network: ``input`` (B x 3 x H x W in [-1, 1]) -> (``logits`` B x K,
     ``style`` B x sty_dim)."""
