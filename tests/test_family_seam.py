@@ -361,3 +361,11 @@ def test_a_translator_that_cannot_feed_its_graph_never_gets_onnxruntime(tmp_path
     assert json.loads(done.stdout)["backend"] == "torch" and (tmp_path / "auto" / "0.png").is_file()
     done = translate("-o", tmp_path / "x", "--torch-only", "--backend", "onnxruntime", ok=False)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "--backend torch" in done.stderr
+
+    # a damaged cache entry fails one run with one line and is removed: the next run exports it anew
+    (graph,) = (tmp_path / "cache" / "ugatit-cli" / "onnx").glob("*/net.onnx")
+    graph.write_bytes(b"not a graph")
+    done = translate("-o", tmp_path / "y", "--backend", "onnxruntime", ok=False)
+    assert done.returncode == 2 and "removed" in done.stderr and not graph.exists()
+    done = translate("-o", tmp_path / "z", "--backend", "onnxruntime", "--json")
+    assert json.loads(done.stdout)["backend"] == "onnxruntime" and graph.is_file()

@@ -549,7 +549,12 @@ def _prepare_translator(model: Model, direction: str | None, size: int | None, o
         if owned:  # the graph's network only: others the translator calls itself stay (TUNIT's guiding network)
             model.nets[key].to("meta")
             release_memory()
-        return OnnxTranslator(translator, OnnxSession(path, threads=plan.threads_per_stream or 1))
+        try:
+            session = OnnxSession(path, threads=plan.threads_per_stream or 1)
+        except UserError as exc:  # a damaged cache entry must not fail every later run: it goes (ours to remove)
+            path.unlink(missing_ok=True)
+            raise UserError(f"{exc}; the cached graph is removed, so the next run exports it anew") from None
+        return OnnxTranslator(translator, session)
     for module in translator.modules():
         module.to(plan.device, memory_format=plan.memory_format).eval()
         if compile:
