@@ -85,8 +85,11 @@ class TinyNet(nn.Module):
 
 
 class TinyTranslator(Translator):
-    def __init__(self, net, size, native=False):
-        self.net, self._size, self.native = net, size, native
+    def __init__(self, net, size, native=False, torch_only=False):
+        self.net, self._size, self.native, self.torch_only = net, size, native, torch_only
+
+    def can_feed_onnx(self, input_names):
+        return not self.torch_only
 
     @property
     def size(self):
@@ -158,7 +161,8 @@ class TinyFamily(Family):
     run_defaults = {"iterations": 10, "save_every": 5, "sample_every": 5}
     data_layout = "train/ (and test/ for eval)"
     trained_nets = {"net": "net"}
-    translate_options = (TranslateOption("native", bool, "Run each image at its own size."),)
+    translate_options = (TranslateOption("native", bool, "Run each image at its own size."),
+                         TranslateOption("torch_only", bool, "Compute something the ONNX graph cannot be fed."))
 
     def weight_files(self, config):
         return {"net": "net.safetensors"}
@@ -172,7 +176,8 @@ class TinyFamily(Family):
         return TinyNet(config)
 
     def translator(self, model, direction, size, options):
-        return TinyTranslator(model.nets["net"], model.config.check_size(size), bool(options.get("native")))
+        return TinyTranslator(model.nets["net"], model.config.check_size(size), bool(options.get("native")),
+                              bool(options.get("torch_only")))
 
     def onnx_io(self, model, key):
         example = torch.zeros(2, 3, model.config.img_size, model.config.img_size)
@@ -327,3 +332,40 @@ def test_a_family_reads_its_own_inputs_and_images_of_other_shapes_go_in_other_ba
         assert np.abs(np.asarray(out, dtype=int) - source).max() <= 1  # gain 1: the identity
     with pytest.raises(UserError, match="--heatmap does not apply to Tiny identity models"):
         ugatit_cli.translate(tmp_path / "0.png", model, output=tmp_path / "x", heatmap=True, progress=False)
+
+
+def test_a_translator_that_cannot_feed_its_graph_never_gets_onnxruntime(tmp_path):
+    """A cached graph (or --backend auto) never picks onnxruntime for a translator that cannot feed the graph:
+    auto runs PyTorch and says so; --backend onnxruntime is one line, exit 2."""
+    pytest.importorskip("onnxruntime")
+    from ugatit_cli.families.model_folder import ModelFolder
+
+    register_family(FAMILY)
+    folder = tmp_path / "model"
+    ModelFolder(Model(FAMILY, TinyConfig(gain=0.5), {"net": TinyNet(TinyConfig(gain=0.5)).eval()})).save_pretrained(
+        folder)
+    image = tmp_path / "0.png"
+    Image.new("RGB", (20, 16), (40, 80, 120)).save(image)
+    env = {**PLUGIN_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def translate(*args, ok=True):
+        done = subprocess.run([sys.executable, "-m", "ugatit_cli", "translate", str(image), "--model", str(folder),
+                               "--device", "cpu", *map(str, args)], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+        assert (done.returncode == 0) == ok, done.stderr
+        return done
+
+    done = translate("-o", tmp_path / "ort", "--backend", "onnxruntime", "--json")
+    assert json.loads(done.stdout)["backend"] == "onnxruntime"  # the graph is now in the cache
+    done = translate("-o", tmp_path / "auto", "--torch-only", "--json")
+    assert json.loads(done.stdout)["backend"] == "torch" and (tmp_path / "auto" / "0.png").is_file()
+    done = translate("-o", tmp_path / "x", "--torch-only", "--backend", "onnxruntime", ok=False)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "--backend torch" in done.stderr
+
+    # a damaged cache entry fails one run with one line and is removed: the next run exports it anew
+    (graph,) = (tmp_path / "cache" / "ugatit-cli" / "onnx").glob("*/net.onnx")
+    graph.write_bytes(b"not a graph")
+    done = translate("-o", tmp_path / "y", "--backend", "onnxruntime", ok=False)
+    assert done.returncode == 2 and "removed" in done.stderr and not graph.exists()
+    done = translate("-o", tmp_path / "z", "--backend", "onnxruntime", "--json")
+    assert json.loads(done.stdout)["backend"] == "onnxruntime" and graph.is_file()

@@ -82,7 +82,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("tunit-run") / "run"
-    ugatit_process("train", data, *TINY, "--iterations", "4", "--output", out)
+    done = ugatit_process("train", data, *[a for a in TINY if a != "--quiet"], "--iterations", "4", "--output", out)
+    (out.parent / "train.stderr").write_text(done.stderr)  # the summary's command, checked below
     return out
 
 
@@ -251,36 +252,89 @@ def test_export_folder_and_onnx(data, run, tmp_path):
         session = ort.InferenceSession(str(onnx / "generator.onnx"))
         (image,) = session.run(None, {"input": x.numpy(), "style": out["cont"].flip(0).numpy()})
         np.testing.assert_allclose(image, g(x, out["cont"].flip(0)).numpy(), atol=1e-4)
-    session = ort.InferenceSession(str(onnx / "style_codes.onnx"))
-    (looked_up,) = session.run(None, {"domain": np.array([2, 0, 2], np.int64)})
-    np.testing.assert_allclose(looked_up, styles.styles[[2, 0, 2]].numpy(), atol=1e-6)
+    # the style codes are a table beside the graphs, with the counts that say which domains hold images
+    stored = load_file(onnx / "style_codes.safetensors")
+    assert torch.equal(stored["styles"], styles.styles) and torch.equal(stored["counts"], styles.counts)
+    assert not (onnx / "style_codes.onnx").exists()
 
 
-def test_eval_on_class_subfolders(data, run, tmp_path):
-    from scipy.optimize import linear_sum_assignment
+def _translations(folder: Path) -> dict[str, np.ndarray]:
+    return {p.relative_to(folder).as_posix(): _png(p) for p in sorted(folder.rglob("*.png"))}
 
-    from ugatit_cli.families.tunit.cluster import assign
+
+def _cases(data: Path, run: Path) -> dict[str, list]:
+    counts = load_file(run / "checkpoints" / "step_00000004" / "ema_styles.safetensors")["counts"]
+    return {"domain": ["--domain", int(counts.argmax())], "one": ["--reference", data / "sky" / "sky_1.png"],
+            "all": ["--reference", data / "sky"], "rr": ["--reference", data, "--round-robin"]}
+
+
+@pytest.fixture(scope="module")
+def torch_translations(data, run, tmp_path_factory):
+    """What --backend torch writes for each of :func:`_cases`."""
+    root = tmp_path_factory.mktemp("tunit-torch")
+    out = {}
+    for name, options in _cases(data, run).items():
+        ugatit("translate", data / "moss", "--model", run, "-o", root / name, "--backend", "torch", *options)
+        out[name] = _translations(root / name)
+        assert len(out[name]) == (16 if name == "all" else 4)
+    return out
+
+
+def _same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], name: str) -> None:
+    assert got.keys() == expected.keys(), name
+    assert all(np.abs(got[f] - expected[f]).max() <= 1 for f in expected), name
+
+
+def test_onnxruntime_and_auto_backends_translate_as_torch(data, run, torch_translations, tmp_path, monkeypatch):
+    """--backend onnxruntime and --backend auto (many images: exported once; then the cached graph for any
+    run) give torch's translations for --domain and --reference (file, folder, round-robin); the graph's
+    results are within 1e-4 of PyTorch's."""
+    pytest.importorskip("onnxruntime")
+    from ugatit_cli import translation
     from ugatit_cli.store.sources import resolve_model
 
-    done = ugatit("eval", data, "--model", run, "--kid", "--fid", "--json", "--quiet", "--kid-subset-size", "2",
-                  "--feature-extractor", "small_extractor:SmallFeatures", "--no-cache")
-    report = json.loads(done.stdout)
-    assert [r["direction"] for r in report["results"]] == ["moss", "sky"]
-    for r in report["results"]:  # the other class translated in this class's style, against this class
-        other = "sky" if r["direction"] == "moss" else "moss"
-        assert r["real"] == str(data / r["direction"]) and r["fake_images"] == 4 and r["real_images"] == 4
-        assert r["fake"].startswith(str(data / other))
-    scores = report["scores"]
-    assert scores["mFID"] == pytest.approx(np.mean([r["fid"] for r in report["results"]]))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cases = _cases(data, run)
+    done = ugatit("translate", data / "moss", "--model", run, "-o", tmp_path / "ort", "--backend", "onnxruntime",
+                  *cases["all"], "--json")
+    assert json.loads(done.stdout)["backend"] == "onnxruntime"
+    _same(_translations(tmp_path / "ort"), torch_translations["all"], "all")
+    monkeypatch.setattr(translation, "AUTO_ONNX_MIN_IMAGES", 2)
+    for name, options in cases.items():
+        done = ugatit("translate", data / "moss", "--model", run, "-o", tmp_path / name, *options, "--json")
+        assert json.loads(done.stdout)["backend"] == "onnxruntime", name
+        _same(_translations(tmp_path / name), torch_translations[name], name)
 
+    # the graph against PyTorch, unquantised: the translator's own feeds
     model = resolve_model(str(run))
-    files = sorted(data.rglob("*.png"))
-    domains, _ = assign(model.nets["guiding"].eval(), torch.cat([_pixels(p) for p in files]))
-    labels = [0 if p.parent.name == "moss" else 1 for p in files]
-    counts = np.zeros((3, 2))
-    np.add.at(counts, (domains.numpy(), labels), 1)
-    rows, cols = linear_sum_assignment(-counts)
-    assert scores["cluster_accuracy"] == pytest.approx(counts[rows, cols].sum() / 8)
+    plan = translation._Plan.for_device(torch.device("cpu"), None, None)
+    x = torch.cat([_pixels(p) for p in sorted((data / "moss").glob("*.png"))])
+    for options in ({"domain": cases["domain"][1]}, {"reference": data / "sky"}):
+        reference = translation._prepare_translator(model, None, None, dict(options), plan, "torch")
+        graph = translation._prepare_translator(model, None, None, dict(options), plan, "onnxruntime")
+        with torch.inference_mode():
+            want, got = reference.forward(x, {}), graph.forward(x, {})
+        assert want.keys() == got.keys()
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], atol=1e-4, rtol=0)
+
+
+def test_an_onnx_export_folder_translates_and_clusters(data, run, torch_translations, tmp_path):
+    """An ONNX export folder as MODEL: --domain (its style_codes.safetensors), --reference (file, folder,
+    round-robin: guiding_network.onnx) give torch's translations; cluster gives the model folder's domains;
+    the exporter's own warnings do not leak while its progress shows."""
+    pytest.importorskip("onnxruntime")
+    onnx = tmp_path / "onnx"
+    done = ugatit("export", run, "-o", onnx, "--format", "onnx")
+    assert "warning" not in done.stderr.lower(), done.stderr
+    for name, options in _cases(data, run).items():
+        done = ugatit("translate", data / "moss", "--model", onnx, "-o", tmp_path / name, *options, "--json")
+        assert json.loads(done.stdout)["backend"] == "onnxruntime"
+        _same(_translations(tmp_path / name), torch_translations[name], name)
+    ugatit("cluster", data, "--model", run, "-o", tmp_path / "clusters_torch")
+    ugatit("cluster", data, "--model", onnx, "-o", tmp_path / "clusters_onnx")
+    a, b = ((tmp_path / f"clusters_{m}" / "domains.csv").read_text() for m in ("torch", "onnx"))
+    assert a == b
 
 
 def _write_official(path: Path, size: int = 32, k: int = 3, sty_dim: int = 8, nf: int = 16) -> dict:
@@ -477,3 +531,26 @@ def test_init_from_an_official_checkpoint(data, tmp_path):
     done = ugatit("train", data, *TINY, "--iterations", "1", "--init-from", checkpoint, "--output", tmp_path / "r2",
                   ok=False)  # nf 8 does not fit the checkpoint's 16
     assert done.returncode == 2 and "--nf 16" in done.stderr
+
+
+def test_the_summary_card_and_messages_name_working_options(data, run, tmp_path):
+    """The training summary's translate command works as shown; the exported card's --domain example is a
+    pseudo-domain that holds images; export --direction does not suggest options export lacks."""
+    import re
+    import shlex
+
+    summary = (run.parent / "train.stderr").read_text()
+    command = re.search(r"with: ugatit (translate IMAGES .*?)\s+\(or export", " ".join(summary.split())).group(1)
+    args = shlex.split(command)
+    args[1] = str(data / "moss")
+    ugatit(*args, "-o", tmp_path / "out", "--quiet")
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 4
+
+    counts = load_file(run / "checkpoints" / "step_00000004" / "ema_styles.safetensors")["counts"]
+    ugatit("export", run, "-o", tmp_path / "model", "--quiet")
+    card = (tmp_path / "model" / "README.md").read_text()
+    domain = int(re.search(r"--domain (\d+)", card).group(1))
+    assert counts[domain] == counts.max() > 0
+
+    done = ugatit("export", run, "-o", tmp_path / "x", "--direction", "a2b", ok=False)
+    assert done.returncode == 2 and "--reference" not in done.stderr and "direction" in done.stderr

@@ -87,6 +87,18 @@ class ClusterReport:
         return out.getvalue()
 
 
+def _onnx_export_model(model: str | os.PathLike) -> Model | None:
+    """An ONNX export folder's networks for the assigner (graphs run by ONNX Runtime), or None for any
+    other MODEL."""
+    from .onnx_backend import onnx_export_family, read_onnx_export
+
+    folder = Path(str(model)).expanduser()
+    if onnx_export_family(folder) is None:
+        return None
+    export = read_onnx_export(folder)
+    return Model(export.family, export.config, export.companions())
+
+
 def cluster(inputs, model: str | os.PathLike | Model, *, output: str | os.PathLike | None = None,
             place: str | None = None, table_format: str = "csv", size: int | None = None,
             batch_size: int | None = None, device: str = "auto", revision: str | None = None,
@@ -120,7 +132,7 @@ def cluster(inputs, model: str | os.PathLike | Model, *, output: str | os.PathLi
     if out_dir is not None:  # earlier results are not inputs of a re-run
         resolved = out_dir.resolve()
         images = [i for i in images if not i.path.resolve().is_relative_to(resolved)]
-    loaded = model if isinstance(model, Model) else resolve_model(model, None, revision)
+    loaded = model if isinstance(model, Model) else _onnx_export_model(model) or resolve_model(model, None, revision)
     assigner = loaded.family.assigner(loaded, size)
     target = select_device(device)
     for module in assigner.modules():

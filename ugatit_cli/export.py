@@ -25,6 +25,7 @@ import copy
 import importlib
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,11 +355,15 @@ def _trace(io: OnnxIO, module: Any, opset: int) -> Any:
         dynamic_shapes[name] = {axis: torch.export.Dim(label, min=1) if axis == 0
                                 else io.multiple * torch.export.Dim(f"{label}_div{io.multiple}", min=4)
                                 for axis, label in axes.items()}
-    return torch.onnx.export(
-        module, tuple(io.example), None, dynamo=True, opset_version=opset, input_names=list(io.input_names),
-        output_names=list(io.output_names), dynamic_shapes=_by_argument(module, dynamic_shapes), verbose=False,
-        optimize=False,
-    )
+    with warnings.catch_warnings():
+        # inputs that share the batch axis (TUNIT's input and style, pix2pixHD's label and inst) get one name
+        # for it; the exporter says so in a warning per input that tells the user nothing
+        warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used, since it shares")
+        return torch.onnx.export(
+            module, tuple(io.example), None, dynamo=True, opset_version=opset, input_names=list(io.input_names),
+            output_names=list(io.output_names), dynamic_shapes=_by_argument(module, dynamic_shapes), verbose=False,
+            optimize=False,
+        )
 
 
 def _by_argument(module: Any, shapes: dict[str, Any]) -> dict[str, Any]:

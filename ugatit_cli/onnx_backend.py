@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,7 +178,42 @@ class OnnxExport:
             raise UserError(f"{self.folder}: ONNX export has no {names}")
         with torch.device("meta"):
             nets = {key: self.family.build_net(self.config, key) for key in keys}
-        return Model(self.family, self.config, nets)
+        return Model(self.family, self.config, nets | self.companions(keys))
+
+    def companions(self, skip: Sequence[str] = ()) -> dict[str, torch.nn.Module]:
+        """The folder's other networks the family's translator or assigner may call (not ``skip``): those
+        stored as safetensors beside the graphs (TUNIT's style codes), loaded; graphs the family wraps as
+        modules (:meth:`Family.onnx_net`: TUNIT's guiding network), each run by its own session."""
+        from .families.model_folder import net_from_state, read_safetensors
+
+        nets: dict[str, torch.nn.Module] = {}
+        for key, name in self.family.weight_files(self.config).items():
+            if key in skip:
+                continue
+            if (self.folder / name).is_file():
+                path = self.folder / name
+                nets[key] = net_from_state(self.family, self.config, key, read_safetensors(path), str(path))
+            elif key in self.graphs:
+                net = self.family.onnx_net(self.config, key, _LazySession(self.graphs[key]))
+                if net is not None:
+                    nets[key] = net
+        return nets
+
+
+class _LazySession:
+    """Runs a graph with an :class:`OnnxSession` made on the first call (a translate that never needs the
+    network, e.g. TUNIT's guiding network with ``--domain``, never loads it)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.session: OnnxSession | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with self._lock:
+            if self.session is None:
+                self.session = OnnxSession(self.path)
+        return self.session.run(feeds)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

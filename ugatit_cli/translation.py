@@ -532,8 +532,13 @@ def _prepare_translator(model: Model, direction: str | None, size: int | None, o
     if backend == "auto":
         backend = choose_backend(model, direction, plan.device, "fp32" if plan.dtype is None else "bf16", images) \
             if owned else "torch"
+        if backend == "onnxruntime" and not _feeds_graph(model, direction, translator):
+            backend = "torch"  # the summary says what ran
     if backend == "onnxruntime":
         key = network_key(model.family, direction)
+        if not _feeds_graph(model, direction, translator):
+            raise UserError(f"--backend onnxruntime: this {model.family.title} model's ONNX graph "
+                            f"({model.family.onnx_name(key)}) cannot be fed with these options; use --backend torch")
         path = cached_graph_path(model, key)
         if progress and not path.is_file():
             from rich.console import Console
@@ -541,16 +546,27 @@ def _prepare_translator(model: Model, direction: str | None, size: int | None, o
             Console(stderr=True, highlight=False).print(
                 f"exporting the model to ONNX for onnxruntime (once; cached in {path.parent})")
         path = cached_graph(model, key, path=path)
-        if owned:
-            for module in translator.modules():
-                module.to("meta")
+        if owned:  # the graph's network only: others the translator calls itself stay (TUNIT's guiding network)
+            model.nets[key].to("meta")
             release_memory()
-        return OnnxTranslator(translator, OnnxSession(path, threads=plan.threads_per_stream or 1))
+        try:
+            session = OnnxSession(path, threads=plan.threads_per_stream or 1)
+        except UserError as exc:  # a damaged cache entry must not fail every later run: it goes (ours to remove)
+            path.unlink(missing_ok=True)
+            raise UserError(f"{exc}; the cached graph is removed, so the next run exports it anew") from None
+        return OnnxTranslator(translator, session)
     for module in translator.modules():
         module.to(plan.device, memory_format=plan.memory_format).eval()
         if compile:
             module.compile()
     return translator
+
+
+def _feeds_graph(model: Model, direction: str | None, translator: Translator) -> bool:
+    """Whether ``translator`` can feed the family's ONNX graph of ``direction`` (asked before any export or
+    cached graph is used, so a family or option set that cannot run with onnxruntime never picks it)."""
+    io = model.family.onnx_io(model, network_key(model.family, direction))
+    return io is not None and translator.can_feed_onnx(io.input_names)
 
 
 def _onnx_export_translator(folder: Path, direction: str | None, size: int | None, options: dict[str, Any],
@@ -562,6 +578,9 @@ def _onnx_export_translator(folder: Path, direction: str | None, size: int | Non
     model = export.model((key,))
     translator = export.family.translator(model, direction, size, options)
     session = OnnxSession(export.graphs[key], threads=plan.threads_per_stream or 1)
+    if not translator.can_feed_onnx(session.input_names):
+        raise UserError(f"{folder}: the inputs {', '.join(session.input_names)} of {export.graphs[key].name} "
+                        "cannot be fed with these options")
     return OnnxTranslator(translator, session, export.quantization)
 
 

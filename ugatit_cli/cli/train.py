@@ -75,12 +75,16 @@ def train(
     elif main_rank and not quiet and summary.checkpoint is not None and not summary.interrupted:
         from rich.markup import escape
 
+        from ..store.sources import peek_family
         from .app import err_console
 
+        family = peek_family(summary.run_dir)  # the run's family: the options a working translate needs
+        example = family.translate_example(summary.checkpoint) if family is not None else ""
         ema = " (its EMA networks)" if getattr(summary.trainer, "ema", None) else ""
         err_console.print(f"Trained {summary.iteration} of {summary.iterations} iterations in {summary.seconds:.1f} s;"
                           f" newest checkpoint: {escape(str(summary.checkpoint))}. Use it{ema} with: ugatit "
-                          f"translate IMAGES --model {escape(str(summary.run_dir))}  (or export it: ugatit export "
+                          f"translate IMAGES --model {escape(str(summary.run_dir))}{escape(example)}  (or export it: "
+                          f"ugatit export "
                           f"{escape(str(summary.run_dir))} --output MODEL_DIR)", highlight=False)
     if summary.interrupted:
         raise typer.Exit(130)

@@ -400,6 +400,14 @@ class Translator(ABC):
             raise UserError(f"the ONNX graph's inputs {', '.join(left)} are not among this translator's inputs")
         return feeds
 
+    def can_feed_onnx(self, input_names: Sequence[str]) -> bool:
+        """Whether :meth:`onnx_feeds` can feed a graph with inputs ``input_names``: ``translate`` asks before it
+        exports or picks a cached graph, so ``--backend auto`` runs PyTorch (and ``--backend onnxruntime``
+        says why) instead of failing on the first batch. The default: one input (the image), or inputs the
+        default :meth:`onnx_feeds` matches by name at run time (pix2pixHD's ``label``, ``inst``). Override with
+        :meth:`onnx_feeds`."""
+        return True
+
     def onnx_outputs(self, results: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """:meth:`forward`'s result from the graph's outputs by name (the default: the outputs named like the
         :attr:`outputs` keys; U-GAT-IT's graph outputs ``image``, ``cam_logit``, ``heatmap``)."""
@@ -611,6 +619,14 @@ class Family(ABC):
     def onnx_name(self, key: str) -> str:
         return Path(self.weight_files(None)[key]).with_suffix(".onnx").name
 
+    def onnx_net(self, config: Any, key: str, run: Any) -> nn.Module | None:
+        """Network ``key`` of an ONNX export folder as a module that the family's translator and assigner call
+        like the PyTorch network, its graph run by ``run`` (a callable: dict of input name -> tensor to dict
+        of output name -> CPU tensor; ONNX Runtime). For networks that are not the one the translate graph
+        replaces (TUNIT's guiding network: style codes of references, ``cluster``). None (the default): the
+        family needs no such network."""
+        return None
+
     # -- evaluation --
 
     @abstractmethod
@@ -704,6 +720,12 @@ class Family(ABC):
         """More facts for the model card template (the store fills in ``title``, ``files``, ``config``,
         ``direction``, ``model_id``, ``weights_dtype``, ``version``, ``onnx``)."""
         return {}
+
+    def translate_example(self, checkpoint: Path | None) -> str:
+        """The options a working ``ugatit translate IMAGES --model RUN`` needs for a model of this family
+        (the training summary shows the command), with the run's newest ``checkpoint`` folder to read them
+        from; "" (the default): none."""
+        return ""
 
 
 # --- the registry -------------------------------------------------------------------------------------------

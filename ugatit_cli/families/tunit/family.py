@@ -9,7 +9,7 @@ Baek et al., "Rethinking the Truly Unsupervised Image-to-Image Translation", ICC
   multi-task discriminator D (:mod:`.training`);
 - ``translate`` needs ``--reference IMAGE`` (or a folder: every pair; ``--round-robin``: one reference per
   input) or ``--domain K``; ONNX: the generator takes ``input`` and ``style``, the guiding network gives
-  ``logits`` and ``style``, the style codes are a lookup ``domain`` -> ``style``;
+  ``logits`` and ``style``, the style codes stay a table (``style_codes.safetensors`` beside the graphs);
 - data: one folder of images, read recursively; first-level subfolders are classes only for ``--p-semi`` and
   ``eval`` (cluster accuracy, mFID); ``cluster`` sorts images into pseudo-domains;
 - MODEL may be an official ``model_N.ckpt`` (G_EMA_state_dict, C_EMA_state_dict; CC BY-NC).
@@ -54,13 +54,15 @@ USE = """## Use
 {% if onnx %}
 ONNX opset {{ onnx.opset }}: `generator.onnx` takes `input` (float32 `B x 3 x H x W` in [-1, 1]) and `style`
 (`B x {{ config.sty_dim }}`) and gives `image`; `guiding_network.onnx` takes `input` and gives `logits`
-(`B x {{ config.k }}`, the pseudo-domains) and `style`; `style_codes.onnx` takes `domain` (int64 `B`) and gives
-the mean `style` of that pseudo-domain.
+(`B x {{ config.k }}`, the pseudo-domains) and `style`; `style_codes.safetensors` holds `styles` (the mean `style`
+of each pseudo-domain, `{{ config.k }} x {{ config.sty_dim }}`) and `counts` (training images per pseudo-domain).
+The folder itself is a MODEL for `ugatit translate` (`--reference`, `--domain`) and `ugatit cluster`.
 {% else %}
 ```bash
 pip install ugatit-cli
 ugatit translate photos/ --model {{ model_id }} --reference style.jpg --output translated/
-ugatit translate photos/ --model {{ model_id }} --domain 0 --output domain0/
+{% set d = example_domain %}ugatit translate photos/ --model {{ model_id }} --domain {{ d }} --output domain{{ d }}/\
+{%- if not domains_known %} --style-data photos/{% endif %}
 ugatit cluster photos/ --model {{ model_id }} --output clusters/ --link
 ```
 {% endif %}
@@ -118,7 +120,7 @@ class TunitFamily(Family):
 
     def keys_for(self, directions):
         if directions:
-            raise UserError("--direction does not apply to TUNIT models (give --reference or --domain)")
+            raise UserError("--direction does not apply to TUNIT models (they have no directions)")
         return KEYS
 
     def build_net(self, config, key):
@@ -207,7 +209,7 @@ class TunitFamily(Family):
     def onnx_io(self, model, key):
         import torch
 
-        from .inference import GuidingGraph, StyleLookup
+        from .inference import GuidingGraph
 
         config = model.config
         side = config.size
@@ -224,13 +226,38 @@ class TunitFamily(Family):
                           {"input": axes}, multiple=8,
                           description=f"input `input` (B x 3 x H x W in [-1, 1]); outputs `logits` (B x {config.k}) "
                                       f"and `style` (B x {config.sty_dim})")
-        return OnnxIO(StyleLookup(model.nets["styles"]).eval(), (torch.tensor([0, 1]),), ("domain",), ("style",),
-                      {"domain": {0: "batch"}}, multiple=1,
-                      description=f"input `domain` (int64 B, 0 to {config.k - 1}); output `style` (B x "
-                                  f"{config.sty_dim})")
+        # the style codes are a table, not a graph: style_codes.safetensors beside the graphs keeps the counts
+        # that say which pseudo-domains hold images (translate --domain K of the export folder reads it)
+        return None
+
+    def onnx_net(self, config, key, run):
+        from .inference import OnnxGuiding
+
+        return OnnxGuiding(run).eval() if key == "guiding" else None
 
     def onnx_name(self, key):
         return Path(WEIGHT_FILES[key]).with_suffix(".onnx").name
+
+    # -- model card and summaries --
+
+    def card_facts(self, model):
+        """``example_domain``: the pseudo-domain with the most training images (the card's ``--domain``
+        example); ``domains_known``: whether the model stores style codes (official checkpoints: none)."""
+        styles = model.nets.get("styles")
+        known = styles.known() if styles is not None and not styles.counts.is_meta else []
+        best = max(known, key=lambda i: int(styles.counts[i])) if known else 0
+        return {"example_domain": best, "domains_known": bool(known)}
+
+    def translate_example(self, checkpoint):
+        """`` --domain K`` for the pseudo-domain of the checkpoint's style codes with the most training images
+        (``--reference IMAGE`` when none can be read)."""
+        from ..model_folder import read_safetensors
+
+        try:
+            counts = read_safetensors(Path(checkpoint) / "ema_styles.safetensors")["counts"]
+        except Exception:  # no checkpoint, or codes not readable: a reference always works
+            return " --reference IMAGE"
+        return f" --domain {int(counts.argmax())}" if int(counts.max()) > 0 else " --reference IMAGE"
 
     # -- evaluation --
 

@@ -42,17 +42,6 @@ class DomainStyles(nn.Module):
         return [i for i, n in enumerate(self.counts.tolist()) if n > 0]
 
 
-class StyleLookup(nn.Module):
-    """ONNX graph of the style codes: ``domain`` (B int64 in [0, K)) -> ``style`` (B x sty_dim)."""
-
-    def __init__(self, styles: DomainStyles):
-        super().__init__()
-        self.register_buffer("styles", styles.styles.detach().clone())
-
-    def forward(self, domain: torch.Tensor) -> torch.Tensor:
-        return self.styles[domain]
-
-
 class GuidingGraph(nn.Module):
     """ONNX graph of the guiding network: ``input`` (B x 3 x H x W in [-1, 1]) -> (``logits`` B x K,
     ``style`` B x sty_dim)."""
@@ -64,6 +53,26 @@ class GuidingGraph(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net(x)
         return out["disc"], out["cont"]
+
+
+class OnnxGuiding(nn.Module):
+    """The guiding network of an ONNX export folder (``guiding_network.onnx``, see :class:`GuidingGraph`),
+    called like :class:`~ugatit_cli.families.tunit.networks.GuidingNetwork`: ``x`` (B x 3 x H x W in [-1, 1])
+    -> ``{"disc": logits B x K, "cont": style B x sty_dim}``, or the style codes with ``sty=True``. ``run``
+    runs the graph (ONNX Runtime, CPU): input name -> tensor to output name -> tensor."""
+
+    def __init__(self, run: Any):
+        super().__init__()
+        self.run = run
+
+    def forward(self, x: torch.Tensor, sty: bool = False) -> Any:
+        out = self.run({"input": x.float()})
+        return out["style"] if sty else {"disc": out["logits"], "cont": out["style"]}
+
+
+def _dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of a module's weights (float32 for one that holds none: an ONNX graph's wrapper)."""
+    return next((p.dtype for p in module.parameters()), torch.float32)
 
 
 def styles_from_folder(model: Any, folder: str | Path) -> DomainStyles:
@@ -193,10 +202,42 @@ class TunitTranslator(Translator):
                 for start in range(0, len(self.references), REFERENCE_BATCH):
                     chunk = self.references[start:start + REFERENCE_BATCH]
                     pixels = torch.from_numpy(np.stack([read_pixels(p, self.size) for p in chunk])).to(device)
-                    x = pixels_to_tensor(pixels).to(next(self.guiding.parameters()).dtype)
-                    codes.append(self.guiding(x, sty=True))
+                    x = pixels_to_tensor(pixels).to(_dtype(self.guiding))
+                    codes.append(self.guiding(x, sty=True).to(device))
                 self._codes = torch.cat(codes)
             return self._codes
+
+    def styles(self, x: torch.Tensor, extras: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The style codes of a batch ``x`` (B x 3 x H x W): one B x sty_dim tensor per :attr:`outputs` entry
+        (the pseudo-domain's code, each input's round-robin reference's, or each reference's)."""
+        batch = x.shape[0]
+        if self.style is not None:
+            return [self.style.to(x.device, x.dtype).expand(batch, -1)]
+        if self.round_robin:
+            return [self.guiding(pixels_to_tensor(extras["reference"]).to(x.dtype), sty=True).to(x.device, x.dtype)]
+        try:
+            codes = self._reference_codes(x.device)
+        except BadImageError as exc:
+            raise UserError(f"{exc.path}: reference image: {exc.reason}") from None
+        return [codes[i:i + 1].to(x.dtype).expand(batch, -1) for i in range(len(self.outputs))]
+
+    def can_feed_onnx(self, input_names: Sequence[str]) -> bool:
+        return set(input_names) == {"input", "style"}
+
+    def onnx_feeds(self, x, extras, input_names):
+        """The generator graph's ``input`` and ``style``; with several references the batch is repeated once
+        per reference (reference-major), so one run gives every output (:meth:`onnx_outputs` splits it)."""
+        if not self.can_feed_onnx(input_names):
+            return super().onnx_feeds(x, extras, input_names)
+        styles = self.styles(x, extras)
+        return {"input": x.repeat(len(styles), 1, 1, 1) if len(styles) > 1 else x, "style": torch.cat(styles)}
+
+    def onnx_outputs(self, results):
+        if "image" not in results:
+            return super().onnx_outputs(results)
+        images = results["image"]
+        per = images.shape[0] // len(self.outputs)
+        return {spec.key: images[i * per:(i + 1) * per] for i, spec in enumerate(self.outputs)}
 
     def forward(self, x, extras):
         g = self.generator
