@@ -679,6 +679,21 @@ class Family(ABC):
     def trainer(self, run: Any, hyper: Any, device: torch.device, distributed: bool) -> FamilyTrainer:
         """A :class:`FamilyTrainer` for the run settings ``run`` and the hyper-parameters ``hyper``."""
 
+    #: hyper-parameters a resumed run may change (beyond the shared run settings such as --iterations): the
+    #: phases :meth:`resolved_schedule` records
+    resumable_settings: ClassVar[frozenset[str]] = frozenset()
+
+    def resolved_schedule(self, run: Any, hyper: Any) -> dict[str, Any]:
+        """Hyper-parameters left at None whose value derives from ``run.iterations`` (TUNIT's warm-up, pix2pixHD's
+        ``niter_decay``), resolved for ``run``: a run records them when it starts, so that a resume with another
+        ``--iterations`` keeps its phases. Nothing by default."""
+        return {}
+
+    def schedule_note(self, run: Any, hyper: Any) -> str | None:
+        """One line on what the phases of ``run`` (with ``hyper`` resolved) are, shown when a resume changes
+        ``--iterations``; None: nothing to say (the default)."""
+        return None
+
     #: network key of a model folder -> the trainer's net name it is exported from (U-GAT-IT: a2b -> genA2B)
     trained_nets: ClassVar[Mapping[str, str]] = {}
 

@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ def resolve_config(family: Family, config: Any, saved: Mapping[str, Any] | None 
         flat = {**defaults(family), **overrides}
     else:
         differ = [f"{k} (run: {saved.get(k)!r}, now: {v!r})" for k, v in overrides.items()
-                  if k not in RESUMABLE and saved.get(k) != v]
+                  if k not in RESUMABLE | family.resumable_settings and saved.get(k) != v]
         if differ:
             raise UserError(f"{run_dir}: --resume with settings that differ from the run's: {'; '.join(differ)}. "
                             f"Resume without them, or start a new run with another --output")
@@ -295,13 +295,21 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
         if saved.get("world_size", 1) != ranks.world_size:
             say(f"[yellow]warning:[/] the run was started with {saved.get('world_size', 1)} process(es), now "
                 f"{ranks.world_size}: the data order (and the total batch size) differ from an uninterrupted run")
-        if getattr(hyper, "decay", False) and run.iterations != saved["train"]["iterations"]:
-            say(f"note: --iterations changed from {saved['train']['iterations']} to {run.iterations}: "
-                f"the learning rate decays over the new second half")
+        started = saved["train"].get("iterations", run.iterations)
+        # phases that derive from the length (runs of older versions did not record them): those of the run's
+        # length when it started, so that a resume with another --iterations keeps the phases that have passed
+        hyper = _with_schedule(family, replace(run, iterations=started), hyper)
+        if run.iterations != started:
+            note = family.schedule_note(run, hyper)
+            say(f"note: --iterations changed from {started} to {run.iterations}{f': {note}' if note else ''}")
         recorded = _read_json(run_dir / DATA_NAME)
         if recorded and recorded.get("train") != data.relative():
             say("[yellow]warning:[/] the training images differ from the run's start: the data order changes")
         checkpoint = ckpt.latest_checkpoint(run_dir)
+        done = int(checkpoint.name.removeprefix("step_")) if checkpoint is not None else 0
+        if done > run.iterations:
+            raise UserError(f"{run_dir}: already at iteration {done} of --iterations {run.iterations}; nothing to "
+                            f"do (pass --iterations above {done} to train on)")
         if checkpoint is None:
             say(f"{run_dir}: no checkpoint yet; starting from iteration 0")
     else:
@@ -309,6 +317,7 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
             raise UserError(f"{run_dir}: already exists and is not empty; pass --resume to continue that run, "
                             f"or choose another --output")
         run, hyper = resolve_config(family, config)
+        hyper = _with_schedule(family, run, hyper)
         if init_from is not None:
             _check_init_source(family, Path(init_from))
     check_precision(run.precision, device)
@@ -329,6 +338,13 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
         ckpt.write_json_atomic(run_dir / DATA_NAME, {"root": str(data.root.resolve()), "train": data.relative()})
     return _Plan(run_dir, family.name, run_config, data, str(checkpoint) if checkpoint else None,
                  str(init_from) if init_from is not None else None)
+
+
+def _with_schedule(family: Family, run: RunConfig, hyper: Any) -> Any:
+    """``hyper`` with the settings left at None that derive from the length of ``run`` resolved (recorded in
+    config.json, so that a resume with another --iterations keeps them)."""
+    resolved = {k: v for k, v in family.resolved_schedule(run, hyper).items() if getattr(hyper, k) is None}
+    return replace(hyper, **resolved) if resolved else hyper
 
 
 def _has_entries(run_dir: Path) -> bool:

@@ -473,6 +473,16 @@ class Pix2PixHDFamily(Family):
         return Pix2PixHDTrainer(hyper.train_config(run), device, precision=run.precision, ema=run.ema,
                                 distributed=distributed)
 
+    resumable_settings = frozenset({"niter_decay"})
+
+    def resolved_schedule(self, run, hyper):
+        return {"niter_decay": run.iterations // 2 if hyper.niter_decay is None else hyper.niter_decay}
+
+    def schedule_note(self, run, hyper):
+        decay = run.iterations // 2 if hyper.niter_decay is None else hyper.niter_decay
+        return (f"the learning rate decays over the last {decay} iterations, from iteration "
+                f"{run.iterations - decay} (the run's --niter-decay)")
+
     def finish_training(self, trainer, data, run, hyper, device, rank, world_size):
         """With instance features: encode the training set and cluster each class's instance features (official
         ``encode_features.py``), into the trainer's ``clusters``; each rank encodes its share, every rank

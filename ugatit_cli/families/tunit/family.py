@@ -335,6 +335,17 @@ class TunitFamily(Family):
             raise UserError("--compile is not supported for TUNIT training yet")
         return TunitRunTrainer(_recipe(hyper, run), device, log_every=run.log_every, distributed=distributed)
 
+    resumable_settings = frozenset({"warmup_iterations", "ema_start"})
+
+    def resolved_schedule(self, run, hyper):
+        recipe = _recipe(hyper, run)
+        return {"warmup_iterations": recipe.warmup, "ema_start": recipe.ema_from}
+
+    def schedule_note(self, run, hyper):
+        recipe = _recipe(hyper, run)
+        return (f"the guiding network trains alone for the first {recipe.warmup} iterations, G_EMA averages "
+                f"from iteration {recipe.ema_from} (the run's --warmup-iterations and --ema-start)")
+
     def attach_data(self, trainer, data, hyper):
         if hyper.p_semi > 0 and data.labels is None:
             raise UserError(f"{data.root}: --p-semi needs the images in class subfolders (two or more)")

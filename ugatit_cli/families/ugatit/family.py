@@ -258,6 +258,13 @@ class UGATITFamily(Family):
     def model_config_for(self, hyper):
         return hyper.model_config()
 
+    def schedule_note(self, run, hyper):
+        # U-GAT-IT's decay is the official decay_flag: always the second half of the run, whatever its length
+        if hyper.decay:
+            return (f"the learning rate decays linearly to 0 over the second half of the new length, from "
+                    f"iteration {run.iterations // 2}")
+        return None
+
     def trainer(self, run, hyper, device, distributed):
         from .trainer import Trainer
 
