@@ -575,6 +575,10 @@ class Family(ABC):
                 raise UserError(f"{flag} does not apply to {self.title} models")
         return {name: options.get(name) for name in known}
 
+    #: every file :meth:`outputs` may add beside the translation, whatever the options (U-GAT-IT: the
+    #: ``_heatmap`` attention map): ``eval --fake`` does not count them as translations
+    extra_outputs: ClassVar[tuple[OutputSpec, ...]] = ()
+
     def outputs(self, options: Mapping[str, Any]) -> tuple[OutputSpec, ...]:
         """The files written per input with these options (known before the model is loaded, so that existing
         outputs can be skipped without loading it). The translator's ``outputs`` must be the same."""
@@ -774,6 +778,13 @@ def get_family(name: str | None) -> Family:
     if name not in _FAMILIES:
         raise UserError(f"unknown model family {name!r}; known: {', '.join(sorted(families()))}")
     return _FAMILIES[name]
+
+
+def extra_output_suffixes() -> tuple[str, ...]:
+    """The name suffixes (before ``.png``) of the files any family's ``translate`` writes beside its
+    translations (:attr:`Family.extra_outputs`), e.g. ``_heatmap``."""
+    return tuple(sorted({spec.suffix for family in families().values() for spec in family.extra_outputs
+                         if spec.suffix}))
 
 
 def families() -> dict[str, Family]:

@@ -193,9 +193,10 @@ class UGATITFamily(Family):
 
     # -- translation, export, evaluation --
 
+    extra_outputs = (OutputSpec("heatmap", "_heatmap", "jet"),)
+
     def outputs(self, options):
-        heatmap = (OutputSpec("heatmap", "_heatmap", "jet"),) if options.get("heatmap") else ()
-        return (OutputSpec("image"), *heatmap)
+        return (OutputSpec("image"), *(self.extra_outputs if options.get("heatmap") else ()))
 
     def translator(self, model, direction, size, options):
         direction = check_direction(direction or self.default_direction)
