@@ -207,6 +207,25 @@ def test_cli_end_to_end_and_one_line_errors(dataset, tmp_path):
     assert CliRunner().invoke(app, ["train", str(dataset), "--size", "abc"]).exit_code == 2
 
 
+@pytest.mark.parametrize("arch", ["ugatit", "pix2pixhd", "tunit"])
+def test_a_run_folder_inside_its_data_folder_is_refused(arch, tmp_path, monkeypatch):
+    """The run's samples and checkpoints would be read back as training images on the next start or resume."""
+    from typer.testing import CliRunner
+
+    from ugatit_cli.cli.app import app
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    result = CliRunner().invoke(app, ["train", str(data), "--arch", arch, "--output", str(data / "run")])
+    assert result.exit_code == 2, result.output
+    assert f"{data / 'run'}: is inside the data folder {data}" in " ".join(result.stderr.split())
+    monkeypatch.chdir(data)  # cd photos && ugatit train . : the default runs/photos is inside the data
+    result = CliRunner().invoke(app, ["train", ".", "--arch", arch])
+    assert result.exit_code == 2, result.output
+    assert "is inside the data folder . (the default --output runs/NAME" in " ".join(result.stderr.split())
+    assert sorted(data.iterdir()) == []  # nothing written
+
+
 def wait_for(predicate, process, timeout=90):
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -288,6 +288,11 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
     else:
         folder = Path(data_dir)
         data_dir = str(folder.resolve())
+        if folder.is_dir() and run_dir.resolve().is_relative_to(folder.resolve()):
+            # the run's samples (and a resumed run's checkpoints) would be read back as training images
+            default = "" if output is not None else " (the default --output runs/NAME, from the current folder)"
+            raise UserError(f"{run_dir}: is inside the data folder {folder}{default}; the run's own images would "
+                            f"become training images: choose an --output outside it")
     data = family.scan_data(folder)
     checkpoint = None
     if resume:
