@@ -195,6 +195,8 @@ def test_cli_end_to_end_and_one_line_errors(dataset, tmp_path):
     cases = [
         (["train", str(dataset), "--output", str(run), "--resume", "--size", "64"], "size (run: 32, now: 64)"),
         (["train", str(tmp_path / "nowhere")], "no such data folder"),
+        (["train", str(dataset / "trainA" / sorted(os.listdir(dataset / "trainA"))[0])],
+         "is a file, not a data folder"),
         (["train", str(run), "--output", str(tmp_path / "other")], "trainA: no such folder"),
         (["train", str(dataset), "--output", str(tmp_path / "other"), "--device", "cuda:7"], "cuda:7"),
     ]

@@ -288,6 +288,9 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
     else:
         folder = Path(data_dir)
         data_dir = str(folder.resolve())
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder}: is a file, not a data folder (DATA_DIR is the folder that holds the "
+                            f"training images; see ugatit train --help)")
         if folder.is_dir() and run_dir.resolve().is_relative_to(folder.resolve()):
             # the run's samples (and a resumed run's checkpoints) would be read back as training images
             default = "" if output is not None else " (the default --output runs/NAME, from the current folder)"
