@@ -228,6 +228,29 @@ def test_a_run_folder_inside_its_data_folder_is_refused(arch, tmp_path, monkeypa
     assert sorted(data.iterdir()) == []  # nothing written
 
 
+def test_resume_on_another_data_dir_keeps_config_and_data_json_in_step(dataset, tmp_path):
+    """config.json's data_dir and data.json's root both name the data the run trains on now; data.json keeps
+    the earlier folder."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ugatit_cli.cli.app import app
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(dataset), *TINY_ARGS, "--iterations", "1", "--output", str(run),
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    moved = shutil.copytree(dataset, tmp_path / "moved")
+    result = CliRunner().invoke(app, ["train", str(moved), "--resume", "--iterations", "2", "--output", str(run)])
+    assert result.exit_code == 0, result.output
+    assert f"is not the run's, {dataset.resolve()}" in " ".join(result.stderr.split())
+    config = json.loads((run / "config.json").read_text())
+    data = json.loads((run / "data.json").read_text())
+    assert config["data_dir"] == data["root"] == str(moved.resolve())
+    assert data["earlier"] == [{"root": str(dataset.resolve()), "images": sum(len(v) for v in data["train"].values())}]
+
+
 def wait_for(predicate, process, timeout=90):
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -311,6 +311,9 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
             note = family.schedule_note(run, hyper)
             say(f"note: --iterations changed from {started} to {run.iterations}{f': {note}' if note else ''}")
         recorded = _read_json(run_dir / DATA_NAME)
+        if recorded and recorded.get("root") != str(data.root.resolve()):
+            say(f"[yellow]warning:[/] DATA_DIR {data.root.resolve()} is not the run's, {recorded.get('root')}: "
+                f"config.json and data.json now record the new one (data.json lists the earlier ones)")
         if recorded and recorded.get("train") != data.relative():
             say("[yellow]warning:[/] the training images differ from the run's start: the data order changes")
         checkpoint = ckpt.latest_checkpoint(run_dir)
@@ -342,10 +345,28 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
                   **({"data_options": dict(data_options)} if data_options else {})}
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.write_json_atomic(run_dir / ckpt.RUN_CONFIG, run_config)
-    if not resume or not (run_dir / DATA_NAME).is_file():
-        ckpt.write_json_atomic(run_dir / DATA_NAME, {"root": str(data.root.resolve()), "train": data.relative()})
+    # data.json: the images the run trains on now, like config.json's data_dir; a resume on other data keeps
+    # what the run trained on before under "earlier" (root and image count)
+    record = {"root": str(data.root.resolve()), "train": data.relative()}
+    recorded = _read_json(run_dir / DATA_NAME) if resume else None
+    if recorded and {k: recorded.get(k) for k in record} != record:
+        before = {"root": recorded.get("root"), "images": _count(recorded.get("train"))}
+        record["earlier"] = [*recorded.get("earlier", []), before]
+    elif recorded:
+        record = recorded
+    if record != recorded:
+        ckpt.write_json_atomic(run_dir / DATA_NAME, record)
     return _Plan(run_dir, family.name, run_config, data, str(checkpoint) if checkpoint else None,
                  str(init_from) if init_from is not None else None)
+
+
+def _count(train: Any) -> int | None:
+    """How many images a data.json ``train`` record lists (a list, or a mapping of streams to lists)."""
+    if isinstance(train, list):
+        return len(train)
+    if isinstance(train, dict):
+        return sum(len(v) for v in train.values() if isinstance(v, list))
+    return None
 
 
 def _with_schedule(family: Family, run: RunConfig, hyper: Any) -> Any:
