@@ -327,3 +327,21 @@ def test_a_family_reads_its_own_inputs_and_images_of_other_shapes_go_in_other_ba
         assert np.abs(np.asarray(out, dtype=int) - source).max() <= 1  # gain 1: the identity
     with pytest.raises(UserError, match="--heatmap does not apply to Tiny identity models"):
         ugatit_cli.translate(tmp_path / "0.png", model, output=tmp_path / "x", heatmap=True, progress=False)
+
+
+def test_help_names_every_family_once_and_shows_defaults_cleanly(monkeypatch):
+    """The root help names the three systems; a family's line in a shared option's help carries its name once;
+    a default in words prints as "(default: ...)", not as a stray " ." left by Rich markup."""
+    from typer.testing import CliRunner
+
+    from ugatit_cli.cli.app import app
+
+    monkeypatch.setenv("COLUMNS", "400")
+    root = " ".join(CliRunner().invoke(app, ["--help"]).stdout.split())
+    assert "GAN image-to-image translation: U-GAT-IT, pix2pixHD, TUNIT." in root
+    for command in ("eval", "translate", "export", "train"):
+        text = " ".join(CliRunner().invoke(app, [command, "--help"]).stdout.split())
+        assert "TUNIT: TUNIT" not in text and "U-GAT-IT: U-GAT-IT" not in text and "pix2pixHD: pix2pixHD" not in text
+    text = " ".join(CliRunner().invoke(app, ["eval", "--help"]).stdout.split())
+    assert "TUNIT: a folder of images" in text and " ." not in text
+    assert "translation and features. (default: translate's per-device choice; 16 for features)" in text

@@ -100,9 +100,9 @@ class TunitFamily(Family):
                              classes=True)
     cli_help = {
         "model": "official TUNIT model_N.ckpt",
-        "size": "TUNIT: a multiple of 2**log2(training size / 16), at least 32",
+        "size": "a multiple of 2**log2(training size / 16), at least 32",
         "init_from": "official TUNIT model_N.ckpt",
-        "eval_data": "TUNIT: a folder of images; class subfolders add cluster accuracy and mFID",
+        "eval_data": "a folder of images; class subfolders add cluster accuracy and mFID",
     }
     tags = ("tunit", "gan", "image-to-image", "unsupervised", "pytorch")
     paper_url = "https://arxiv.org/abs/2006.06500"
