@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,21 +55,38 @@ def to_model(u8: torch.Tensor) -> torch.Tensor:
     return u8.float() / 127.5 - 1.0
 
 
-def batches(u8: torch.Tensor, batch_size: int, seed: int, flip: bool = True):
+class Batches:
     """Endless shuffled batches of (plain view, IIC view), as the official loader; ``flip=False`` leaves the
-    random horizontal flips out of both views."""
-    augment = iic_augmentation(SIZE, flip=flip)
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(len(u8), generator=g)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            idx = order[start:start + batch_size]
-            plain = u8[idx]
-            if flip:
-                flipped = torch.rand(len(idx), generator=g) < 0.5
-                plain = torch.where(flipped[:, None, None, None], plain.flip(3), plain)
-            tf = torch.stack([augment(img) for img in u8[idx]])
-            yield to_model(plain), tf
+    random horizontal flips out of both views. :meth:`state_dict` / :meth:`load_state_dict` resume the
+    stream exactly (the epoch's order, the position in it, and the generators the views draw from)."""
+
+    def __init__(self, u8: torch.Tensor, batch_size: int, seed: int, flip: bool = True):
+        self.u8, self.batch_size, self.flip = u8, batch_size, flip
+        self.augment = iic_augmentation(SIZE, flip=flip)
+        self.g = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(len(u8), generator=self.g)
+        self.pos = 0
+
+    def __next__(self):
+        if self.pos + self.batch_size > len(self.order):
+            self.order = torch.randperm(len(self.u8), generator=self.g)
+            self.pos = 0
+        idx = self.order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        plain = self.u8[idx]
+        if self.flip:
+            flipped = torch.rand(len(idx), generator=self.g) < 0.5
+            plain = torch.where(flipped[:, None, None, None], plain.flip(3), plain)
+        tf = torch.stack([self.augment(img) for img in self.u8[idx]])  # torchvision draws from torch's generator
+        return to_model(plain), tf
+
+    def state_dict(self) -> dict:
+        return {"g": self.g.get_state(), "order": self.order, "pos": self.pos, "torch": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.g.set_state(state["g"])
+        self.order, self.pos = state["order"], state["pos"]
+        torch.set_rng_state(state["torch"])
 
 
 @torch.no_grad()
@@ -112,7 +132,8 @@ def not_official(args, hyper: TunitHyperParams, trainer: TunitTrainer) -> list[s
     """The recipe settings of this run that differ from the official ones (the family's defaults)."""
     official = TunitHyperParams(size=SIZE, k=10, iterations=args.iterations)
     changes = [f"{name} {getattr(hyper, name)} (official {getattr(official, name)})"
-               for name in ("batch_size", "lr_c", "lr_g", "lr_d", "w_iic", "w_vec", "w_rec", "ema_beta")
+               for name in ("batch_size", "lr_c", "weight_decay_c", "lr_g", "lr_d", "w_iic", "w_vec", "w_rec",
+                            "ema_beta")
                if getattr(hyper, name) != getattr(official, name)]
     if hyper.warmup != official.warmup or hyper.ema_from != official.ema_from:
         changes.append(f"warm-up {hyper.warmup} of {args.iterations} iterations, G_EMA from {hyper.ema_from} "
@@ -124,6 +145,13 @@ def not_official(args, hyper: TunitHyperParams, trainer: TunitTrainer) -> list[s
     return changes
 
 
+def save_state(path: Path, state: dict) -> None:
+    """``torch.save`` under a temporary name, then rename: an interrupted save keeps the previous state."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=400)
@@ -132,6 +160,8 @@ def main() -> None:
     parser.add_argument("--nf", type=int, default=None, help="G/D base width (default: official 64 at 32 px)")
     parser.add_argument("--lr-c", type=float, default=1e-4, help="guiding network's Adam lr (official 1e-4)")
     parser.add_argument("--lr-gd", type=float, default=1e-4, help="G and D RMSprop lr (official 1e-4)")
+    parser.add_argument("--weight-decay-c", type=float, default=1e-3,
+                        help="guiding network's Adam weight decay (official 1e-3)")
     parser.add_argument("--w-iic", type=float, default=5.0, help="IIC weight in C's loss (official 5)")
     parser.add_argument("--w-vec", type=float, default=0.01, help="G's style contrastive weight (official 0.01)")
     parser.add_argument("--w-rec", type=float, default=0.1, help="G's reconstruction weight (official 0.1)")
@@ -145,6 +175,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the result here")
+    parser.add_argument("--state", default=None,
+                        help="resumable run: after every evaluation the run (networks, optimisers, queue, data "
+                             "stream, random generators and the curve so far) is saved here; started again with "
+                             "the same arguments, it goes on from there exactly")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from sklearn.linear_model import LogisticRegression
@@ -158,27 +192,43 @@ def main() -> None:
                              seed=args.seed, nf=args.nf, warmup_iterations=args.warmup,
                              ema_start=args.warmup, lr_c=args.lr_c, lr_g=args.lr_gd, lr_d=args.lr_gd,
                              w_vec=args.w_vec, w_rec=args.w_rec, ema_beta=args.ema_beta,
-                             w_iic=args.w_iic)
+                             w_iic=args.w_iic, weight_decay_c=args.weight_decay_c)
     trainer = TunitTrainer(hyper)
-    data = batches(u8, args.batch_size, args.seed, flip=args.flip)
-    curve = []
+    data = Batches(u8, args.batch_size, args.seed, flip=args.flip)
+    curve: list[dict] = []
+    done, train_seconds = 0, 0.0
+    state_path = Path(args.state) if args.state else None
+    if state_path is not None and state_path.exists():
+        saved = torch.load(state_path, weights_only=True)
+        free = {"iterations", "json", "state", "threads"}  # may change between sessions (threads: not bit-exact)
+        if {k: v for k, v in saved["args"].items() if k not in free} != {k: v for k, v in vars(args).items()
+                                                                         if k not in free}:
+            raise SystemExit(f"{state_path}: saved by a run with other arguments ({saved['args']})")
+        trainer.load_state_dict(saved["trainer"])
+        data.load_state_dict(saved["data"])
+        curve, done, train_seconds = json.loads(saved["curve"]), saved["done"], saved["train_seconds"]
+        print(f"resumed from {state_path} at iteration {done}", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    eval_seconds = 0.0
     losses: dict[str, list[float]] = {}
-    for it in range(1, args.iterations + 1):
+    for it in range(done + 1, args.iterations + 1):
         x_org, x_tf = next(data)
         for key, value in trainer.step(x_org, x_tf).items():
             losses.setdefault(key, []).append(value)
         if it % args.eval_every == 0 or it == args.iterations:
-            t0 = time.perf_counter()
+            train_seconds += time.perf_counter() - start
             point = {"iteration": it, "phase": "gan" if it > hyper.warmup else "warmup",
+                     "train_seconds": round(train_seconds, 1),
                      **{k: round(float(np.mean(v)), 4) for k, v in losses.items()},
+                     "train_cluster_sizes": trainer.pop_cluster_sizes(),
                      **evaluate(trainer, u8, labels, classifier, args.pairs, args.seed)}
-            eval_seconds += time.perf_counter() - t0
             losses.clear()
             curve.append(point)
             print(json.dumps(point), flush=True)
-    seconds = time.perf_counter() - start
+            if state_path is not None:
+                save_state(state_path, {"args": vars(args), "trainer": trainer.state_dict(),
+                                        "data": data.state_dict(), "curve": json.dumps(curve), "done": it,
+                                        "train_seconds": train_seconds})
+            start = time.perf_counter()
     result = {
         "benchmark": "tunit_learn",
         "data": "sklearn digits, 1797 images 8x8 -> 32 px, 10 hidden classes",
@@ -186,14 +236,14 @@ def main() -> None:
                      "warmup_iterations": hyper.warmup, "ema_start": hyper.ema_from,
                      "nf": trainer.config.width, "lr_c": hyper.lr_c, "lr_g": hyper.lr_g, "lr_d": hyper.lr_d,
                      "w_vec": hyper.w_vec, "w_rec": hyper.w_rec, "ema_beta": hyper.ema_beta,
-                     "w_iic": hyper.w_iic, "flip": args.flip, "threads": args.threads,
-                     "seed": args.seed},
+                     "w_iic": hyper.w_iic, "weight_decay_c": hyper.weight_decay_c, "flip": args.flip,
+                     "threads": args.threads, "seed": args.seed},
         "not_official": not_official(args, hyper, trainer),
         "chance": {"cluster_accuracy": "about 0.1-0.15 (best matching of random labels)",
                    "reference_accuracy": 0.1},
         "classifier_accuracy_on_real": round(classifier_train_accuracy, 4),
-        "train_seconds": round(seconds - eval_seconds, 1),
-        "seconds_per_iteration": round((seconds - eval_seconds) / args.iterations, 3),
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_iteration": round(train_seconds / args.iterations, 3),
         "final": curve[-1],
         "curve": curve,
     }
