@@ -208,6 +208,19 @@ def test_cli_compares_two_folders_as_json_and_names_bad_images(tmp_path):
     assert f"{100 * expected.kid_mean:.2f} ± {100 * expected.kid_std:.2f}" in table.stdout
 
 
+def test_cli_fake_folder_counts_translations_not_translates_extra_outputs(tmp_path):
+    """translate --heatmap writes NAME.png and NAME_heatmap.png per input: only the first is a translation."""
+    write_images(tmp_path / "real", 6, seed=1)
+    write_images(tmp_path / "fake", 4, seed=2, brightness=50)
+    for image in sorted((tmp_path / "fake").glob("*.png")):
+        Image.open(image).convert("L").convert("RGB").save(image.with_name(f"{image.stem}_heatmap.png"))
+    proc = run_cli("eval", "--kid", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--json",
+                   "--kid-subsets", "10", "--feature-extractor", SMALL, "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    (result,) = json.loads(proc.stdout)["results"]
+    assert (result["real_images"], result["fake_images"]) == (6, 4)
+
+
 def test_cli_usage_errors_exit_2(tmp_path):
     write_images(tmp_path / "real", 2, seed=1)
     # KID is the default metric (issue 9); usage errors are one red line, no boxed panel

@@ -369,3 +369,21 @@ def test_a_translator_that_cannot_feed_its_graph_never_gets_onnxruntime(tmp_path
     assert done.returncode == 2 and "removed" in done.stderr and not graph.exists()
     done = translate("-o", tmp_path / "z", "--backend", "onnxruntime", "--json")
     assert json.loads(done.stdout)["backend"] == "onnxruntime" and graph.is_file()
+
+
+def test_help_names_every_family_once_and_shows_defaults_cleanly(monkeypatch):
+    """The root help names the three systems; a family's line in a shared option's help carries its name once;
+    a default in words prints as "(default: ...)", not as a stray " ." left by Rich markup."""
+    from typer.testing import CliRunner
+
+    from ugatit_cli.cli.app import app
+
+    monkeypatch.setenv("COLUMNS", "400")
+    root = " ".join(CliRunner().invoke(app, ["--help"]).stdout.split())
+    assert "GAN image-to-image translation: U-GAT-IT, pix2pixHD, TUNIT." in root
+    for command in ("eval", "translate", "export", "train"):
+        text = " ".join(CliRunner().invoke(app, [command, "--help"]).stdout.split())
+        assert "TUNIT: TUNIT" not in text and "U-GAT-IT: U-GAT-IT" not in text and "pix2pixHD: pix2pixHD" not in text
+    text = " ".join(CliRunner().invoke(app, ["eval", "--help"]).stdout.split())
+    assert "TUNIT: a folder of images" in text and " ." not in text
+    assert "translation and features. (default: translate's per-device choice; 16 for features)" in text

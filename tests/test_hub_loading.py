@@ -128,3 +128,21 @@ def test_hub_errors_are_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", dead_url + "/{repo_id}/resolve/{revision}/{filename}")
     with pytest.raises(UserError, match=f"{dead_url} cannot be reached"):
         resolve_model("someone/tiny-ugatit")
+
+
+def test_a_mistyped_local_path_is_no_such_folder_not_a_hub_error(tmp_path, monkeypatch):
+    """``--model runs/nonexist`` beside a runs/ folder (or a path with ./, ~ or several parts) is a local path
+    the user mistyped: say there is no such folder, not that the Hub cannot be reached."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from ugatit_cli.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    for model in ("runs/nonexist", "./nonexist", "runs/deep/nonexist"):
+        result = CliRunner().invoke(app, ["translate", "in.png", "--model", model, "--output", "out"])
+        assert result.exit_code == 2, result.output
+        said = " ".join(result.stderr.split())
+        assert f"{model}: no such file or folder" in said and "Hugging Face" not in said, said

@@ -59,11 +59,17 @@ def test_train_resume_translate_export_eval(data, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["family"] == "pix2pixhd" and config["train"]["label_nc"] == 4
     assert sorted(p.name for p in (run / "samples").iterdir())
-    resumed = json.loads(ugatit("train", data, "--resume", "--output", run, "--iterations", "4", "--json").stdout)
+    assert config["train"]["niter_decay"] == 1  # the default (half of --iterations), recorded at the start
+    done = ugatit("train", data, "--resume", "--output", run, "--iterations", "4", "--json")
+    resumed = json.loads(done.stdout)
     assert resumed["iteration"] == 4
-    straight = tmp_path / "straight"
-    ugatit("train", data, *TINY, "--iterations", "4", "--save-every", "2", "--sample-every", "4",
-           "--output", straight)
+    # a longer --iterations keeps the run's decay length (not half of the new length), and says so
+    said = " ".join(done.stderr.split())  # the console wraps long lines
+    assert "--iterations changed from 2 to 4: the learning rate decays over the last 1 iterations" in said
+    assert json.loads((run / "config.json").read_text())["train"]["niter_decay"] == 1
+    straight = tmp_path / "straight"  # the same schedule in one go
+    ugatit("train", data, *TINY, "--iterations", "4", "--niter-decay", "1", "--save-every", "2", "--sample-every",
+           "4", "--output", straight)
     from safetensors.torch import load_file
 
     a = load_file(str(run / "checkpoints" / "step_00000004" / "netG.safetensors"))

@@ -195,6 +195,8 @@ def test_cli_end_to_end_and_one_line_errors(dataset, tmp_path):
     cases = [
         (["train", str(dataset), "--output", str(run), "--resume", "--size", "64"], "size (run: 32, now: 64)"),
         (["train", str(tmp_path / "nowhere")], "no such data folder"),
+        (["train", str(dataset / "trainA" / sorted(os.listdir(dataset / "trainA"))[0])],
+         "is a file, not a data folder"),
         (["train", str(run), "--output", str(tmp_path / "other")], "trainA: no such folder"),
         (["train", str(dataset), "--output", str(tmp_path / "other"), "--device", "cuda:7"], "cuda:7"),
     ]
@@ -205,6 +207,48 @@ def test_cli_end_to_end_and_one_line_errors(dataset, tmp_path):
         assert result.stderr.strip().count("\n") == 0, result.stderr
     assert not (tmp_path / "other").exists()
     assert CliRunner().invoke(app, ["train", str(dataset), "--size", "abc"]).exit_code == 2
+
+
+@pytest.mark.parametrize("arch", ["ugatit", "pix2pixhd", "tunit"])
+def test_a_run_folder_inside_its_data_folder_is_refused(arch, tmp_path, monkeypatch):
+    """The run's samples and checkpoints would be read back as training images on the next start or resume."""
+    from typer.testing import CliRunner
+
+    from ugatit_cli.cli.app import app
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    result = CliRunner().invoke(app, ["train", str(data), "--arch", arch, "--output", str(data / "run")])
+    assert result.exit_code == 2, result.output
+    assert f"{data / 'run'}: is inside the data folder {data}" in " ".join(result.stderr.split())
+    monkeypatch.chdir(data)  # cd photos && ugatit train . : the default runs/photos is inside the data
+    result = CliRunner().invoke(app, ["train", ".", "--arch", arch])
+    assert result.exit_code == 2, result.output
+    assert "is inside the data folder . (the default --output runs/NAME" in " ".join(result.stderr.split())
+    assert sorted(data.iterdir()) == []  # nothing written
+
+
+def test_resume_on_another_data_dir_keeps_config_and_data_json_in_step(dataset, tmp_path):
+    """config.json's data_dir and data.json's root both name the data the run trains on now; data.json keeps
+    the earlier folder."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ugatit_cli.cli.app import app
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(dataset), *TINY_ARGS, "--iterations", "1", "--output", str(run),
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    moved = shutil.copytree(dataset, tmp_path / "moved")
+    result = CliRunner().invoke(app, ["train", str(moved), "--resume", "--iterations", "2", "--output", str(run)])
+    assert result.exit_code == 0, result.output
+    assert f"is not the run's, {dataset.resolve()}" in " ".join(result.stderr.split())
+    config = json.loads((run / "config.json").read_text())
+    data = json.loads((run / "data.json").read_text())
+    assert config["data_dir"] == data["root"] == str(moved.resolve())
+    assert data["earlier"] == [{"root": str(dataset.resolve()), "images": sum(len(v) for v in data["train"].values())}]
 
 
 def wait_for(predicate, process, timeout=90):

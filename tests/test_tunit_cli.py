@@ -87,6 +87,30 @@ def run(data, tmp_path_factory):
     return out
 
 
+def test_resume_with_more_iterations_keeps_the_phases(data, tmp_path):
+    """The warm-up and EMA start that default to fractions of --iterations are those of the run's start: a
+    resume with a larger --iterations does not go back to the warm-up after the GAN phase began."""
+    at = TINY.index("--warmup-iterations")
+    tiny = TINY[:at] + TINY[at + 2:]  # the defaults: 65/200 of --iterations
+    run = tmp_path / "run"
+    ugatit("train", data, *tiny, "--log-every", "1", "--sample-every", "100", "--iterations", "1", "--output", run)
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["warmup_iterations"], train["ema_start"]) == (0, 0)  # round(1 * 65 / 200), + round(1 / 200)
+    done = ugatit("train", data, "--resume", "--output", run, "--iterations", "6", "--save-every", "100")
+    said = " ".join(done.stderr.split())  # the console wraps long lines
+    assert "--iterations changed from 1 to 6" in said and "alone for the first 0 iterations" in said
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines] == list(range(1, 7))
+    assert all("g_loss" in r for r in lines)  # never back to the warm-up (6 * 65 / 200 would be 2)
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["iterations"], train["warmup_iterations"], train["ema_start"]) == (6, 0, 0)
+    # a shorter --iterations than the run has done: nothing to do, said as such, nothing rewritten
+    done = ugatit("train", data, "--resume", "--output", run, "--iterations", "3", ok=False)
+    assert done.returncode == 2
+    assert "already at iteration 6 of --iterations 3; nothing to do" in " ".join(done.stderr.split())
+    assert json.loads((run / "config.json").read_text())["train"]["iterations"] == 6
+
+
 def _pixels(path: Path, size: int = 32) -> torch.Tensor:
     """The official test transform, restated: RGB, bilinear resize, [-1, 1]; 1 x 3 x size x size."""
     img = Image.open(path).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)

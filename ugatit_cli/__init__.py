@@ -1,4 +1,4 @@
-"""ugatit-cli: U-GAT-IT image-to-image translation from the command line and from Python.
+"""ugatit-cli: GAN image-to-image translation (U-GAT-IT, pix2pixHD, TUNIT) from the command line and from Python.
 
 The public names are imported lazily so that ``ugatit --help`` does not pay for importing torch.
 """

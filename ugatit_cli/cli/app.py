@@ -108,7 +108,7 @@ def warn_in_one_line(message, category, filename, lineno, file=None, line=None) 
 
 
 app = typer.Typer(cls=_UserErrorsAsExitCodes, add_completion=False, no_args_is_help=True,
-                  pretty_exceptions_enable=False, help="U-GAT-IT image-to-image translation.")
+                  pretty_exceptions_enable=False, help="GAN image-to-image translation: U-GAT-IT, pix2pixHD, TUNIT.")
 
 
 def _print_version(value: bool) -> None:
@@ -135,7 +135,8 @@ def main() -> None:
 
 def family_help(key: str, families: dict | None = None) -> str:
     """What the families add to the help of a shared option (``Family.cli_help``), e.g. "U-GAT-IT: a2b or b2a"."""
-    found = [f"{f.title}: {f.cli_help[key]}" for f in (families or FAMILIES).values() if key in f.cli_help]
+    found = [text if text.startswith(f"{f.title}:") else f"{f.title}: {text}"  # a plugin's own prefix, once
+             for f in (families or FAMILIES).values() if key in f.cli_help for text in [f.cli_help[key]]]
     return "; ".join(found)
 
 

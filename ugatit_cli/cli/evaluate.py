@@ -26,9 +26,9 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of MODEL.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per batch, translation and features "
-                                                   "[default: translate's per-device choice; 16 for features].")
-                          ] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Images per batch, translation and features.",
+        show_default="translate's per-device choice; 16 for features")] = None,
     inception_weights: Annotated[Path | None, typer.Option(
         help="Local copy of torch-fidelity's FID Inception weights (.pth), for machines without internet.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the KID subsets (torch-fidelity's default is 2020).")] = 0,

@@ -17,7 +17,7 @@ import torch
 
 from ..core.images import InputProblem
 from ..errors import UserError
-from ..families.base import Direction, EvalPair, Family, Model
+from ..families.base import Direction, EvalPair, Family, Model, extra_output_suffixes
 from .features import FeatureExtractor, FolderFeatures, InceptionFeatures, folder_features
 from .metrics import fid_from_features, kid_from_features
 
@@ -84,11 +84,12 @@ class _Settings:
     cache_dir: str | os.PathLike | None
     progress: bool
 
-    def features(self, folder: str | os.PathLike, cache: bool | None = None, label: str | None = None
-                 ) -> FolderFeatures:
+    def features(self, folder: str | os.PathLike, cache: bool | None = None, label: str | None = None,
+                 skip_suffixes: tuple[str, ...] = ()) -> FolderFeatures:
         batch_size = self.batch_size or FEATURE_BATCH_SIZE
         return folder_features(folder, self.extractor, batch_size=batch_size, progress=self.progress,
-                               cache=self.cache if cache is None else cache, cache_dir=self.cache_dir, label=label)
+                               cache=self.cache if cache is None else cache, cache_dir=self.cache_dir, label=label,
+                               skip_suffixes=skip_suffixes)
 
     def compare(self, real: FolderFeatures, fake: FolderFeatures, fake_name: str, direction: str | None) -> Comparison:
         for side, name in ((real, str(real.folder)), (fake, fake_name)):
@@ -128,12 +129,15 @@ def evaluate_folders(
 
     ``extractor`` replaces the FID Inception network (any callable on uint8 ``(B, 3, H, W)`` batches with an
     ``identity`` string); ``inception_weights`` is a local copy of torch-fidelity's Inception weights.
-    ``batch_size`` defaults to 16 images per feature batch.
+    ``batch_size`` defaults to 16 images per feature batch. In ``fake``, the extra files families' ``translate``
+    writes beside the translations (:func:`~ugatit_cli.families.base.extra_output_suffixes`) are not counted.
     """
     settings = _settings(kid, fid, extractor, inception_weights, device, progress, batch_size=batch_size,
                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
                          cache_dir=cache_dir)
-    real_features, fake_features = settings.features(real), settings.features(fake)
+    # the fake folder is translate's output: its extra files (U-GAT-IT's NAME_heatmap.png) are no translations
+    real_features = settings.features(real)
+    fake_features = settings.features(fake, skip_suffixes=extra_output_suffixes())
     comparison = settings.compare(real_features, fake_features, str(fake_features.folder), None)
     return settings.report([comparison], real_features.failures + fake_features.failures)
 

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -269,15 +269,19 @@ def _extract(images: list[InputImage], extractor: FeatureExtractor, batch_size: 
 def folder_features(
     folder: str | os.PathLike, extractor: FeatureExtractor, *, batch_size: int = 16, cache: bool = True,
     cache_dir: str | os.PathLike | None = None, progress: bool = True, label: str | None = None,
+    skip_suffixes: Sequence[str] = (),
 ) -> FolderFeatures:
     """Features of every image under ``folder`` (recursively); unreadable images are skipped and listed.
 
-    ``label`` names the folder on the progress bar (default: its name).
+    ``label`` names the folder on the progress bar (default: its name). Images whose name (without extension)
+    ends with one of ``skip_suffixes`` are left out (translate's extra outputs, e.g. ``_heatmap``).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
     images, _ = collect_images([folder])
+    if skip_suffixes:
+        images = [image for image in images if not image.path.stem.endswith(tuple(skip_suffixes))]
     if not images:
         raise UserError(f"{folder}: folder contains no images")
     if batch_size < 1:

@@ -583,6 +583,10 @@ class Family(ABC):
                 raise UserError(f"{flag} does not apply to {self.title} models")
         return {name: options.get(name) for name in known}
 
+    #: every file :meth:`outputs` may add beside the translation, whatever the options (U-GAT-IT: the
+    #: ``_heatmap`` attention map): ``eval --fake`` does not count them as translations
+    extra_outputs: ClassVar[tuple[OutputSpec, ...]] = ()
+
     def outputs(self, options: Mapping[str, Any]) -> tuple[OutputSpec, ...]:
         """The files written per input with these options (known before the model is loaded, so that existing
         outputs can be skipped without loading it). The translator's ``outputs`` must be the same."""
@@ -695,6 +699,21 @@ class Family(ABC):
     def trainer(self, run: Any, hyper: Any, device: torch.device, distributed: bool) -> FamilyTrainer:
         """A :class:`FamilyTrainer` for the run settings ``run`` and the hyper-parameters ``hyper``."""
 
+    #: hyper-parameters a resumed run may change (beyond the shared run settings such as --iterations): the
+    #: phases :meth:`resolved_schedule` records
+    resumable_settings: ClassVar[frozenset[str]] = frozenset()
+
+    def resolved_schedule(self, run: Any, hyper: Any) -> dict[str, Any]:
+        """Hyper-parameters left at None whose value derives from ``run.iterations`` (TUNIT's warm-up, pix2pixHD's
+        ``niter_decay``), resolved for ``run``: a run records them when it starts, so that a resume with another
+        ``--iterations`` keeps its phases. Nothing by default."""
+        return {}
+
+    def schedule_note(self, run: Any, hyper: Any) -> str | None:
+        """One line on what the phases of ``run`` (with ``hyper`` resolved) are, shown when a resume changes
+        ``--iterations``; None: nothing to say (the default)."""
+        return None
+
     #: network key of a model folder -> the trainer's net name it is exported from (U-GAT-IT: a2b -> genA2B)
     trained_nets: ClassVar[Mapping[str, str]] = {}
 
@@ -781,6 +800,13 @@ def get_family(name: str | None) -> Family:
     if name not in _FAMILIES:
         raise UserError(f"unknown model family {name!r}; known: {', '.join(sorted(families()))}")
     return _FAMILIES[name]
+
+
+def extra_output_suffixes() -> tuple[str, ...]:
+    """The name suffixes (before ``.png``) of the files any family's ``translate`` writes beside its
+    translations (:attr:`Family.extra_outputs`), e.g. ``_heatmap``."""
+    return tuple(sorted({spec.suffix for family in families().values() for spec in family.extra_outputs
+                         if spec.suffix}))
 
 
 def families() -> dict[str, Family]:

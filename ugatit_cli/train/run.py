@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ def resolve_config(family: Family, config: Any, saved: Mapping[str, Any] | None 
         flat = {**defaults(family), **overrides}
     else:
         differ = [f"{k} (run: {saved.get(k)!r}, now: {v!r})" for k, v in overrides.items()
-                  if k not in RESUMABLE and saved.get(k) != v]
+                  if k not in RESUMABLE | family.resumable_settings and saved.get(k) != v]
         if differ:
             raise UserError(f"{run_dir}: --resume with settings that differ from the run's: {'; '.join(differ)}. "
                             f"Resume without them, or start a new run with another --output")
@@ -288,6 +288,14 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
     else:
         folder = Path(data_dir)
         data_dir = str(folder.resolve())
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder}: is a file, not a data folder (DATA_DIR is the folder that holds the "
+                            f"training images; see ugatit train --help)")
+        if folder.is_dir() and run_dir.resolve().is_relative_to(folder.resolve()):
+            # the run's samples (and a resumed run's checkpoints) would be read back as training images
+            default = "" if output is not None else " (the default --output runs/NAME, from the current folder)"
+            raise UserError(f"{run_dir}: is inside the data folder {folder}{default}; the run's own images would "
+                            f"become training images: choose an --output outside it")
     data = family.scan_data(folder)
     checkpoint = None
     if resume:
@@ -295,13 +303,24 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
         if saved.get("world_size", 1) != ranks.world_size:
             say(f"[yellow]warning:[/] the run was started with {saved.get('world_size', 1)} process(es), now "
                 f"{ranks.world_size}: the data order (and the total batch size) differ from an uninterrupted run")
-        if getattr(hyper, "decay", False) and run.iterations != saved["train"]["iterations"]:
-            say(f"note: --iterations changed from {saved['train']['iterations']} to {run.iterations}: "
-                f"the learning rate decays over the new second half")
+        started = saved["train"].get("iterations", run.iterations)
+        # phases that derive from the length (runs of older versions did not record them): those of the run's
+        # length when it started, so that a resume with another --iterations keeps the phases that have passed
+        hyper = _with_schedule(family, replace(run, iterations=started), hyper)
+        if run.iterations != started:
+            note = family.schedule_note(run, hyper)
+            say(f"note: --iterations changed from {started} to {run.iterations}{f': {note}' if note else ''}")
         recorded = _read_json(run_dir / DATA_NAME)
+        if recorded and recorded.get("root") != str(data.root.resolve()):
+            say(f"[yellow]warning:[/] DATA_DIR {data.root.resolve()} is not the run's, {recorded.get('root')}: "
+                f"config.json and data.json now record the new one (data.json lists the earlier ones)")
         if recorded and recorded.get("train") != data.relative():
             say("[yellow]warning:[/] the training images differ from the run's start: the data order changes")
         checkpoint = ckpt.latest_checkpoint(run_dir)
+        done = int(checkpoint.name.removeprefix("step_")) if checkpoint is not None else 0
+        if done > run.iterations:
+            raise UserError(f"{run_dir}: already at iteration {done} of --iterations {run.iterations}; nothing to "
+                            f"do (pass --iterations above {done} to train on)")
         if checkpoint is None:
             say(f"{run_dir}: no checkpoint yet; starting from iteration 0")
     else:
@@ -309,6 +328,7 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
             raise UserError(f"{run_dir}: already exists and is not empty; pass --resume to continue that run, "
                             f"or choose another --output")
         run, hyper = resolve_config(family, config)
+        hyper = _with_schedule(family, run, hyper)
         if init_from is not None:
             _check_init_source(family, Path(init_from))
     check_precision(run.precision, device)
@@ -325,10 +345,35 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
                   **({"data_options": dict(data_options)} if data_options else {})}
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.write_json_atomic(run_dir / ckpt.RUN_CONFIG, run_config)
-    if not resume or not (run_dir / DATA_NAME).is_file():
-        ckpt.write_json_atomic(run_dir / DATA_NAME, {"root": str(data.root.resolve()), "train": data.relative()})
+    # data.json: the images the run trains on now, like config.json's data_dir; a resume on other data keeps
+    # what the run trained on before under "earlier" (root and image count)
+    record = {"root": str(data.root.resolve()), "train": data.relative()}
+    recorded = _read_json(run_dir / DATA_NAME) if resume else None
+    if recorded and {k: recorded.get(k) for k in record} != record:
+        before = {"root": recorded.get("root"), "images": _count(recorded.get("train"))}
+        record["earlier"] = [*recorded.get("earlier", []), before]
+    elif recorded:
+        record = recorded
+    if record != recorded:
+        ckpt.write_json_atomic(run_dir / DATA_NAME, record)
     return _Plan(run_dir, family.name, run_config, data, str(checkpoint) if checkpoint else None,
                  str(init_from) if init_from is not None else None)
+
+
+def _count(train: Any) -> int | None:
+    """How many images a data.json ``train`` record lists (a list, or a mapping of streams to lists)."""
+    if isinstance(train, list):
+        return len(train)
+    if isinstance(train, dict):
+        return sum(len(v) for v in train.values() if isinstance(v, list))
+    return None
+
+
+def _with_schedule(family: Family, run: RunConfig, hyper: Any) -> Any:
+    """``hyper`` with the settings left at None that derive from the length of ``run`` resolved (recorded in
+    config.json, so that a resume with another --iterations keeps them)."""
+    resolved = {k: v for k, v in family.resolved_schedule(run, hyper).items() if getattr(hyper, k) is None}
+    return replace(hyper, **resolved) if resolved else hyper
 
 
 def _has_entries(run_dir: Path) -> bool:

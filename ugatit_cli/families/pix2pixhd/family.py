@@ -421,7 +421,7 @@ class Pix2PixHDFamily(Family):
 
         from .data import check_label_ids, check_training_sizes
 
-        train_cfg = hyper.train_config(_Run(1, 1, 0))
+        train_cfg = hyper.train_config(_Run(max(1, hyper.niter_decay or 0), 1, 0))  # any length that fits niter_decay
         model = train_cfg.model
         if (model.label_nc == 0) != (data.train[0].label_range is None):
             wanted = "train_A/ train_B/" if model.label_nc == 0 else "train_label/ train_img/"
@@ -454,7 +454,7 @@ class Pix2PixHDFamily(Family):
         from .data import TransformParams, load_sample, output_size
 
         data = self._checked(data, hyper)
-        train_cfg = hyper.train_config(_Run(1, 1, 0))
+        train_cfg = hyper.train_config(_Run(max(1, hyper.niter_decay or 0), 1, 0))  # any length that fits niter_decay
         items = []
         for sample in data.train[:SAMPLE_COUNT] + data.test[:SAMPLE_COUNT]:
             size = output_size(train_cfg, sample.size)
@@ -472,6 +472,16 @@ class Pix2PixHDFamily(Family):
 
         return Pix2PixHDTrainer(hyper.train_config(run), device, precision=run.precision, ema=run.ema,
                                 distributed=distributed)
+
+    resumable_settings = frozenset({"niter_decay"})
+
+    def resolved_schedule(self, run, hyper):
+        return {"niter_decay": run.iterations // 2 if hyper.niter_decay is None else hyper.niter_decay}
+
+    def schedule_note(self, run, hyper):
+        decay = run.iterations // 2 if hyper.niter_decay is None else hyper.niter_decay
+        return (f"the learning rate decays over the last {decay} iterations, from iteration "
+                f"{run.iterations - decay} (the run's --niter-decay)")
 
     def finish_training(self, trainer, data, run, hyper, device, rank, world_size):
         """With instance features: encode the training set and cluster each class's instance features (official

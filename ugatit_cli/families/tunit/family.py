@@ -102,9 +102,9 @@ class TunitFamily(Family):
                              classes=True)
     cli_help = {
         "model": "official TUNIT model_N.ckpt",
-        "size": "TUNIT: a multiple of 2**log2(training size / 16), at least 32",
+        "size": "a multiple of 2**log2(training size / 16), at least 32",
         "init_from": "official TUNIT model_N.ckpt",
-        "eval_data": "TUNIT: a folder of images; class subfolders add cluster accuracy and mFID",
+        "eval_data": "a folder of images; class subfolders add cluster accuracy and mFID",
     }
     tags = ("tunit", "gan", "image-to-image", "unsupervised", "pytorch")
     paper_url = "https://arxiv.org/abs/2006.06500"
@@ -361,6 +361,17 @@ class TunitFamily(Family):
         if run.compile:
             raise UserError("--compile is not supported for TUNIT training yet")
         return TunitRunTrainer(_recipe(hyper, run), device, log_every=run.log_every, distributed=distributed)
+
+    resumable_settings = frozenset({"warmup_iterations", "ema_start"})
+
+    def resolved_schedule(self, run, hyper):
+        recipe = _recipe(hyper, run)
+        return {"warmup_iterations": recipe.warmup, "ema_start": recipe.ema_from}
+
+    def schedule_note(self, run, hyper):
+        recipe = _recipe(hyper, run)
+        return (f"the guiding network trains alone for the first {recipe.warmup} iterations, G_EMA averages "
+                f"from iteration {recipe.ema_from} (the run's --warmup-iterations and --ema-start)")
 
     def attach_data(self, trainer, data, hyper):
         if hyper.p_semi > 0 and data.labels is None:

@@ -193,9 +193,10 @@ class UGATITFamily(Family):
 
     # -- translation, export, evaluation --
 
+    extra_outputs = (OutputSpec("heatmap", "_heatmap", "jet"),)
+
     def outputs(self, options):
-        heatmap = (OutputSpec("heatmap", "_heatmap", "jet"),) if options.get("heatmap") else ()
-        return (OutputSpec("image"), *heatmap)
+        return (OutputSpec("image"), *(self.extra_outputs if options.get("heatmap") else ()))
 
     def translator(self, model, direction, size, options):
         direction = check_direction(direction or self.default_direction)
@@ -257,6 +258,13 @@ class UGATITFamily(Family):
 
     def model_config_for(self, hyper):
         return hyper.model_config()
+
+    def schedule_note(self, run, hyper):
+        # U-GAT-IT's decay is the official decay_flag: always the second half of the run, whatever its length
+        if hyper.decay:
+            return (f"the learning rate decays linearly to 0 over the second half of the new length, from "
+                    f"iteration {run.iterations // 2}")
+        return None
 
     def trainer(self, run, hyper, device, distributed):
         from .trainer import Trainer
