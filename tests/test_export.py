@@ -348,7 +348,7 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
 
 
 @pytest.mark.parametrize("make_source,code,message", [
-    (lambda d: d / "absent", 2, "no such file, registered model"),
+    (lambda d: d / "absent", 2, "no such file or folder"),  # a path, not a Hub id: no Hub message
     (lambda d: (d / "notes.txt").write_text("hi") and d / "notes.txt", 2, "not a recognised model"),
     # a MODEL that cannot be read: nothing could start, exit 2 (README "Exit status"; 0.1.0 said 1 here)
     (lambda d: (d / "x_params_latest.pt").write_bytes(b"garbage") and d / "x_params_latest.pt", 2,
