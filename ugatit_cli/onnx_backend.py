@@ -2,8 +2,8 @@
 
 :class:`OnnxTranslator` wraps the family's own :class:`~ugatit_cli.families.base.Translator`: inputs are read
 and prepared by it (:meth:`Translator.read`), the batch is fed to the graph as the family's
-:class:`~ugatit_cli.families.base.OnnxIO` declared its inputs (:meth:`Translator.onnx_feeds`: U-GAT-IT's
-``input`` image; pix2pixHD's ``label`` and ``inst`` maps), and the graph's outputs are handed back by name
+:class:`~ugatit_cli.families.base.OnnxIO` declared its inputs (:meth:`Translator.onnx_feeds`: an image, label
+and instance maps, a style code), and the graph's outputs are handed back by name
 (:meth:`Translator.onnx_outputs`), so the translate pipeline (decode workers, model streams, writers,
 progress, errors) is the same for both backends. The graph comes from
 
@@ -182,8 +182,8 @@ class OnnxExport:
 
     def companions(self, skip: Sequence[str] = ()) -> dict[str, torch.nn.Module]:
         """The folder's other networks the family's translator or assigner may call (not ``skip``): those
-        stored as safetensors beside the graphs (TUNIT's style codes), loaded; graphs the family wraps as
-        modules (:meth:`Family.onnx_net`: TUNIT's guiding network), each run by its own session."""
+        stored as safetensors beside the graphs (e.g. per-domain codes), loaded; graphs the family wraps as
+        modules (:meth:`Family.onnx_net`, e.g. a style encoder), each run by its own session."""
         from .families.model_folder import net_from_state, read_safetensors
 
         nets: dict[str, torch.nn.Module] = {}
@@ -202,7 +202,7 @@ class OnnxExport:
 
 class _LazySession:
     """Runs a graph with an :class:`OnnxSession` made on the first call (a translate that never needs the
-    network, e.g. TUNIT's guiding network with ``--domain``, never loads it)."""
+    network, e.g. a style encoder when stored codes suffice, never loads it)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -225,8 +225,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def onnx_export_family(path: Path) -> Family | None:
-    """The family of an ONNX export folder (``config.json`` with an ``onnx`` section, none named: U-GAT-IT,
-    and at least one of the family's graphs), or None when ``path`` is not one. Never raises for a folder
+    """The family of an ONNX export folder (``config.json`` with an ``onnx`` section, none named: the default
+    family, and at least one of the family's graphs), or None when ``path`` is not one. Never raises for a folder
     that is not an export; UserError for an unknown family."""
     if not path.is_dir() or not (path / CONFIG_NAME).is_file():
         return None

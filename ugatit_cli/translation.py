@@ -81,8 +81,8 @@ ACCELERATOR_BATCH_SIZE = 8
 MAX_CPU_STREAMS = 4
 BACKENDS = ("auto", "torch", "onnxruntime")
 #: ``--backend auto`` exports a model to ONNX on a CPU only when there are at least this many images to
-#: translate (or its graph is cached already): the one-time export (~35 s for a light ch64 U-GAT-IT
-#: generator, ~70 s for the full one, on a busy 2-core Xeon) then costs less than what onnxruntime saves
+#: translate (or its graph is cached already): the one-time export (~35 s for a 256 px ch64 generator
+#: of ~10 M parameters, ~70 s for one of ~279 M, on a busy 2-core Xeon) then costs less than what onnxruntime saves
 #: (~0.3 s per image there).
 AUTO_ONNX_MIN_IMAGES = 100
 EXISTS_REASON = "output exists (pass --overwrite to replace it)"
@@ -94,7 +94,7 @@ NONFINITE_REASON = ("the model produced NaN or infinite values (nothing written)
 @dataclass(frozen=True)
 class Translated:
     """An input and the files written for it: ``output`` (the image) and ``extras``, the family's other
-    outputs by key (e.g. U-GAT-IT's attention map with its ``--heatmap``), also readable as attributes."""
+    outputs by key (its ``OutputSpec``s, e.g. an attention map), also readable as attributes."""
 
     source: Path
     output: Path
@@ -246,13 +246,13 @@ def translate(
 
     ``model`` is a MODEL source (registered name, Hub repo id, model folder or checkpoint; loaded only when
     there is something to translate), a loaded :class:`~ugatit_cli.families.base.Model`, or one network with a
-    ``config`` of a family's config class (e.g. a U-GAT-IT ``Generator``), used as is for ``direction``
+    ``config`` of a family's config class (a generator), used as is for ``direction``
     (``revision`` then does not apply): the networks are put in eval mode and the memory format that is
     fastest for the device and precision and, unless ``device`` is None, moved to ``device``, in place.
     ``direction`` is one of the family's directions (default its first; families with one way take none).
     ``size`` defaults to the model's training size; the family's config says which others work.
     ``keep_size`` scales each result back to its input's size. ``options`` are the family's translate
-    options (``Family.translate_options``, e.g. U-GAT-IT's flag that also writes its attention maps).
+    options (``Family.translate_options``, e.g. a flag that also writes an extra output).
     Existing outputs are kept and counted as skipped unless ``overwrite``.
     ``batch_size`` defaults to 1 on a CPU (fastest there) and 8 on a GPU. ``workers`` is the number of
     decode/encode threads; ``progress`` shows a Rich bar on stderr.
@@ -529,16 +529,18 @@ def _prepare_translator(model: Model, direction: str | None, size: int | None, o
     resolves here for a loaded source (see :func:`choose_backend`); a caller's Model runs with PyTorch.
     """
     translator = model.family.translator(model, direction, size, options)
-    if backend == "auto":
+    chosen = backend == "auto"
+    if chosen:
         backend = choose_backend(model, direction, plan.device, "fp32" if plan.dtype is None else "bf16", images) \
             if owned else "torch"
-        if backend == "onnxruntime" and not _feeds_graph(model, direction, translator):
-            backend = "torch"  # the summary says what ran
+    if backend == "onnxruntime" and not _feeds_graph(model, direction, translator):
+        if not chosen:
+            raise UserError(f"--backend onnxruntime: this {model.family.title} model's ONNX graph "
+                            f"({model.family.onnx_name(network_key(model.family, direction))}) cannot be fed "
+                            f"with these options; use --backend torch")
+        backend = "torch"  # the summary says what ran
     if backend == "onnxruntime":
         key = network_key(model.family, direction)
-        if not _feeds_graph(model, direction, translator):
-            raise UserError(f"--backend onnxruntime: this {model.family.title} model's ONNX graph "
-                            f"({model.family.onnx_name(key)}) cannot be fed with these options; use --backend torch")
         path = cached_graph_path(model, key)
         if progress and not path.is_file():
             from rich.console import Console
@@ -546,7 +548,7 @@ def _prepare_translator(model: Model, direction: str | None, size: int | None, o
             Console(stderr=True, highlight=False).print(
                 f"exporting the model to ONNX for onnxruntime (once; cached in {path.parent})")
         path = cached_graph(model, key, path=path)
-        if owned:  # the graph's network only: others the translator calls itself stay (TUNIT's guiding network)
+        if owned:  # the graph's network only: others the translator calls itself stay (e.g. a style encoder)
             model.nets[key].to("meta")
             release_memory()
         try:

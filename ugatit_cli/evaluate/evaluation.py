@@ -135,7 +135,7 @@ def evaluate_folders(
     settings = _settings(kid, fid, extractor, inception_weights, device, progress, batch_size=batch_size,
                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
                          cache_dir=cache_dir)
-    # the fake folder is translate's output: its extra files (U-GAT-IT's NAME_heatmap.png) are no translations
+    # the fake folder is translate's output: the extra files families write beside it are no translations
     real_features = settings.features(real)
     fake_features = settings.features(fake, skip_suffixes=extra_output_suffixes())
     comparison = settings.compare(real_features, fake_features, str(fake_features.folder), None)

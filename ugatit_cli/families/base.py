@@ -576,12 +576,15 @@ class Family(ABC):
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """``options`` restricted to :attr:`translate_options`; UserError for a given option (not None, not
         False) that this family does not have."""
-        known = {o.name: o for o in self.translate_options}
+        self._refuse_unknown(self.translate_options, options, "")
+        return {o.name: options.get(o.name) for o in self.translate_options}
+
+    def _refuse_unknown(self, declared: Sequence[TranslateOption], options: Mapping[str, Any], doing: str) -> None:
+        """UserError for a given option (not None, not False) that is not among ``declared``."""
+        known = {o.name for o in declared}
         for name, value in options.items():
             if name not in known and value not in (None, False):
-                flag = "--" + name.replace("_", "-")
-                raise UserError(f"{flag} does not apply to {self.title} models")
-        return {name: options.get(name) for name in known}
+                raise UserError(f"--{name.replace('_', '-')} does not apply to {doing}{self.title} models")
 
     #: every file :meth:`outputs` may add beside the translation, whatever the options (U-GAT-IT: the
     #: ``_heatmap`` attention map): ``eval --fake`` does not count them as translations
@@ -603,10 +606,7 @@ class Family(ABC):
 
     def check_export_options(self, options: Mapping[str, Any]) -> None:
         """UserError for a given export option (not None, not False) that this family does not have."""
-        known = {o.name for o in self.export_options}
-        for name, value in options.items():
-            if name not in known and value not in (None, False):
-                raise UserError(f"--{name.replace('_', '-')} does not apply to exporting {self.title} models")
+        self._refuse_unknown(self.export_options, options, "exporting ")
 
     def complete_model(self, model: Any, options: Mapping[str, Any]) -> Any:
         """``model`` completed with what the :attr:`export_options` in ``options`` give (name -> value, None

@@ -298,6 +298,7 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
                             f"become training images: choose an --output outside it")
     data = family.scan_data(folder)
     checkpoint = None
+    recorded = None  # data.json of the run being resumed
     if resume:
         run, hyper = resolve_config(family, config, saved.get("train", {}), run_dir)
         if saved.get("world_size", 1) != ranks.world_size:
@@ -348,7 +349,6 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
     # data.json: the images the run trains on now, like config.json's data_dir; a resume on other data keeps
     # what the run trained on before under "earlier" (root and image count)
     record = {"root": str(data.root.resolve()), "train": data.relative()}
-    recorded = _read_json(run_dir / DATA_NAME) if resume else None
     if recorded and {k: recorded.get(k) for k in record} != record:
         before = {"root": recorded.get("root"), "images": _count(recorded.get("train"))}
         record["earlier"] = [*recorded.get("earlier", []), before]
