@@ -131,3 +131,57 @@ def test_model_folder_with_mismatched_weights_is_a_clear_error(tmp_path):
     (folder / "config.json").write_text(json.dumps(config | {"ch": 8}))
     with pytest.raises(UserError, match="weights do not match its config"):
         ugatit_cli.load_generator(folder)
+
+
+def test_loaded_weights_are_the_files_tensors_not_a_second_initialised_copy(tmp_path):
+    """A model folder's tensors become the network's parameters (built on the meta device, loaded with
+    assign=True): one copy of the weights in memory, nothing randomly initialised and then overwritten."""
+    from ugatit_cli.core.nets import adopt_weights
+
+    model = tiny_model()
+    folder = write_model_folder(model, tmp_path / "model")
+    state = load_file(folder / weights_name("a2b"))
+    config = model.config
+    net = adopt_weights(lambda: Generator(config), state)
+    assert {k: p.data_ptr() for k, p in net.state_dict().items()} == {k: t.data_ptr() for k, t in state.items()}
+    assert not any(t.is_meta for t in net.state_dict().values())
+    for ours, theirs in zip(outputs(net.eval()), outputs(model.generators["a2b"]), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    # fp16 weights are cast to the network's float32
+    half = adopt_weights(lambda: Generator(config), {k: v.half() for k, v in state.items()})
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+
+
+def test_modules_holding_tensors_no_file_provides_are_built_normally():
+    """A non-persistent buffer or a plain tensor attribute (spectral norm's ``weight``) cannot come from a
+    file: adopt_weights declines (None) instead of leaving it on the meta device, and so does a state that
+    does not fit; the family's loader then builds and loads the network the ordinary way."""
+    from torch import nn
+
+    from ugatit_cli.core.nets import adopt_weights
+
+    class WithNonPersistent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.register_buffer("classes", torch.arange(4.0), persistent=False)
+
+    state = WithNonPersistent().state_dict()
+    assert adopt_weights(WithNonPersistent, state) is None
+    spectral = nn.utils.spectral_norm(nn.Conv2d(3, 4, 3))
+    assert adopt_weights(lambda: nn.utils.spectral_norm(nn.Conv2d(3, 4, 3)), spectral.state_dict()) is None
+    assert adopt_weights(lambda: nn.Conv2d(3, 4, 3), {"weight": torch.zeros(4, 3, 3, 3)}) is None  # no bias
+    plain = adopt_weights(lambda: nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3).state_dict())
+    assert isinstance(plain, nn.Conv2d) and plain.weight.device.type == "cpu"
+
+
+def test_nan_past_the_first_checked_chunk_is_found(tmp_path):
+    """Finiteness is checked in chunks (bounded temporaries); a NaN in the last chunk is still refused."""
+    from ugatit_cli.core.safety import FINITE_CHUNK, check_tensors
+    from ugatit_cli.errors import ProcessingError
+
+    big = torch.zeros(2 * FINITE_CHUNK + 5)
+    assert check_tensors({"w": big}, "file")["w"] is big
+    big[-1] = float("inf")
+    with pytest.raises(ProcessingError, match="w holds NaN or infinite"):
+        check_tensors({"w": big}, "file")

@@ -28,6 +28,40 @@ def load_strict(net: nn.Module, state: Mapping[str, torch.Tensor], origin: str, 
     return net
 
 
+def _module_tensors(net: nn.Module):
+    """Every tensor a module holds: parameters, buffers (persistent or not) and plain tensor attributes (e.g.
+    the ``weight`` that ``torch.nn.utils.spectral_norm`` recomputes)."""
+    for module in net.modules():
+        yield from module._parameters.values()
+        yield from module._buffers.values()
+        yield from (value for value in vars(module).values() if isinstance(value, torch.Tensor))
+
+
+def adopt_weights(build, state: Mapping[str, torch.Tensor]) -> nn.Module | None:
+    """The module ``build()`` makes, with ``state``'s tensors as its parameters and buffers: built on the meta
+    device and loaded with ``assign=True``, so the weights exist once in memory (not also as a randomly
+    initialised copy) and nothing is initialised only to be overwritten. For a 279 M-parameter U-GAT-IT
+    generator this removes a 1.1 GB copy and the initialisation's seconds from every load.
+
+    Tensors whose dtype differs from the module's (stored fp16/bf16 weights) are cast to it. Returns None when
+    ``state`` does not fit the module (keys, shapes) or the module holds a tensor no file provides (a
+    non-persistent buffer, a tensor attribute): the caller then builds it normally and loads strictly, which
+    names any mismatch.
+    """
+    with torch.device("meta"):
+        net = build()
+    expected = net.state_dict()
+    state = {k: v.to(expected[k].dtype) if k in expected and v.dtype != expected[k].dtype else v
+             for k, v in state.items()}
+    try:
+        net.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError:
+        return None  # the caller's strict load names the problem
+    if any(t is not None and t.is_meta for t in _module_tensors(net)):
+        return None
+    return net
+
+
 def ema_copy(net: nn.Module) -> nn.Module:
     """A frozen copy of ``net`` in eval mode to average into."""
     ema = copy.deepcopy(net).eval()

@@ -136,9 +136,21 @@ def check_tensors(state: Any, origin: str, error: type[UserError] = ProcessingEr
         if tensor.numel() and tensor.untyped_storage().nbytes() < _span_bytes(tensor):
             raise error(f"{origin}: tensor {key} claims shape {list(tensor.shape)} but stores only "
                         f"{tensor.untyped_storage().nbytes()} bytes")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not _all_finite(tensor):
             raise error(f"{origin}: tensor {key} holds NaN or infinite values (a diverged or corrupted model)")
     return dict(state)
+
+
+#: Elements checked at a time: ``torch.isfinite`` makes temporaries as large as its input (an ``abs`` copy and
+#: two masks), which for a 1 GB weight raised the peak memory of loading a model by 1.6 GB.
+FINITE_CHUNK = 1 << 22
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    import torch
+
+    flat = tensor.reshape(-1)  # a view of a stored (contiguous) tensor
+    return all(bool(torch.isfinite(part).all()) for part in flat.split(FINITE_CHUNK))
 
 
 def _span_bytes(tensor: torch.Tensor) -> int:

@@ -37,7 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..core.files import atomic_folder
-from ..core.nets import load_strict
+from ..core.nets import adopt_weights, load_strict
 from ..core.safety import (
     check_tensors,
     meta_shapes,
@@ -291,11 +291,12 @@ def net_from_state(family: Family, config: Any, key: str, state: dict[str, torch
     device before a byte of the network is allocated. UserError / ProcessingError with one line otherwise.
     """
     state = check_tensors(strip_wrapper_prefixes(state), origin)
-    mismatch = shape_mismatch(meta_shapes(lambda: family.build_net(config, key)),
-                              {k: v.shape for k, v in state.items()})
+    build = lambda: family.build_net(config, key)  # noqa: E731
+    mismatch = shape_mismatch(meta_shapes(build), {k: v.shape for k, v in state.items()})
     if mismatch:
         raise UserError(f"{origin}: weights do not match its config ({mismatch})")
-    return load_strict(family.build_net(config, key), state, origin, to_float=True).eval()
+    net = adopt_weights(build, state)  # the file's tensors become the weights (fp16/bf16 cast): one copy in memory
+    return (net if net is not None else load_strict(build(), state, origin, to_float=True)).eval()
 
 
 def read_model_folder(model_id: str | os.PathLike, directions: Sequence[str] | None = None,
