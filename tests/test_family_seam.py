@@ -274,6 +274,9 @@ def test_a_family_defined_here_trains_resumes_translates_exports_and_evaluates_t
     wrong = ugatit("train", data, "--arch", "tiny", "--light", "--output", tmp_path / "x", ok=False)
     assert wrong.returncode == 2 and "--light does not apply to --arch tiny" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+    typo = ugatit("train", data, "--arch", "tinny", "--output", tmp_path / "x", ok=False)
+    assert typo.returncode == 2 and "unknown model family 'tinny'; did you mean 'tiny'?" in typo.stderr
+    assert len(typo.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
     # translate from the run (its EMA network), then from a safetensors export: the same pixels
     image = data / "test" / "0.png"

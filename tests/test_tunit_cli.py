@@ -212,6 +212,33 @@ def test_translate_with_a_reference_or_a_domain(data, run, tmp_path):
     assert done.returncode == 2 and "pseudo-domains 0 to 2" in done.stderr
 
 
+def test_unreadable_references_are_left_out_with_a_warning(data, run, tmp_path):
+    """A reference folder with a damaged image: the others are used (one warning line names it, the summary
+    counts the files written); a damaged single reference, or a folder of damaged ones, is one error line."""
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for name in ("sky_0.png", "sky_1.png"):
+        (refs / name).write_bytes((data / "sky" / name).read_bytes())
+    (refs / "broken.png").write_bytes((data / "sky" / "sky_2.png").read_bytes()[:60])  # truncated
+    out = tmp_path / "out"
+    done = ugatit("translate", data / "moss", "--model", run, "-o", out, "--reference", refs)
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "broken.png: reference image left out" in warnings[0], done.stderr
+    assert sorted(p.name for p in (out / "moss").iterdir()) == sorted(
+        f"moss_{i}_sky_{j}.png" for i in range(4) for j in range(2))
+    assert "Translated 4 images (8 files written)" in done.stderr, done.stderr
+
+    done = ugatit("translate", data / "moss", "--model", run, "-o", tmp_path / "x", "--reference",
+                  refs / "broken.png", ok=False)
+    assert done.returncode == 2 and "broken.png: --reference:" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    (refs / "sky_0.png").unlink()
+    (refs / "sky_1.png").write_bytes(b"")
+    done = ugatit("translate", data / "moss", "--model", run, "-o", tmp_path / "x", "--reference", refs, ok=False)
+    assert done.returncode == 2 and "none of its 2 images can be read" in done.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_cluster_writes_each_images_domain(data, run, tmp_path):
     out = tmp_path / "clusters"
     done = ugatit("cluster", data, "--model", run, "--output", out, "--link", "--quiet")

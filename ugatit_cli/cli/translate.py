@@ -111,6 +111,8 @@ def translate(
         failed = f", {len(report.failed)} failed" if report.failed else ""
         unit = "images" if all(t.output.suffix == ".png" for t in report.done) else "inputs"  # clips are inputs
         noun = unit[:-1] if len(report.done) == 1 else unit
+        files = sum(1 + len(t.extras) for t in report.done)  # several outputs per input: say how many files
+        noun += f" ({files} files written)" if files > len(report.done) else ""
         # the rate is over the translation itself (after loading the model), and only of inputs translated
         ran = f", {report.backend} {report.precision}" if report.backend else ""
         rate = (f"; {report.images_per_second:.2f} {unit}/s over {report.translate_seconds:.1f} s of translation{ran}"

@@ -34,6 +34,7 @@ third of its start-up.)
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -798,7 +799,10 @@ def get_family(name: str | None) -> Family:
     if name not in _FAMILIES:
         load_plugins()
     if name not in _FAMILIES:
-        raise UserError(f"unknown model family {name!r}; known: {', '.join(sorted(families()))}")
+        known = sorted(families())
+        close = difflib.get_close_matches(name.lower(), known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"unknown model family {name!r}; {hint}known: {', '.join(known)}")
     return _FAMILIES[name]
 
 

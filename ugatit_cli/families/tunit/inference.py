@@ -11,7 +11,9 @@ style code and domain do not depend on the batch it is in.
 
 from __future__ import annotations
 
+import functools
 import threading
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -103,17 +105,45 @@ def styles_from_folder(model: Any, folder: str | Path) -> DomainStyles:
 
 
 def reference_files(reference: str | Path) -> tuple[Path, list[Path]]:
-    """``(root, files)``: a reference image is its own root; a folder gives its images (recursive, sorted).
-    UserError when it does not exist or holds no image."""
+    """``(root, files)``: a reference image is its own root; a folder gives its readable images (recursive,
+    sorted). A folder's unreadable images are left out with one warning each (once per file version); UserError
+    when the path does not exist, the image (or every image of the folder) cannot be read, or the folder holds
+    no image."""
     from .data import scan_images
 
     path = Path(reference)
     if path.is_file():
+        if (problem := _unreadable(path)) is not None:
+            raise UserError(f"{path}: --reference: {problem}")
         return path.parent, [path]
     if not path.exists():
         raise UserError(f"{path}: --reference: no such image or folder")
     data = scan_images(path)
-    return path, [data.path(i) for i in range(len(data.files))]
+    files = [data.path(i) for i in range(len(data.files))]
+    readable = [f for f in files if _unreadable(f) is None]
+    if not readable:
+        raise UserError(f"{path}: --reference: none of its {len(files)} images can be read (first: {files[0]}: "
+                        f"{_unreadable(files[0])})")
+    return path, readable
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot serve as a reference, or None; decoded once per file version (size, mtime)."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})"
+    return _decode_problem(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_problem(path: str, size: int, mtime_ns: int) -> str | None:
+    try:
+        open_rgb(path)
+    except BadImageError as exc:
+        warnings.warn(f"{path}: reference image left out: {exc.reason}")
+        return exc.reason
+    return None
 
 
 def reference_specs(reference: str | Path) -> tuple[OutputSpec, ...]:
