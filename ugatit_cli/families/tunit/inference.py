@@ -141,7 +141,7 @@ def _decode_problem(path: str, size: int, mtime_ns: int) -> str | None:
     try:
         open_rgb(path)
     except BadImageError as exc:
-        warnings.warn(f"{path}: reference image left out: {exc.reason}")
+        warnings.warn(f"{path}: reference image left out: {exc.reason}", stacklevel=3)
         return exc.reason
     return None
 
