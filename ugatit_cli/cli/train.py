@@ -3,7 +3,6 @@ dataclasses (one help panel per family); ``--arch`` picks the family."""
 
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,15 +11,11 @@ import typer
 
 from ..errors import UserError
 from ..families.base import DEFAULT_FAMILY
-from .app import FAMILIES, app, family_help, print_error
+from .app import FAMILIES, app, family_help, print_error, warn_in_one_line
 from .options import applies, train_options, with_options
 
 GENERATED = train_options(FAMILIES)
 _LAYOUTS = "; ".join(f"{f.name}: {f.data_layout}" for f in FAMILIES.values() if f.data_layout)
-
-
-def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def train(
@@ -62,7 +57,7 @@ def train(
         if arch is not None or not resume:
             applies(GENERATED, get_family(arch), settings)
         with warnings.catch_warnings():
-            warnings.showwarning = _warn_in_one_line
+            warnings.showwarning = warn_in_one_line
             summary = run_training(data_dir, settings, arch=arch, output=output, resume=resume, init_from=init_from,
                                    device=device, progress=not quiet and main_rank, split=split,
                                    domain_columns=domain_column or ())

@@ -1,7 +1,6 @@
 """``ugatit translate``: options common to every family, plus each family's own (``translate_options``)."""
 
 import json
-import sys
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -12,7 +11,7 @@ from rich.markup import escape
 
 from ..core.faces import DEFAULT_FACE_SCALE, DEFAULT_MIN_FACE
 from ..core.video import DEFAULT_CODEC, DEFAULT_CRF
-from .app import FAMILIES, app, err_console, family_help, print_error
+from .app import FAMILIES, app, err_console, family_help, print_error, warn_in_one_line
 from .options import translate_options, with_options
 
 GENERATED = translate_options(FAMILIES)
@@ -82,7 +81,7 @@ def translate(
     shard = shard_from_env()
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _warn_in_one_line
+            warnings.showwarning = warn_in_one_line
             report = run_translation(
                 inputs, model, output=output, direction=direction, size=size, keep_size=keep_size,
                 batch_size=batch_size, device=device, precision=Precision(precision).value, overwrite=overwrite,
@@ -121,10 +120,6 @@ def translate(
         err_console.print(f"{rank}Translated {len(report.done)} {noun}{skipped}{failed} in {report.seconds:.1f} s"
                           f"{rate} into {escape(str(report.output_dir))}")
     raise typer.Exit(report.exit_code)
-
-
-def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
 
 
 app.command("translate")(with_options(translate, GENERATED))
