@@ -3,8 +3,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,41 @@ def test_bad_label_ids_are_named_before_training(data, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "train_label/city_000001_gtFine_labelIds.png: label ids 0..3 but label_nc is 3" in done.stderr
     assert not (tmp_path / "run").exists()  # nothing left that would block the corrected command
+
+
+def test_settings_that_do_not_fit_the_run_length_are_one_line_before_training(data, tmp_path):
+    # new runs: every training setting is checked before the run folder is made
+    for option, said in ((["--niter-decay", "3"], "--niter-decay 3 is longer than --iterations 2: pass "
+                                                  "--niter-decay 2 or less, or --iterations 3 or more"),
+                         (["--num-d", "20"], "num_D must be in [1, 8], got 20")):
+        done = ugatit("train", data, *TINY, "--iterations", "2", *option, "--output", tmp_path / "new", ok=False)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert said in " ".join(done.stderr.split()) and not (tmp_path / "new").exists(), done.stderr
+    # a run interrupted early, resumed with a total below the decay it recorded at its start (half of 1000)
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "ugatit_cli", "train", str(data), *TINY, "--iterations",
+                                "1000", "--save-every", "500", "--output", str(run)], env=ENV, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "log.jsonl").is_file() and (run / "log.jsonl").stat().st_size > 0):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        process.kill()
+    done_at = int((run / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
+    assert 0 < done_at < 499 and json.loads((run / "config.json").read_text())["train"]["niter_decay"] == 500
+    done = ugatit("train", data, "--resume", "--output", run, "--iterations", done_at + 1, ok=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert (f"{run}: --niter-decay 500 (the run's, recorded when it started) is longer than --iterations "
+            f"{done_at + 1}: pass --niter-decay {done_at + 1} or less, or --iterations 500 or more"
+            ) in " ".join(done.stderr.split())
+    assert json.loads((run / "config.json").read_text())["train"]["iterations"] == 1000  # nothing rewritten
+    done = ugatit("train", data, "--resume", "--output", run, "--iterations", done_at + 1, "--niter-decay", 1,
+                  "--json")
+    assert json.loads(done.stdout)["iteration"] == done_at + 1  # what the line said to pass trains on
 
 
 def test_official_checkpoint_as_model_equals_the_official_forward(data, tmp_path):

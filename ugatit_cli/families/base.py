@@ -709,6 +709,13 @@ class Family(ABC):
         ``--iterations`` keeps its phases. Nothing by default."""
         return {}
 
+    def check_settings(self, run: Any, hyper: Any, resumed: bool = False) -> None:
+        """ValueError, in option names, for settings this family cannot train with, raised before anything is
+        written: by default the architecture (:meth:`model_config_for`); a family whose trainer checks more
+        (settings that depend on ``run``, such as a phase longer than ``run.iterations``) checks that too.
+        ``hyper`` has its schedule resolved; ``resumed``: its phases are those the run recorded when it started."""
+        self.model_config_for(hyper)
+
     def schedule_note(self, run: Any, hyper: Any) -> str | None:
         """One line on what the phases of ``run`` (with ``hyper`` resolved) are, shown when a resume changes
         ``--iterations``; None: nothing to say (the default)."""

@@ -475,6 +475,19 @@ class Pix2PixHDFamily(Family):
 
     resumable_settings = frozenset({"niter_decay"})
 
+    def check_settings(self, run, hyper, resumed=False):
+        """The phases against ``run.iterations`` (what to pass instead), then everything the trainer checks."""
+        recorded = " (the run's, recorded when it started)" if resumed else ""
+        if hyper.niter_decay is not None and hyper.niter_decay > run.iterations:
+            raise ValueError(f"--niter-decay {hyper.niter_decay}{recorded} is longer than --iterations "
+                             f"{run.iterations}: pass --niter-decay {run.iterations} or less, or --iterations "
+                             f"{hyper.niter_decay} or more")
+        if hyper.niter_fix_global > run.iterations:
+            shorter = "" if resumed else f"--niter-fix-global {run.iterations} or less, or "
+            raise ValueError(f"--niter-fix-global {hyper.niter_fix_global}{recorded} is longer than --iterations "
+                             f"{run.iterations}: pass {shorter}--iterations {hyper.niter_fix_global} or more")
+        hyper.train_config(run)
+
     def resolved_schedule(self, run, hyper):
         return {"niter_decay": run.iterations // 2 if hyper.niter_decay is None else hyper.niter_decay}
 
