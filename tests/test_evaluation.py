@@ -243,13 +243,20 @@ def test_too_few_readable_images_is_a_clear_error(tmp_path):
         evaluate_folders(tmp_path / "real", tmp_path / "fake", extractor=SmallFeatures(), progress=False)
 
 
-def test_cli_evaluates_a_model_on_the_test_sets_of_a_dataset(tmp_path):
+def model_and_test_sets(tmp_path: Path, n_res: int = 2) -> Path:
+    """A tiny U-GAT-IT model folder at ``tmp_path/model`` and ``tmp_path/data`` with testA/ (4 images) and
+    testB/ (5, brighter); returns the data folder."""
     torch.manual_seed(0)
-    config = UGATITConfig(img_size=32, ch=4, n_res=2, light=True)
+    config = UGATITConfig(img_size=32, ch=4, n_res=n_res, light=True)
     write_model_folder(UGATITModel(config, {d: Generator(config).eval() for d in ("a2b", "b2a")}), tmp_path / "model")
     data = tmp_path / "data"
     write_images(data / "testA", 4, seed=1, size=40)
     write_images(data / "testB", 5, seed=2, size=40, brightness=40)
+    return data
+
+
+def test_cli_evaluates_a_model_on_the_test_sets_of_a_dataset(tmp_path):
+    data = model_and_test_sets(tmp_path)
     (data / "testA" / "broken.png").write_bytes(b"")
     (tmp_path / "tmp").mkdir()
     proc = run_cli("eval", str(data), "--model", str(tmp_path / "model"), "--kid", "--fid", "--direction", "both",
@@ -274,12 +281,7 @@ def test_cli_evaluates_a_model_on_the_test_sets_of_a_dataset(tmp_path):
 
 
 def test_eval_leaves_out_translate_outputs_written_into_the_test_folders(tmp_path):
-    torch.manual_seed(0)
-    config = UGATITConfig(img_size=32, ch=4, n_res=1, light=True)
-    write_model_folder(UGATITModel(config, {d: Generator(config).eval() for d in ("a2b", "b2a")}), tmp_path / "model")
-    data = tmp_path / "data"
-    write_images(data / "testA", 4, seed=1, size=40)
-    write_images(data / "testB", 5, seed=2, size=40, brightness=40)
+    data = model_and_test_sets(tmp_path, n_res=1)
     # a user looks at translations inside the data folder: one output in the translated folder, one in the real
     for out in (data / "testA" / "out", data / "testB" / "a2b"):
         done = run_cli("translate", str(data / "testA"), "--model", str(tmp_path / "model"), "-o", str(out),

@@ -133,6 +133,54 @@ def test_bad_label_ids_are_named_before_training(data, tmp_path):
     assert not (tmp_path / "run").exists()  # nothing left that would block the corrected command
 
 
+def test_every_problem_of_the_data_is_listed_in_one_run(tmp_path):
+    root = tmp_path / "data"
+    for i in range(8):
+        _pair(root, "train", f"city_{i:06d}", (32, 32), i)
+    _pair(root, "test", "town_000000", (32, 32), 20)
+    labels = root / "train_label"
+    Image.fromarray(np.full((32, 32), 7, np.uint8), mode="L").save(labels / "city_000001_gtFine_labelIds.png")
+    Image.fromarray(np.full((32, 32), 5, np.uint8), mode="L").save(labels / "city_000002_gtFine_labelIds.png")
+    Image.new("RGB", (48, 32)).save(root / "train_img" / "city_000003_leftImg8bit.png")  # not its label's size
+    (root / "train_inst" / "city_000004_gtFine_instanceIds.png").unlink()  # a label map without instance map
+    (root / "train_img" / "city_000005_leftImg8bit.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    Image.fromarray(np.full((32, 32), 9, np.uint8), mode="L").save(root / "test_label" /
+                                                                   "town_000000_gtFine_labelIds.png")
+    done = ugatit("train", root, *TINY, "--iterations", "1", "--output", tmp_path / "run", ok=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    said = done.stderr
+    assert said.count("error:") == 1 and "6 problem(s) in the data" in said, said
+    block = [line.strip() for line in said.splitlines()]
+    for kind, files in (("files without a partner (1):", ["train_label/city_000004_gtFine_labelIds.png: no partner "
+                                                          "in train_inst/"]),
+                        ("unreadable files (1):", ["train_img/city_000005_leftImg8bit.png: not an image file Pillow "
+                                                   "can read"]),
+                        ("sizes that differ from the label map's (1):", [
+                            "train_img/city_000003_leftImg8bit.png: 48x32 but its label map "
+                            "train_label/city_000003_gtFine_labelIds.png is 32x32"]),
+                        ("label ids >= label_nc (3):", [
+                            "train_label/city_000001_gtFine_labelIds.png: label ids 7..7 but label_nc is 4",
+                            "train_label/city_000002_gtFine_labelIds.png: label ids 5..5 but label_nc is 4",
+                            "test_label/town_000000_gtFine_labelIds.png: label ids 9..9 but label_nc is 4"])):
+        at = block.index(kind)
+        assert block[at + 1:at + 1 + len(files)] == files, said
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_instance_maps_matter_only_to_settings_that_use_them(tmp_path):
+    root = tmp_path / "data"
+    for i in range(3):
+        _pair(root, "train", f"city_{i:06d}", (32, 32), i)
+    (root / "train_inst" / "city_000000_gtFine_instanceIds.png").unlink()
+    (root / "train_inst" / "city_000001_gtFine_instanceIds.png").write_bytes(b"")
+    done = ugatit("train", root, *TINY, "--iterations", "1", "--output", tmp_path / "run", ok=False)
+    assert done.returncode == 2 and "2 problem(s) in the data" in done.stderr, done.stderr
+    assert "train_inst/city_000001_gtFine_instanceIds.png: not an image file Pillow can read" in done.stderr
+    ugatit("train", root, *TINY, "--no-instance", "--iterations", "1", "--output", tmp_path / "run")
+    recorded = json.loads((tmp_path / "run" / "data.json").read_text())["train"]
+    assert len(recorded["label"]) == len(recorded["image"]) == 3  # every pair trains; no instance maps used
+
+
 def test_settings_that_do_not_fit_the_run_length_are_one_line_before_training(data, tmp_path):
     # new runs: every training setting is checked before the run folder is made
     for option, said in ((["--niter-decay", "3"], "--niter-decay 3 is longer than --iterations 2: pass "

@@ -670,6 +670,12 @@ class Family(ABC):
     def scan_data(self, data_dir: Path) -> TrainingData:
         """Find and check the training data (UserError when the layout is wrong or nothing is readable)."""
 
+    def check_data(self, data: TrainingData, hyper: Any) -> None:
+        """UserError listing every problem of ``data`` (from :meth:`scan_data`) under the settings ``hyper``,
+        called before a run writes anything; a family whose scan keeps its problems for this (pix2pixHD: ids
+        against --label-nc, sizes against the transform) reports them all at once. Nothing by default."""
+        return None
+
     def hub_columns_for(self, hyper: Any) -> HubColumns | None:
         """How a Hub dataset fills DATA_DIR for a run with the hyper-parameters ``hyper`` (by default
         :attr:`hub_columns`, whatever the settings)."""

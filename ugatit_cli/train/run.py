@@ -334,6 +334,7 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
         _check_settings(family, run, hyper)
         if init_from is not None:
             _check_init_source(family, Path(init_from))
+    family.check_data(data, hyper)
     check_precision(run.precision, device)
     if not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
