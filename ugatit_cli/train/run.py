@@ -308,9 +308,6 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
         # phases that derive from the length (runs of older versions did not record them): those of the run's
         # length when it started, so that a resume with another --iterations keeps the phases that have passed
         hyper = _with_schedule(family, replace(run, iterations=started), hyper)
-        if run.iterations != started:
-            note = family.schedule_note(run, hyper)
-            say(f"note: --iterations changed from {started} to {run.iterations}{f': {note}' if note else ''}")
         recorded = _read_json(run_dir / DATA_NAME)
         if recorded and recorded.get("root") != str(data.root.resolve()):
             say(f"[yellow]warning:[/] DATA_DIR {data.root.resolve()} is not the run's, {recorded.get('root')}: "
@@ -323,6 +320,9 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
             raise UserError(f"{run_dir}: already at iteration {done} of --iterations {run.iterations}; nothing to "
                             f"do (pass --iterations above {done} to train on)")
         _check_settings(family, run, hyper, run_dir)
+        if run.iterations != started:  # said once the new length is known to work
+            note = family.schedule_note(run, hyper)
+            say(f"note: --iterations changed from {started} to {run.iterations}{f': {note}' if note else ''}")
         if checkpoint is None:
             say(f"{run_dir}: no checkpoint yet; starting from iteration 0")
     else:
