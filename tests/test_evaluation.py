@@ -243,13 +243,20 @@ def test_too_few_readable_images_is_a_clear_error(tmp_path):
         evaluate_folders(tmp_path / "real", tmp_path / "fake", extractor=SmallFeatures(), progress=False)
 
 
-def test_cli_evaluates_a_model_on_the_test_sets_of_a_dataset(tmp_path):
+def model_and_test_sets(tmp_path: Path, n_res: int = 2) -> Path:
+    """A tiny U-GAT-IT model folder at ``tmp_path/model`` and ``tmp_path/data`` with testA/ (4 images) and
+    testB/ (5, brighter); returns the data folder."""
     torch.manual_seed(0)
-    config = UGATITConfig(img_size=32, ch=4, n_res=2, light=True)
+    config = UGATITConfig(img_size=32, ch=4, n_res=n_res, light=True)
     write_model_folder(UGATITModel(config, {d: Generator(config).eval() for d in ("a2b", "b2a")}), tmp_path / "model")
     data = tmp_path / "data"
     write_images(data / "testA", 4, seed=1, size=40)
     write_images(data / "testB", 5, seed=2, size=40, brightness=40)
+    return data
+
+
+def test_cli_evaluates_a_model_on_the_test_sets_of_a_dataset(tmp_path):
+    data = model_and_test_sets(tmp_path)
     (data / "testA" / "broken.png").write_bytes(b"")
     (tmp_path / "tmp").mkdir()
     proc = run_cli("eval", str(data), "--model", str(tmp_path / "model"), "--kid", "--fid", "--direction", "both",
@@ -271,6 +278,28 @@ def test_cli_evaluates_a_model_on_the_test_sets_of_a_dataset(tmp_path):
                                 kid_subsets=10, progress=False).comparisons[0]
     assert a2b["kid_mean"] == pytest.approx(expected.kid_mean, rel=1e-4)
     assert a2b["fid"] == pytest.approx(expected.fid, rel=1e-4)
+
+
+def test_eval_leaves_out_translate_outputs_written_into_the_test_folders(tmp_path):
+    data = model_and_test_sets(tmp_path, n_res=1)
+    # a user looks at translations inside the data folder: one output in the translated folder, one in the real
+    for out in (data / "testA" / "out", data / "testB" / "a2b"):
+        done = run_cli("translate", str(data / "testA"), "--model", str(tmp_path / "model"), "-o", str(out),
+                       "--device", "cpu", "--quiet")
+        assert done.returncode == 0 and len(list(out.rglob("*.png"))) == 4, done.stderr
+    proc = run_cli("eval", str(data), "--model", str(tmp_path / "model"), "--json", "--kid-subsets", "10",
+                   "--device", "cpu", "--feature-extractor", SMALL, "--quiet")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    (a2b,) = json.loads(proc.stdout)["results"]
+    assert (a2b["fake_images"], a2b["real_images"]) == (4, 5)  # the test images only, not the earlier outputs
+    notes = [line for line in proc.stderr.splitlines() if "earlier ugatit results" in line]
+    assert notes == [f"note: 2 folder(s) of earlier ugatit results left out ({data / 'testA' / 'out'}, "
+                     f"{data / 'testB' / 'a2b'}; name one to read it)"], proc.stderr
+    # a results folder named directly is read: the fake side of a two-folder comparison
+    report = evaluate_folders(data / "testB", data / "testB" / "a2b", extractor=SmallFeatures(), kid_subsets=10,
+                              progress=False)
+    assert (report.comparisons[0].real_images, report.comparisons[0].fake_images) == (5, 4)
+    assert report.left_out == [str(data / "testB" / "a2b")]
 
 
 # --- the FID Inception network: weights, missing extra ---------------------------------------------------------

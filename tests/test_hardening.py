@@ -533,7 +533,8 @@ def test_an_input_that_is_the_output_folder_is_named_not_dropped(tmp_path, model
     # results of an earlier run inside a folder being translated are left out, and the summary says so
     assert invoke("translate", photos, "--model", model_folder, "--output", photos / "out").exit_code == 0
     result = invoke("translate", photos, "--model", model_folder, "--output", photos / "out")
-    assert result.exit_code == 0 and "2 left out (inside the output folder)" in result.output, result.output
+    assert result.exit_code == 0 and f"1 folder(s) of earlier ugatit results left out ({photos / 'out'}" in \
+        result.output, result.output
 
 
 def test_the_output_layout_does_not_depend_on_the_other_inputs_and_never_collides(tmp_path, model_folder,

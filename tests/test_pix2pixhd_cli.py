@@ -3,8 +3,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,89 @@ def test_bad_label_ids_are_named_before_training(data, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "train_label/city_000001_gtFine_labelIds.png: label ids 0..3 but label_nc is 3" in done.stderr
     assert not (tmp_path / "run").exists()  # nothing left that would block the corrected command
+
+
+def test_every_problem_of_the_data_is_listed_in_one_run(tmp_path):
+    root = tmp_path / "data"
+    for i in range(8):
+        _pair(root, "train", f"city_{i:06d}", (32, 32), i)
+    _pair(root, "test", "town_000000", (32, 32), 20)
+    labels = root / "train_label"
+    Image.fromarray(np.full((32, 32), 7, np.uint8), mode="L").save(labels / "city_000001_gtFine_labelIds.png")
+    Image.fromarray(np.full((32, 32), 5, np.uint8), mode="L").save(labels / "city_000002_gtFine_labelIds.png")
+    Image.new("RGB", (48, 32)).save(root / "train_img" / "city_000003_leftImg8bit.png")  # not its label's size
+    (root / "train_inst" / "city_000004_gtFine_instanceIds.png").unlink()  # a label map without instance map
+    (root / "train_img" / "city_000005_leftImg8bit.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    Image.fromarray(np.full((32, 32), 9, np.uint8), mode="L").save(root / "test_label" /
+                                                                   "town_000000_gtFine_labelIds.png")
+    done = ugatit("train", root, *TINY, "--iterations", "1", "--output", tmp_path / "run", ok=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    said = done.stderr
+    assert said.count("error:") == 1 and "6 problem(s) in the data" in said, said
+    block = [line.strip() for line in said.splitlines()]
+    for kind, files in (("files without a partner (1):", ["train_label/city_000004_gtFine_labelIds.png: no partner "
+                                                          "in train_inst/"]),
+                        ("unreadable files (1):", ["train_img/city_000005_leftImg8bit.png: not an image file Pillow "
+                                                   "can read"]),
+                        ("sizes that differ from the label map's (1):", [
+                            "train_img/city_000003_leftImg8bit.png: 48x32 but its label map "
+                            "train_label/city_000003_gtFine_labelIds.png is 32x32"]),
+                        ("label ids >= label_nc (3):", [
+                            "train_label/city_000001_gtFine_labelIds.png: label ids 7..7 but label_nc is 4",
+                            "train_label/city_000002_gtFine_labelIds.png: label ids 5..5 but label_nc is 4",
+                            "test_label/town_000000_gtFine_labelIds.png: label ids 9..9 but label_nc is 4"])):
+        at = block.index(kind)
+        assert block[at + 1:at + 1 + len(files)] == files, said
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_instance_maps_matter_only_to_settings_that_use_them(tmp_path):
+    root = tmp_path / "data"
+    for i in range(3):
+        _pair(root, "train", f"city_{i:06d}", (32, 32), i)
+    (root / "train_inst" / "city_000000_gtFine_instanceIds.png").unlink()
+    (root / "train_inst" / "city_000001_gtFine_instanceIds.png").write_bytes(b"")
+    done = ugatit("train", root, *TINY, "--iterations", "1", "--output", tmp_path / "run", ok=False)
+    assert done.returncode == 2 and "2 problem(s) in the data" in done.stderr, done.stderr
+    assert "train_inst/city_000001_gtFine_instanceIds.png: not an image file Pillow can read" in done.stderr
+    ugatit("train", root, *TINY, "--no-instance", "--iterations", "1", "--output", tmp_path / "run")
+    recorded = json.loads((tmp_path / "run" / "data.json").read_text())["train"]
+    assert len(recorded["label"]) == len(recorded["image"]) == 3  # every pair trains; no instance maps used
+
+
+def test_settings_that_do_not_fit_the_run_length_are_one_line_before_training(data, tmp_path):
+    # new runs: every training setting is checked before the run folder is made
+    for option, said in ((["--niter-decay", "3"], "--niter-decay 3 is longer than --iterations 2: pass "
+                                                  "--niter-decay 2 or less, or --iterations 3 or more"),
+                         (["--num-d", "20"], "num_D must be in [1, 8], got 20")):
+        done = ugatit("train", data, *TINY, "--iterations", "2", *option, "--output", tmp_path / "new", ok=False)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert said in " ".join(done.stderr.split()) and not (tmp_path / "new").exists(), done.stderr
+    # a run interrupted early, resumed with a total below the decay it recorded at its start (half of 1000)
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "ugatit_cli", "train", str(data), *TINY, "--iterations",
+                                "1000", "--save-every", "500", "--output", str(run)], env=ENV, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "log.jsonl").is_file() and (run / "log.jsonl").stat().st_size > 0):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        process.kill()
+    done_at = int((run / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
+    assert 0 < done_at < 499 and json.loads((run / "config.json").read_text())["train"]["niter_decay"] == 500
+    done = ugatit("train", data, "--resume", "--output", run, "--iterations", done_at + 1, ok=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert (f"{run}: --niter-decay 500 (the run's, recorded when it started) is longer than --iterations "
+            f"{done_at + 1}: pass --niter-decay {done_at + 1} or less, or --iterations 500 or more"
+            ) in " ".join(done.stderr.split())
+    assert json.loads((run / "config.json").read_text())["train"]["iterations"] == 1000  # nothing rewritten
+    done = ugatit("train", data, "--resume", "--output", run, "--iterations", done_at + 1, "--niter-decay", 1,
+                  "--json")
+    assert json.loads(done.stdout)["iteration"] == done_at + 1  # what the line said to pass trains on
 
 
 def test_official_checkpoint_as_model_equals_the_official_forward(data, tmp_path):

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 import ugatit_cli
 from ugatit_cli.cli.app import _UserErrorsAsExitCodes, app
+from ugatit_cli.core.files import OUTPUT_MARK
 from ugatit_cli.core.images import BadImageError, image_to_tensor, open_rgb, tensor_to_image
 from ugatit_cli.core.images import jet_image as heatmap_to_image
 from ugatit_cli.errors import UserError
@@ -75,7 +76,8 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def leftovers(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    """Temporaries: hidden or .tmp names (the mark of a results folder is no temporary)."""
+    return [p for p in folder.rglob("*") if p.name != OUTPUT_MARK and (p.name.startswith(".") or p.suffix == ".tmp")]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -96,7 +98,8 @@ def test_cli_output_equals_the_generator_by_hand(tmp_path, full_model):
     expected, heatmap = by_hand(full_model, open_rgb(src / "photo.jpg"))
     np.testing.assert_array_equal(pixels(out / "photo.png"), np.asarray(expected))
     np.testing.assert_array_equal(pixels(out / "photo_heatmap.png"), np.asarray(heatmap_to_image(heatmap, (32, 32))))
-    assert sorted(p.name for p in out.iterdir()) == ["photo.png", "photo_heatmap.png"]
+    # the results and the mark that keeps them out of later recursive reads: nothing else
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARK, "photo.png", "photo_heatmap.png"]
 
 
 def test_b2a_uses_the_other_generator(tmp_path, light_model):
@@ -143,8 +146,14 @@ def test_folders_recurse_keeping_relative_paths_and_globs_match(tmp_path, light_
     again = ugatit_cli.translate(src, light_model, output=src / "translated", progress=False)
     rerun = ugatit_cli.translate(src, light_model, output=src / "translated", progress=False)
     assert len(again.done) == 3 and not rerun.done  # its own outputs are no inputs: skipped, and said so
-    assert sorted(s.reason.split(" (")[0] for s in rerun.skipped) == ["inside the output folder"] * 3 + [
+    assert sorted(s.reason.split(" (")[0] for s in rerun.skipped) == ["a folder of earlier ugatit results"] + [
         "output exists"] * 3
+    # a folder that already held the user's own images, given as --output, is not marked: still an input later
+    own = src / "trip" / "day1"
+    ugatit_cli.translate(src / "a.png", light_model, output=own, progress=False)
+    assert not (own / OUTPUT_MARK).exists() and (own / "a.png").is_file()
+    later = ugatit_cli.translate(src / "trip", light_model, output=tmp_path / "later", progress=False)
+    assert sorted(t.source.name for t in later.done) == ["a.png", "b.jpg", "c.webp"]
 
     report = ugatit_cli.translate([str(src / "**" / "*.jpg"), str(src / "*.png")], light_model,
                                   output=tmp_path / "globbed", progress=False)
@@ -160,7 +169,7 @@ def test_same_stem_in_one_folder_keeps_both(tmp_path, light_model):
     report = ugatit_cli.translate([tmp_path / "a.png", tmp_path / "a.jpg"], light_model, output=tmp_path / "out",
                                   progress=False)
     assert report.exit_code == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg.png", "a.png.png"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a.jpg.png", "a.png.png"]
 
 
 def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, light_model):

@@ -82,7 +82,7 @@ def test_faces_crops_with_heatmaps(tmp_path, model):
     run = ugatit("in/astronaut.png", "in/friends.png", "--model", model, "--faces", "crops", "--heatmap",
                  "--face-scale", "1.5", "--min-face", "60", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    names = sorted(p.name for p in (tmp_path / "translated").iterdir())
+    names = sorted(p.name for p in (tmp_path / "translated").glob("*.png"))
     assert names == ["astronaut_face0.png", "astronaut_face0_heatmap.png", "friends_face0.png",
                      "friends_face0_heatmap.png", "friends_face1.png", "friends_face1_heatmap.png"]
     with Image.open(tmp_path / "translated" / "friends_face1.png") as crop:

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -268,6 +269,26 @@ def test_cluster_writes_each_images_domain(data, run, tmp_path):
         assert not placed.is_symlink() and placed.read_bytes() == Path(row["image"]).read_bytes()
     done = ugatit("cluster", data, "--model", run, "--link", ok=False)
     assert done.returncode == 2 and "--link needs --output" in done.stderr
+
+
+def test_a_length_that_ends_before_g_ema_starts_says_the_generator_stays_untrained():
+    from ugatit_cli.families import get_family
+    from ugatit_cli.families.base import RunConfig
+
+    family = get_family("tunit")
+    hyper = family.hyper_params(warmup_iterations=1, ema_start=5)  # as a resume reads them from the run
+    note = family.schedule_note(RunConfig(iterations=4, batch_size=4), hyper)
+    assert "the generator it saves stays untrained (pass --iterations above 5, or --ema-start" in note, note
+    assert "untrained" not in family.schedule_note(RunConfig(iterations=6, batch_size=4), hyper)
+
+
+def test_cluster_results_written_into_the_data_are_not_read_again(data, run, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    ugatit("cluster", copy, "--model", run, "-o", copy / "sorted", "--copy", "-q")
+    assert len(list((copy / "sorted").rglob("*.png"))) == 8
+    report = json.loads(ugatit("cluster", copy, "--model", run, "--json", "-q").stdout)
+    assert sum(report["counts"]) == 8  # the images, not their copies in sorted/ as well
 
 
 def _umask() -> int:

@@ -5,8 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
+import ugatit_cli
 from ugatit_cli.errors import ProcessingError, UserError
 from ugatit_cli.families.tunit.data import load_rgb, scan_images, training_pair
+from ugatit_cli.families.ugatit import Generator, UGATITConfig
+from ugatit_cli.families.ugatit.family import UGATITModel
 
 
 def _image(path, seed):
@@ -27,6 +30,18 @@ def test_scan_reads_subfolders_recursively_and_labels_classes(tmp_path):
     _image(tmp_path / "loose.png", 4)  # an image outside any subfolder: no labels
     data = scan_images(tmp_path)
     assert data.labels is None and "loose.png" in data.files
+
+
+def test_scan_leaves_out_a_folder_of_translate_results_inside_the_data(tmp_path):
+    _image(tmp_path / "cats" / "a.png", 0)
+    _image(tmp_path / "dogs" / "b.png", 1)
+    config = UGATITConfig(img_size=32, ch=4, n_res=1, light=True)
+    model = UGATITModel(config, {d: Generator(config).eval() for d in ("a2b", "b2a")})
+    report = ugatit_cli.translate(tmp_path / "cats", model, output=tmp_path / "out", device="cpu", progress=False)
+    assert len(report.done) == 1
+    data = scan_images(tmp_path)  # "out" is no third class and its image no training image
+    assert data.files == ["cats/a.png", "dogs/b.png"] and data.classes == ["cats", "dogs"]
+    assert scan_images(tmp_path / "out").files == ["cats/a.png"]  # named directly, it is read
 
 
 def test_scan_errors_are_one_line(tmp_path):

@@ -15,6 +15,7 @@ pytest.importorskip("skimage")
 import clips  # noqa: E402
 import real_photos as rp  # noqa: E402
 
+from ugatit_cli.core.files import OUTPUT_MARK  # noqa: E402
 from ugatit_cli.core.video import BadVideoError, translate_video  # noqa: E402
 from ugatit_cli.errors import UserError  # noqa: E402
 from ugatit_cli.families import get_family  # noqa: E402
@@ -40,7 +41,7 @@ def pan_frames():
 
 
 def _leftovers(folder):
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != OUTPUT_MARK)
 
 
 def test_a_pan_keeps_rate_duration_size_and_audio(tmp_path, translate, pan_frames):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .core.devices import select_device
-from .core.files import atomic_file
+from .core.files import atomic_file, mark_output_folder
 from .core.images import BadImageError, InputImage, collect_images, pixels_to_tensor
 from .core.progress import count_progress
 from .errors import UserError
@@ -170,6 +170,7 @@ def cluster(inputs, model: str | os.PathLike | Model, *, output: str | os.PathLi
         except OSError as exc:
             raise UserError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
         if place is not None:
+            mark_output_folder(out_dir, "cluster")  # the domain_<k>/ folders hold copies of inputs, no new data
             report.assigned = [_place(a, out_dir, place, overwrite, report) for a in report.assigned]
         with atomic_file(table) as tmp:
             text = report.to_csv() if table_format == "csv" else json.dumps(report.to_dict(), indent=2) + "\n"

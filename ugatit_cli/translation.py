@@ -28,6 +28,7 @@ from PIL import Image
 
 from .core.devices import autocast, check_precision, select_device
 from .core.faces import DEFAULT_FACE_SCALE, DEFAULT_MIN_FACE
+from .core.files import mark_output_folder
 from .core.hardware import (
     SlowPrecisionWarning,
     auto_backend,
@@ -87,6 +88,7 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 AUTO_ONNX_MIN_IMAGES = 100
 EXISTS_REASON = "output exists (pass --overwrite to replace it)"
 INSIDE_OUTPUT_REASON = "inside the output folder (earlier results are not inputs)"
+RESULTS_FOLDER_REASON = "a folder of earlier ugatit results (name it to read it)"
 NONFINITE_REASON = ("the model produced NaN or infinite values (nothing written): a diverged model, or an "
                     "overflow in reduced precision (try --precision fp32)")
 
@@ -280,7 +282,9 @@ def translate(
     e.g. for 100 MP camera files.
 
     Outputs follow one rule whatever the other inputs are (``output_relative``). Inputs inside ``output``
-    fail by name (a folder) or are counted as skipped (earlier results found in a folder). SIGTERM
+    fail by name (a folder) or are counted as skipped (earlier results found in a folder). ``output`` is
+    marked as a folder of results (:data:`~ugatit_cli.core.files.OUTPUT_MARK`): any later command reading a
+    folder above it recursively leaves it out; translate counts each such folder as skipped. SIGTERM
     interrupts like Ctrl-C (KeyboardInterrupt; writes in flight finish or remove their temporary), and
     temporaries a killed run left in the output folders are removed. Results with NaN/inf values fail
     instead of being written as black pictures.
@@ -347,9 +351,11 @@ def translate(
         report.failed += [Failed(str(src), f"is inside the output folder {output_dir}: its images would be read "
                                            "back as inputs; choose another --output") for src in inside]
     sources, videos = split_videos([src for src in sources if src not in inside])
-    images, problems = collect_images(sources, stable_layout=True) if sources else ([], [])
+    left_out: list[Path] = []
+    images, problems = collect_images(sources, stable_layout=True, left_out=left_out) if sources else ([], [])
     if shard.is_main:
         report.failed += [Failed(p.path, p.reason) for p in problems]
+        report.skipped += [Skipped(folder, folder, RESULTS_FOLDER_REASON) for folder in left_out]
     images, videos = _outside(images, output_dir, report), _outside(videos, output_dir, report)
     videos = _mine(videos, shard)
     face_images, images = (_mine(images, shard), []) if face_options else ([], images)
@@ -381,6 +387,7 @@ def translate(
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"{output_dir}: cannot create the output folder ({exc.strerror or exc})") from None
+        mark_output_folder(output_dir, "translate")
         folders = {output_dir} | {path.parent for job in jobs for _, path, _ in job.outputs}
         folders |= {output_dir / image.relative.parent for image in [*face_images, *videos]}
         for folder in folders:

@@ -36,6 +36,14 @@ def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}")
 
 
+def results_note(folders: list[str], shown: int = 3) -> str:
+    """``"N folder(s) of earlier ugatit results left out (A, B, ...; name one to read it)"``: the folders
+    of this tool's results that a recursive read passed over (``core.files.OUTPUT_MARK``), the first ``shown``."""
+    more = f", and {len(folders) - shown} more" if len(folders) > shown else ""
+    return (f"{len(folders)} folder(s) of earlier ugatit results left out ({', '.join(folders[:shown])}{more}; "
+            "name one to read it)")
+
+
 #: Options whose value may be left out: (option, the values it takes, the value when it is alone).
 OPTIONAL_VALUES = (("--faces", ("composite", "crops"), "composite"),)
 

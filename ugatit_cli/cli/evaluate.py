@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .app import app, console, err_console, family_help, print_error
+from .app import app, console, err_console, family_help, print_error, results_note
 
 
 @app.command("eval")
@@ -64,6 +64,8 @@ def eval_command(
         report = evaluate_folders(real, fake, **options)
     for problem in report.failures:
         print_error(f"{problem.path}: {problem.reason}")
+    if report.left_out:
+        err_console.print(f"note: {results_note(report.left_out)}", markup=False)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

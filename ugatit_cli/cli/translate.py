@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ..core.faces import DEFAULT_FACE_SCALE, DEFAULT_MIN_FACE
 from ..core.video import DEFAULT_CODEC, DEFAULT_CRF
-from .app import FAMILIES, app, err_console, family_help, print_error, warn_in_one_line
+from .app import FAMILIES, app, err_console, family_help, print_error, results_note, warn_in_one_line
 from .options import translate_options, with_options
 
 GENERATED = translate_options(FAMILIES)
@@ -99,14 +99,16 @@ def translate(
     elif not quiet:
         if report.model:
             err_console.print(f"Model: {escape(report.model)}")
-        from ..translation import INSIDE_OUTPUT_REASON
+        from ..translation import INSIDE_OUTPUT_REASON, RESULTS_FOLDER_REASON
 
         inside = sum(1 for s in report.skipped if s.reason == INSIDE_OUTPUT_REASON)
-        others = [s for s in report.skipped if s.reason != INSIDE_OUTPUT_REASON]
+        results = [str(s.source) for s in report.skipped if s.reason == RESULTS_FOLDER_REASON]
+        others = [s for s in report.skipped if s.reason not in (INSIDE_OUTPUT_REASON, RESULTS_FOLDER_REASON)]
         why = sorted({"exist; --overwrite replaces them" if s.reason.startswith("output exists") else s.reason
                       for s in others})
         skipped = f", {len(others)} skipped ({'; '.join(why)})" if others else ""
         skipped += f", {inside} left out (inside the output folder)" if inside else ""
+        skipped += f", {escape(results_note(results))}" if results else ""
         failed = f", {len(report.failed)} failed" if report.failed else ""
         unit = "images" if all(t.output.suffix == ".png" for t in report.done) else "inputs"  # clips are inputs
         noun = unit[:-1] if len(report.done) == 1 else unit

@@ -38,9 +38,37 @@ def atomic_file(path: str | os.PathLike, *, durable: bool = False) -> Iterator[P
         raise
 
 
-def walk_once(folder: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
+#: The hidden file that marks a folder this tool wrote results into (``translate``, ``cluster``): a folder read
+#: recursively never descends into such a subfolder, so earlier results are not read back as data.
+OUTPUT_MARK = ".ugatit-output"
+
+
+def mark_output_folder(folder: str | os.PathLike, command: str) -> bool:
+    """Mark the existing ``folder`` as holding the results of ``command`` (see :data:`OUTPUT_MARK`), before they
+    are written, when it holds nothing visible yet (a new folder) or is marked already. A folder that already
+    holds other files (the user's own photos, given as ``--output``) is not marked: a later recursive read must
+    still find them. Returns whether the folder is marked."""
+    folder = Path(folder)
+    mark = folder / OUTPUT_MARK
+    if mark.is_file():
+        return True
+    with os.scandir(folder) as entries:
+        if any(not entry.name.startswith(".") for entry in entries):
+            return False
+    with atomic_file(mark) as tmp:
+        tmp.write_text(f"results of ugatit {command}: a folder read recursively leaves this one out; name it "
+                       "to read it\n", encoding="utf-8")
+    return True
+
+
+def walk_once(folder: str | os.PathLike, left_out: list[Path] | None = None
+              ) -> Iterator[tuple[str, list[str], list[str]]]:
     """``os.walk(folder, followlinks=True)`` with hidden folders skipped, sorted, and every folder walked at
-    most once: a link that loops (``ln -s . photos/self``) or two links to one folder add nothing."""
+    most once: a link that loops (``ln -s . photos/self``) or two links to one folder add nothing.
+
+    Subfolders holding this tool's results (:data:`OUTPUT_MARK`) are not walked either (``folder`` itself
+    always is); each is appended to ``left_out`` when given.
+    """
     visited: set[tuple[int, int]] = set()  # (device, inode) of each folder walked
     for root, dirs, files in os.walk(folder, followlinks=True):
         try:
@@ -53,7 +81,20 @@ def walk_once(folder: str | os.PathLike) -> Iterator[tuple[str, list[str], list[
             continue
         visited.add((info.st_dev, info.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        results = [d for d in dirs if (Path(root) / d / OUTPUT_MARK).is_file()]
+        if left_out is not None:
+            left_out += [Path(root) / d for d in results]
+        dirs[:] = [d for d in dirs if d not in results]
         yield root, dirs, files
+
+
+def results_folders(folder: str | os.PathLike) -> list[Path]:
+    """The subfolders of ``folder`` that a recursive read leaves out: those holding this tool's results
+    (:data:`OUTPUT_MARK`), outermost only, in walk order."""
+    found: list[Path] = []
+    for _ in walk_once(folder, found):
+        pass
+    return found
 
 
 def fsync(path: str | os.PathLike) -> None:

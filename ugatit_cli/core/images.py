@@ -115,10 +115,11 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _folder_images(folder: Path) -> list[Path]:
-    """Image-named files under ``folder`` (recursive, sorted); broken links are kept so they get reported."""
+def _folder_images(folder: Path, left_out: list[Path] | None = None) -> list[Path]:
+    """Image-named files under ``folder`` (recursive, sorted); broken links are kept so they get reported.
+    Subfolders of this tool's results are left out (``walk_once``), and appended to ``left_out`` when given."""
     found = []
-    for root, _, files in walk_once(folder):
+    for root, _, files in walk_once(folder, left_out):
         found += [Path(root) / f for f in sorted(files) if not f.startswith(".") and is_image_name(Path(f))]
     return found
 
@@ -142,15 +143,16 @@ def folder_prefix(folder: Path, several: bool) -> Path:
     return Path(folder.resolve().name) if several else Path()
 
 
-def collect_images(inputs: Sequence[str | os.PathLike], *, stable_layout: bool = False
-                   ) -> tuple[list[InputImage], list[InputProblem]]:
+def collect_images(inputs: Sequence[str | os.PathLike], *, stable_layout: bool = False,
+                   left_out: list[Path] | None = None) -> tuple[list[InputImage], list[InputProblem]]:
     """Expand files, folders (recursively) and glob patterns into images with output-relative paths.
 
     A single folder's images keep their paths relative to it; with several inputs each folder's name is
     kept as a prefix so outputs of different folders cannot collide. ``stable_layout`` (translate's rule)
     always prefixes a folder's name and keeps a glob's matches relative to the pattern's fixed leading
     folders, so a path never depends on the other inputs. Duplicates are dropped; folders that links make
-    loop are walked once.
+    loop are walked once. A folder's subfolders that hold this tool's results (``translate``, ``cluster``:
+    :data:`~ugatit_cli.core.files.OUTPUT_MARK`) are not read; they are appended to ``left_out`` when given.
     """
     images: list[InputImage] = []
     problems: list[InputProblem] = []
@@ -158,7 +160,7 @@ def collect_images(inputs: Sequence[str | os.PathLike], *, stable_layout: bool =
     for raw in inputs:
         arg = Path(raw)
         if arg.is_dir():
-            files = _folder_images(arg)
+            files = _folder_images(arg, left_out)
             if not files:
                 problems.append(InputProblem(str(raw), "folder contains no images"))
             prefix = folder_prefix(arg, several)

@@ -9,12 +9,14 @@ FID Inception network (:mod:`ugatit_cli.evaluate.features`); the numbers from :m
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..core.files import results_folders
 from ..core.images import InputProblem
 from ..errors import UserError
 from ..families.base import Direction, EvalPair, Family, Model, extra_output_suffixes
@@ -49,6 +51,8 @@ class EvaluationReport:
     seed: int = 0
     #: the family's measurements besides the comparisons (``Family.eval_scores``; TUNIT: cluster accuracy, mFID)
     scores: dict[str, float] = field(default_factory=dict)
+    #: folders of this tool's earlier results inside the folders read, left out of the images (``results_folders``)
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +72,7 @@ class EvaluationReport:
             "kid_subsets": self.kid_subsets,
             "seed": self.seed,
             **({"scores": self.scores} if self.scores else {}),
+            "left_out": self.left_out,
         }
 
 
@@ -104,9 +109,13 @@ class _Settings:
             comparison.fid = fid_from_features(real.features, fake.features)
         return comparison
 
-    def report(self, comparisons: list[Comparison], failures: list[InputProblem]) -> EvaluationReport:
+    def report(self, comparisons: list[Comparison], failures: list[InputProblem], read: Sequence[Path]
+               ) -> EvaluationReport:
+        """The report of ``comparisons``; ``read`` are the folders the images were collected from."""
         unique = list({p.path: p for p in failures}.values())  # with "both", a test folder may be read twice
-        return EvaluationReport(comparisons, unique, self.extractor.identity, self.kid_subsets, self.seed)
+        left_out = [str(f) for folder in read for f in results_folders(folder)]
+        return EvaluationReport(comparisons, unique, self.extractor.identity, self.kid_subsets, self.seed,
+                                left_out=left_out)
 
 
 def _settings(kid: bool, fid: bool, extractor: FeatureExtractor | None, inception_weights, device, progress,
@@ -131,6 +140,8 @@ def evaluate_folders(
     ``identity`` string); ``inception_weights`` is a local copy of torch-fidelity's Inception weights.
     ``batch_size`` defaults to 16 images per feature batch. In ``fake``, the extra files families' ``translate``
     writes beside the translations (:func:`~ugatit_cli.families.base.extra_output_suffixes`) are not counted.
+    Subfolders of this tool's earlier results (``translate``, ``cluster``) are left out, and listed in
+    ``report.left_out``.
     """
     settings = _settings(kid, fid, extractor, inception_weights, device, progress, batch_size=batch_size,
                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, cache=cache,
@@ -139,7 +150,7 @@ def evaluate_folders(
     real_features = settings.features(real)
     fake_features = settings.features(fake, skip_suffixes=extra_output_suffixes())
     comparison = settings.compare(real_features, fake_features, str(fake_features.folder), None)
-    return settings.report([comparison], real_features.failures + fake_features.failures)
+    return settings.report([comparison], real_features.failures + fake_features.failures, [Path(real), Path(fake)])
 
 
 def evaluate_model(
@@ -157,7 +168,9 @@ def evaluate_model(
     Translation runs through :func:`ugatit_cli.translate` at the model's size; ``batch_size`` applies to it and
     to the features (default: translate's per-device choice, and 16). ``backend`` as in
     :func:`ugatit_cli.translate` (``auto`` applies its rule to each folder; an ONNX export folder as ``model``
-    runs with onnxruntime). Other options as :func:`evaluate_folders`.
+    runs with onnxruntime). Other options as :func:`evaluate_folders`. Folders of this tool's earlier results
+    inside ``data_dir`` (e.g. ``translate data/testA -o data/testA/out``) are no test images: they are left out
+    and listed in ``report.left_out``.
     """
     from ..onnx_backend import onnx_export_family, read_onnx_export
     from ..store.sources import peek_family, resolve_model
@@ -189,7 +202,7 @@ def evaluate_model(
             _compare(pair, loaded, settings, batch_size, device, progress, comparisons, failures, Path(work),
                      runner, backend)
         scores = loaded.family.eval_scores(loaded, data_dir, comparisons, device)
-    report = settings.report(comparisons, failures)
+    report = settings.report(comparisons, failures, [data_dir])
     report.scores = dict(scores)
     return report
 

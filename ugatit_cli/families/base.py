@@ -671,6 +671,12 @@ class Family(ABC):
     def scan_data(self, data_dir: Path) -> TrainingData:
         """Find and check the training data (UserError when the layout is wrong or nothing is readable)."""
 
+    def check_data(self, data: TrainingData, hyper: Any) -> None:
+        """UserError listing every problem of ``data`` (from :meth:`scan_data`) under the settings ``hyper``,
+        called before a run writes anything; a family whose scan keeps its problems for this (pix2pixHD: ids
+        against --label-nc, sizes against the transform) reports them all at once. Nothing by default."""
+        return None
+
     def hub_columns_for(self, hyper: Any) -> HubColumns | None:
         """How a Hub dataset fills DATA_DIR for a run with the hyper-parameters ``hyper`` (by default
         :attr:`hub_columns`, whatever the settings)."""
@@ -709,6 +715,13 @@ class Family(ABC):
         ``niter_decay``), resolved for ``run``: a run records them when it starts, so that a resume with another
         ``--iterations`` keeps its phases. Nothing by default."""
         return {}
+
+    def check_settings(self, run: Any, hyper: Any, resumed: bool = False) -> None:
+        """ValueError, in option names, for settings this family cannot train with, raised before anything is
+        written: by default the architecture (:meth:`model_config_for`); a family whose trainer checks more
+        (settings that depend on ``run``, such as a phase longer than ``run.iterations``) checks that too.
+        ``hyper`` has its schedule resolved; ``resumed``: its phases are those the run recorded when it started."""
+        self.model_config_for(hyper)
 
     def schedule_note(self, run: Any, hyper: Any) -> str | None:
         """One line on what the phases of ``run`` (with ``hyper`` resolved) are, shown when a resume changes

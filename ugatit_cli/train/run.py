@@ -308,9 +308,6 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
         # phases that derive from the length (runs of older versions did not record them): those of the run's
         # length when it started, so that a resume with another --iterations keeps the phases that have passed
         hyper = _with_schedule(family, replace(run, iterations=started), hyper)
-        if run.iterations != started:
-            note = family.schedule_note(run, hyper)
-            say(f"note: --iterations changed from {started} to {run.iterations}{f': {note}' if note else ''}")
         recorded = _read_json(run_dir / DATA_NAME)
         if recorded and recorded.get("root") != str(data.root.resolve()):
             say(f"[yellow]warning:[/] DATA_DIR {data.root.resolve()} is not the run's, {recorded.get('root')}: "
@@ -322,6 +319,10 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
         if done > run.iterations:
             raise UserError(f"{run_dir}: already at iteration {done} of --iterations {run.iterations}; nothing to "
                             f"do (pass --iterations above {done} to train on)")
+        _check_settings(family, run, hyper, run_dir)
+        if run.iterations != started:  # said once the new length is known to work
+            note = family.schedule_note(run, hyper)
+            say(f"note: --iterations changed from {started} to {run.iterations}{f': {note}' if note else ''}")
         if checkpoint is None:
             say(f"{run_dir}: no checkpoint yet; starting from iteration 0")
     else:
@@ -330,8 +331,10 @@ def _prepare(data_dir, config, output, resume: bool, init_from, device: torch.de
                             f"or choose another --output")
         run, hyper = resolve_config(family, config)
         hyper = _with_schedule(family, run, hyper)
+        _check_settings(family, run, hyper)
         if init_from is not None:
             _check_init_source(family, Path(init_from))
+    family.check_data(data, hyper)
     check_precision(run.precision, device)
     if not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -374,6 +377,15 @@ def _with_schedule(family: Family, run: RunConfig, hyper: Any) -> Any:
     config.json, so that a resume with another --iterations keeps them)."""
     resolved = {k: v for k, v in family.resolved_schedule(run, hyper).items() if getattr(hyper, k) is None}
     return replace(hyper, **resolved) if resolved else hyper
+
+
+def _check_settings(family: Family, run: RunConfig, hyper: Any, resumed: Path | None = None) -> None:
+    """UserError for settings the family cannot train with (``Family.check_settings``; schedule resolved),
+    naming the run folder ``resumed``."""
+    try:
+        family.check_settings(run, hyper, resumed is not None)
+    except ValueError as exc:
+        raise UserError(f"{resumed}: {exc}" if resumed is not None else f"invalid settings: {exc}") from None
 
 
 def _has_entries(run_dir: Path) -> bool:

@@ -42,7 +42,7 @@ from ...errors import UserError
 from .config import Pix2PixHDConfig, Pix2PixHDTrainConfig
 
 ID_MAP_MODES = frozenset({"1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"})
-MAX_LISTED = 5  # problems named in one error line before "and N more"
+MAX_LISTED = 5  # problems of one kind named in an error before "and N more"
 
 
 # --- reading maps -------------------------------------------------------------------------------------------
@@ -161,9 +161,9 @@ def _pair_keys(folder: Path, files: Sequence[Path]) -> list[str]:
     return stems
 
 
-def _unpartnered(keys: Sequence[str], other_keys: Sequence[str]) -> list[int]:
-    """Indices of ``keys`` that neither start nor prefix any of ``other_keys``."""
-    return [i for i, k in enumerate(keys) if not any(o.startswith(k) or k.startswith(o) for o in other_keys)]
+def _partners(keys: Sequence[str], other_keys: Sequence[str]) -> list[int | None]:
+    """For each of ``keys``, the index of the first of ``other_keys`` it starts or prefixes; None: no partner."""
+    return [next((j for j, o in enumerate(other_keys) if o.startswith(k) or k.startswith(o)), None) for k in keys]
 
 
 @dataclass(frozen=True)
@@ -177,19 +177,50 @@ class Sample:
     label_range: tuple[int, int] | None = None  # (min, max) id of the label map; None for RGB inputs
 
 
-def _listing(problems: Sequence[str]) -> str:
-    shown = "; ".join(problems[:MAX_LISTED])
-    return shown + (f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else "")
+@dataclass(frozen=True)
+class DataProblem:
+    """One thing wrong with a dataset: its ``kind`` (problems are listed by kind), ``text``, the file
+    (relative to the data folder) and the reason, and ``role``, the folder kind it concerns ("inst" for
+    instance maps, which settings may leave unused)."""
+
+    kind: str
+    text: str
+    role: str = "label"
+
+
+NO_PARTNER = "files without a partner"
+UNREADABLE = "unreadable files"
+SIZE_MISMATCH = "sizes that differ from the label map's"
+LABEL_IDS = "label ids >= label_nc"
+TRAINING_SIZE = "sizes the training transform cannot use"
+
+
+def raise_problems(root: str | os.PathLike, problems: Sequence[DataProblem]) -> None:
+    """Raise one :class:`UserError` listing ``problems`` (when there are any) as a block: a headline with the
+    count, then per kind its count and its first ``MAX_LISTED`` files with their reasons, one a line."""
+    if not problems:
+        return
+    kinds: dict[str, list[str]] = {}
+    for problem in problems:
+        kinds.setdefault(problem.kind, []).append(problem.text)
+    lines = [f"{root}: {len(problems)} problem(s) in the data (all of them; fix these, then run again):"]
+    for kind, texts in kinds.items():
+        lines += [f"  {kind} ({len(texts)}):", *(f"    {text}" for text in texts[:MAX_LISTED])]
+        lines += [f"    and {len(texts) - MAX_LISTED} more"] if len(texts) > MAX_LISTED else []
+    raise UserError("\n".join(lines))
 
 
 def scan_dataset(root: str | os.PathLike, config: Pix2PixHDConfig, phase: str = "train",
-                 need_images: bool = True) -> list[Sample]:
+                 need_images: bool = True, problems: list[DataProblem] | None = None) -> list[Sample]:
     """Pair and check every file of ``root/{phase}_*`` before anything runs.
 
     Every label map is decoded (ids must be < label_nc), photos and instance maps are opened (their size must be
-    the label map's). Raises :class:`UserError`, one line naming each bad file with its reason (the first five,
-    then a count): a missing folder, a file without partner, an unreadable file, out-of-range ids, a size
-    mismatch. Returns the samples in the order of their label files.
+    the label map's). Every problem is found in one pass: files without partner (folders of different counts
+    are paired by name for the other checks), unreadable files, out-of-range ids, size mismatches. They are
+    appended to ``problems`` when given, else raised as one :class:`UserError` block (:func:`raise_problems`).
+    A missing folder or an empty label folder raises at once. Returns the samples whose label map and photo
+    have no problem (a bad instance map matters only to settings that use them), in the order of their label
+    files.
     """
     root = Path(root)
     if not root.is_dir():
@@ -205,25 +236,30 @@ def scan_dataset(root: str | os.PathLike, config: Pix2PixHDConfig, phase: str = 
     files = {role: _image_files(root / name) for role, name in names.items()}
     if not files["label"]:
         raise UserError(f"{root / names['label']}: folder contains no images")
-    problems = []
+    found: list[DataProblem] = []
+    partner: dict[str, list[int | None]] = {}  # role -> for each label map, the index of its file
     for role in files.keys() - {"label"}:
         if len(files[role]) == len(files["label"]):
-            continue  # paired by sorted position, as the official loader does
+            partner[role] = list(range(len(files["label"])))  # paired by sorted position, as the official loader
+            continue
         keys = {r: _pair_keys(root / names[r], files[r]) for r in ("label", role)}
-        for a, b in (("label", role), (role, "label")):
-            for i in _unpartnered(keys[a], keys[b]):
-                problems.append(f"{_rel(root, files[a][i])}: no partner in {names[b]}/")
-        if not problems:
-            problems.append(f"{names['label']}/ has {len(files['label'])} files but {names[role]}/ has "
-                            f"{len(files[role])}; label maps and {role} files are paired in sorted order")
-    if problems:
-        raise UserError(f"{root}: unpaired files: {_listing(sorted(problems))}")
+        partner[role] = _partners(keys["label"], keys[role])
+        unpaired = [(files["label"][i], role) for i, j in enumerate(partner[role]) if j is None]
+        unpaired += [(files[role][j], "label") for j, i in enumerate(_partners(keys[role], keys["label"]))
+                     if i is None]
+        found += [DataProblem(NO_PARTNER, f"{_rel(root, path)}: no partner in {names[other]}/", role)
+                  for path, other in sorted(unpaired)]
+        if not unpaired:
+            found.append(DataProblem(NO_PARTNER, f"{names['label']}/ has {len(files['label'])} files but "
+                                                 f"{names[role]}/ has {len(files[role])}; label maps and {role} "
+                                                 f"files are paired in sorted order", role))
+            partner[role] = [None] * len(files["label"])
 
     samples = []
-    label_range = None
     for i, label_path in enumerate(files["label"]):
-        image_path = files["image"][i] if "image" in files else None
-        inst_path = files["inst"][i] if "inst" in files else None
+        paths = {role: files[role][partner[role][i]] if partner[role][i] is not None else None for role in partner}
+        bad = {role for role in partner if paths[role] is None}  # roles whose file is missing or bad
+        label_range = None
         try:
             if config.label_nc == 0:
                 size = open_rgb(label_path).size
@@ -232,32 +268,44 @@ def scan_dataset(root: str | os.PathLike, config: Pix2PixHDConfig, phase: str = 
                 size = (ids.shape[1], ids.shape[0])
                 label_range = (int(ids.min()), int(ids.max()))
                 if ids.min() < 0 or ids.max() >= config.label_nc:
-                    problems.append(f"{_rel(root, label_path)}: label ids {int(ids.min())}..{int(ids.max())} "
-                                    f"but label_nc is {config.label_nc} (ids must be < label_nc)")
-                    continue
-            for path, reader in ((image_path, lambda p: open_rgb(p).size),
-                                 (inst_path, lambda p: read_id_map(p, "instance map").shape[::-1])):
-                if path is not None:
-                    other = tuple(reader(path))
-                    if other != size:
-                        problems.append(f"{_rel(root, path)}: {other[0]}x{other[1]} but its label map "
-                                        f"{_rel(root, label_path)} is {size[0]}x{size[1]}")
+                    found.append(DataProblem(LABEL_IDS, _id_reason(root, label_path, label_range, config.label_nc)))
+                    bad.add("label")
         except BadImageError as exc:
-            problems.append(f"{_rel(root, Path(exc.path))}: {exc.reason}")
-            continue
-        samples.append(Sample(label_path, image_path, inst_path, size, label_range))
-    if problems:
-        raise UserError(f"{root}: {len(problems)} bad file(s) in the {phase} set: {_listing(problems)}")
+            found.append(DataProblem(UNREADABLE, f"{_rel(root, Path(exc.path))}: {exc.reason}"))
+            bad.add("label")
+            size = None
+        for role, reader in (("image", lambda p: open_rgb(p).size),
+                             ("inst", lambda p: read_id_map(p, "instance map").shape[::-1])):
+            path = paths.get(role)
+            if path is None:
+                continue
+            try:
+                other = tuple(reader(path))
+            except BadImageError as exc:
+                found.append(DataProblem(UNREADABLE, f"{_rel(root, Path(exc.path))}: {exc.reason}", role))
+                bad.add(role)
+                continue
+            if size is not None and other != size:
+                found.append(DataProblem(SIZE_MISMATCH, f"{_rel(root, path)}: {other[0]}x{other[1]} but its label "
+                                                        f"map {_rel(root, label_path)} is {size[0]}x{size[1]}", role))
+                bad.add(role)
+        if not bad - {"inst"}:  # a bad instance map is a problem only for settings that use them (check_data)
+            samples.append(Sample(label_path, paths.get("image"), paths.get("inst"), size, label_range))
+    if problems is None:
+        raise_problems(root, found)
+    else:
+        problems += found
     return samples
 
 
-def check_label_ids(samples: Sequence[Sample], label_nc: int, root: str | os.PathLike) -> None:
-    """Raise :class:`UserError` naming the label maps (from a scan) whose ids are not in [0, label_nc)."""
-    problems = [f"{_rel(Path(root), s.label)}: label ids {s.label_range[0]}..{s.label_range[1]} but label_nc is "
-                f"{label_nc} (ids must be < label_nc)" for s in samples
-                if s.label_range is not None and (s.label_range[0] < 0 or s.label_range[1] >= label_nc)]
-    if problems:
-        raise UserError(f"{root}: {len(problems)} bad file(s): {_listing(problems)}")
+def _id_reason(root: Path, label: Path, label_range: tuple[int, int], label_nc: int) -> str:
+    return f"{_rel(root, label)}: label ids {label_range[0]}..{label_range[1]} but label_nc is {label_nc}"
+
+
+def label_id_problems(samples: Sequence[Sample], label_nc: int, root: str | os.PathLike) -> list[DataProblem]:
+    """The label maps (from a scan) whose ids are not in [0, label_nc)."""
+    return [DataProblem(LABEL_IDS, _id_reason(Path(root), s.label, s.label_range, label_nc)) for s in samples
+            if s.label_range is not None and (s.label_range[0] < 0 or s.label_range[1] >= label_nc)]
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -301,27 +349,29 @@ def output_size(train: Pix2PixHDTrainConfig, size: tuple[int, int]) -> tuple[int
     return w, h
 
 
-def check_training_sizes(train: Pix2PixHDTrainConfig, samples: Sequence[Sample], root: str | os.PathLike) -> None:
-    """Raise :class:`UserError` naming the files whose transformed size the generator cannot take, or that
-    cannot share a batch (batch_size > 1 needs one size)."""
+def training_size_problems(train: Pix2PixHDTrainConfig, samples: Sequence[Sample], root: str | os.PathLike
+                           ) -> list[DataProblem]:
+    """The files whose transformed size the generator cannot take, or sizes that cannot share a batch
+    (batch_size > 1 needs one size)."""
     problems = []
     sizes = set()
     m = train.model.size_multiple
     for s in samples:
         w, h = output_size(train, s.size)
         if "crop" in train.resize_or_crop and (w, h) != (train.fine_size, train.fine_size):
-            problems.append(f"{_rel(Path(root), s.label)}: {s.size[0]}x{s.size[1]} becomes {w}x{h}, smaller than "
-                            f"the {train.fine_size} px crop")
+            problems.append(DataProblem(TRAINING_SIZE, f"{_rel(Path(root), s.label)}: {s.size[0]}x{s.size[1]} "
+                                                       f"becomes {w}x{h}, smaller than the {train.fine_size} px crop"))
         elif w % m or h % m or w < m or h < m:
-            problems.append(f"{_rel(Path(root), s.label)}: {s.size[0]}x{s.size[1]} becomes {w}x{h} with "
-                            f"resize_or_crop {train.resize_or_crop}; the generator needs multiples of {m}")
+            problems.append(DataProblem(TRAINING_SIZE, f"{_rel(Path(root), s.label)}: {s.size[0]}x{s.size[1]} "
+                                                       f"becomes {w}x{h} with resize_or_crop {train.resize_or_crop}; "
+                                                       f"the generator needs multiples of {m}"))
         sizes.add((w, h))
-    if problems:
-        raise UserError(f"{root}: {_listing(problems)}")
-    if train.batch_size > 1 and len(sizes) > 1:
-        raise UserError(f"{root}: images of several sizes ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}) "
-                        f"after resize_or_crop {train.resize_or_crop} cannot share a batch of "
-                        f"{train.batch_size}; use --batch-size 1 or a crop")
+    if not problems and train.batch_size > 1 and len(sizes) > 1:
+        listed = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
+        problems.append(DataProblem(TRAINING_SIZE, f"images of several sizes ({listed}) after resize_or_crop "
+                                                   f"{train.resize_or_crop} cannot share a batch of "
+                                                   f"{train.batch_size}; use --batch-size 1 or a crop"))
+    return problems
 
 
 def draw_params(train: Pix2PixHDTrainConfig, size: tuple[int, int], rng: np.random.Generator) -> TransformParams:

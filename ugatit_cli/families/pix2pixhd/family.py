@@ -90,6 +90,11 @@ with one centre of its class).{% endif %}
 """
 
 
+def _rgb_layout(root: Path) -> bool:
+    """Whether DATA_DIR holds photo pairs (train_A/ train_B/, for --label-nc 0) rather than label maps."""
+    return (root / "train_A").is_dir() and not (root / "train_label").is_dir()
+
+
 @dataclass
 class Pix2PixHDData:
     """The training pairs found in DATA_DIR (checked), and the test pairs when the test folders exist."""
@@ -97,11 +102,13 @@ class Pix2PixHDData:
     root: Path
     train: list[Any]
     test: list[Any] = field(default_factory=list)
+    #: what the scan found wrong with the files (``data.DataProblem``), raised with the settings' checks
+    problems: list[Any] = field(default_factory=list)
 
     def relative(self) -> dict[str, list[str]]:
         rel = {"label": [s.label.relative_to(self.root).as_posix() for s in self.train],
                "image": [s.image.relative_to(self.root).as_posix() for s in self.train if s.image is not None]}
-        if self.train and self.train[0].inst is not None:
+        if self.train and all(s.inst is not None for s in self.train):  # not when unused ones lack partners
             rel["inst"] = [s.inst.relative_to(self.root).as_posix() for s in self.train]
         return rel
 
@@ -394,50 +401,59 @@ class Pix2PixHDFamily(Family):
     # -- training --
 
     def scan_data(self, data_dir):
-        """Pair and decode every training file (and the test files when their folders exist); whether the ids
-        fit ``--label-nc`` and the sizes the transform is checked by :meth:`loader`, which knows the settings."""
+        """Pair and decode every training file (and the test files when their folders exist). The problems
+        found are kept, not raised: :meth:`check_data`, which knows the settings (whether the ids fit
+        ``--label-nc``, the sizes the transform makes), lists them all with its own in one block."""
         from .data import scan_dataset
 
         root = Path(data_dir)
         if not root.is_dir():
             raise UserError(f"{root}: no such data folder")
-        rgb = (root / "train_A").is_dir() and not (root / "train_label").is_dir()
+        rgb = _rgb_layout(root)
         scan = Pix2PixHDConfig(label_nc=0 if rgb else 65536, no_instance=not (root / "train_inst").is_dir())
-        train = scan_dataset(root, scan, "train")
+        problems = []
+        train = scan_dataset(root, scan, "train", problems=problems)
         test_names = ("test_A", "test_B") if rgb else ("test_label", "test_img")
         test = []
         if all((root / n).is_dir() for n in test_names):
             test_scan = Pix2PixHDConfig(label_nc=scan.label_nc, no_instance=not (root / "test_inst").is_dir())
-            test = scan_dataset(root, test_scan, "test")
-        return Pix2PixHDData(root, train, test)
+            test = scan_dataset(root, test_scan, "test", problems=problems)
+        return Pix2PixHDData(root, train, test, problems)
 
     def hub_columns_for(self, hyper):
         return HUB_PHOTO_COLUMNS if hyper.label_nc == 0 else HUB_COLUMNS
 
+    def check_data(self, data, hyper):
+        self._checked(data, hyper)
+
     def _checked(self, data: Pix2PixHDData, hyper) -> Pix2PixHDData:
         """The scanned data for these settings: label ids < label_nc, instance maps present (or dropped with
-        --no-instance), sizes the generator takes; UserError naming the files otherwise."""
+        --no-instance), sizes the generator takes; otherwise one UserError block listing these problems with
+        those of the scan (``data.raise_problems``). A layout that does not fit the settings (the folders of
+        another --label-nc, no train_inst/) is one line."""
         import dataclasses
 
-        from .data import check_label_ids, check_training_sizes
+        from .data import label_id_problems, raise_problems, training_size_problems
 
         train_cfg = hyper.train_config(_Run(max(1, hyper.niter_decay or 0), 1, 0))  # any length that fits niter_decay
         model = train_cfg.model
-        if (model.label_nc == 0) != (data.train[0].label_range is None):
+        if (model.label_nc == 0) != _rgb_layout(data.root):
             wanted = "train_A/ train_B/" if model.label_nc == 0 else "train_label/ train_img/"
             raise UserError(f"{data.root}: --label-nc {model.label_nc} needs the folders {wanted}")
         needs_inst = not model.no_instance or model.instance_feat
-        if needs_inst and data.train[0].inst is None:
+        if needs_inst and not (data.root / "train_inst").is_dir():
             raise UserError(f"{data.root / 'train_inst'}: no such folder; train with --no-instance, or add the "
                             f"instance maps")
+        problems = [p for p in data.problems if needs_inst or p.role != "inst"]  # unused instance maps may be bad
         if model.label_nc:
-            check_label_ids(data.train + data.test, model.label_nc, data.root)
+            problems += label_id_problems(data.train + data.test, model.label_nc, data.root)
         if not needs_inst:
             data = Pix2PixHDData(data.root, [dataclasses.replace(s, inst=None) for s in data.train],
                                  [dataclasses.replace(s, inst=None) for s in data.test])
         elif data.test and data.test[0].inst is None:
             data = Pix2PixHDData(data.root, data.train, [])  # test pairs without instance maps: no samples of them
-        check_training_sizes(train_cfg, data.train, data.root)
+        problems += training_size_problems(train_cfg, data.train, data.root)
+        raise_problems(data.root, problems)
         return data
 
     def loader(self, data, run, hyper, start, stop, rank, world_size, pin_memory):
@@ -474,6 +490,19 @@ class Pix2PixHDFamily(Family):
                                 distributed=distributed)
 
     resumable_settings = frozenset({"niter_decay"})
+
+    def check_settings(self, run, hyper, resumed=False):
+        """The phases against ``run.iterations`` (what to pass instead), then everything the trainer checks."""
+        recorded = " (the run's, recorded when it started)" if resumed else ""
+        if hyper.niter_decay is not None and hyper.niter_decay > run.iterations:
+            raise ValueError(f"--niter-decay {hyper.niter_decay}{recorded} is longer than --iterations "
+                             f"{run.iterations}: pass --niter-decay {run.iterations} or less, or --iterations "
+                             f"{hyper.niter_decay} or more")
+        if hyper.niter_fix_global > run.iterations:
+            shorter = "" if resumed else f"--niter-fix-global {run.iterations} or less, or "
+            raise ValueError(f"--niter-fix-global {hyper.niter_fix_global}{recorded} is longer than --iterations "
+                             f"{run.iterations}: pass {shorter}--iterations {hyper.niter_fix_global} or more")
+        hyper.train_config(run)
 
     def resolved_schedule(self, run, hyper):
         return {"niter_decay": run.iterations // 2 if hyper.niter_decay is None else hyper.niter_decay}

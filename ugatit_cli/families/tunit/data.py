@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...core.files import walk_once
 from ...errors import ProcessingError, UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -39,14 +40,13 @@ class TunitData:
 
 
 def scan_images(root: str | os.PathLike) -> TunitData:
-    """Every image file under ``root`` (recursively, hidden entries skipped); UserError when ``root`` is not
-    a folder or holds no image."""
+    """Every image file under ``root`` (recursively, hidden entries and subfolders of this tool's results
+    skipped: ``core.files.walk_once``); UserError when ``root`` is not a folder or holds no image."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: not a folder of images")
     files: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for dirpath, _, filenames in walk_once(root):
         for name in sorted(filenames):
             if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
                 files.append(Path(dirpath, name).relative_to(root).as_posix())

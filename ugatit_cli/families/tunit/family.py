@@ -364,14 +364,24 @@ class TunitFamily(Family):
 
     resumable_settings = frozenset({"warmup_iterations", "ema_start"})
 
+    def check_settings(self, run, hyper, resumed=False):
+        hyper.recipe(run)
+
     def resolved_schedule(self, run, hyper):
         recipe = _recipe(hyper, run)
         return {"warmup_iterations": recipe.warmup, "ema_start": recipe.ema_from}
 
     def schedule_note(self, run, hyper):
+        """The phases; and, when the new length ends before G_EMA (the generator a run saves) takes G's weights,
+        that it would stay untrained and what to pass (a run that only trains the guiding network is legitimate,
+        so this is said, not refused)."""
         recipe = _recipe(hyper, run)
-        return (f"the guiding network trains alone for the first {recipe.warmup} iterations, G_EMA averages "
+        note = (f"the guiding network trains alone for the first {recipe.warmup} iterations, G_EMA averages "
                 f"from iteration {recipe.ema_from} (the run's --warmup-iterations and --ema-start)")
+        if recipe.ema_from >= run.iterations:
+            note += (f"; the run now ends before that: the generator it saves stays untrained (pass --iterations "
+                     f"above {recipe.ema_from}, or --ema-start and --warmup-iterations below {run.iterations})")
+        return note
 
     def attach_data(self, trainer, data, hyper):
         if hyper.p_semi > 0 and data.labels is None:
