@@ -162,6 +162,38 @@ def test_onnxruntime_backend_matches_pytorch_through_the_cli(tmp_path, light_mod
     assert graphs[0].stat().st_mtime_ns == mtime
 
 
+def test_cached_graphs_keep_their_weights_in_a_mapped_file(tmp_path, light_model, env, onnx_cache, monkeypatch):
+    """The cache stores a graph's weights as ONNX external data (ONNX Runtime maps them rather than parsing
+    a copy), with the mode the umask gives; large graphs run without pre-packed weights, computing the same;
+    an entry whose weights file is gone is exported again, not run."""
+    import ugatit_cli.onnx_backend as backend
+    from ugatit_cli.export import external_data_path
+
+    model = resolve_model(light_model, ("a2b",))
+    graph = backend.cached_graph(model, "a2b")
+    data = external_data_path(graph)
+    assert data.is_file() and data.stat().st_size > 0.9 * sum(
+        t.numel() * t.element_size() for t in model.nets["a2b"].state_dict().values())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in (graph, data)} == {oct(0o666 & ~umask)}
+    assert not [p for p in graph.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+
+    translator = model.family.translator(model, "a2b", None, {})
+    packed = OnnxSession(graph)
+    monkeypatch.setattr(backend, "PREPACK_MAX_BYTES", 0)  # this graph now counts as large: no pre-packing
+    created = []
+    real_options = backend.session_options
+    monkeypatch.setattr(backend, "session_options", lambda *a, **k: created.append(k) or real_options(*a, **k))
+    unpacked = OnnxSession(graph)
+    assert created == [{"prepack": False}]
+    assert_same_forward(OnnxTranslator(translator, packed), OnnxTranslator(translator, unpacked), HELD_OUT)
+
+    data.unlink()
+    mtime = graph.stat().st_mtime_ns
+    assert backend.cached_graph(model, "a2b") == graph and data.is_file() and graph.stat().st_mtime_ns != mtime
+
+
 def test_two_model_streams_share_one_session_and_write_what_one_stream_writes(tmp_path, light_model, env,
                                                                               monkeypatch):
     """translate on a CPU runs one model stream per torch thread, all calling ``run`` on one ONNX Runtime

@@ -24,6 +24,7 @@ import contextlib
 import copy
 import importlib
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from huggingface_hub import constants
 from . import __version__
 from .core.files import atomic_file, atomic_folder, check_output_folder, is_own_model_file
 from .core.progress import progress_disabled, step_progress
+from .core.safety import honour_umask, temp_prefix
 from .errors import UserError
 from .families.base import Direction, Model, OnnxIO
 from .families.model_folder import CARD_NAME, CONFIG_NAME, ModelFolder, folder_family, hub_write_errors
@@ -288,14 +290,17 @@ def _require_onnx() -> None:
 
 
 def export_onnx(io: OnnxIO, path: Path, *, opset: int = ONNX_OPSET, half: bool = False,
-                traced: dict[Any, Any] | None = None) -> None:
+                traced: dict[Any, Any] | None = None, external_data: bool = False) -> None:
     """One network as an ONNX graph, as the family's :class:`~ugatit_cli.families.base.OnnxIO` describes it
     (inputs, outputs, dynamic axes; sides marked dynamic are multiples of ``io.multiple``). ``half`` stores
     the weights in float16, cast to float32 inside the graph.
 
     ``traced``: one dict for the networks of one export. A network whose ``io.graph`` names a graph traced
     before (same class, inputs and weight shapes) reuses that trace with its own weights: tracing is most of
-    a small model's export time (``benchmarks/export.py --small``)."""
+    a small model's export time (``benchmarks/export.py --small``).
+
+    ``external_data``: the weights go to ``<name>.data`` beside the graph (always so above protobuf's 2 GiB),
+    which ONNX Runtime maps from the file instead of parsing a copy out of the graph."""
     _require_onnx()
     import onnx
 
@@ -314,9 +319,32 @@ def export_onnx(io: OnnxIO, path: Path, *, opset: int = ONNX_OPSET, half: bool =
         store_initializers_as_float16(model, parameters)
     onnx.helper.set_model_props(model, {"ugatit_cli.version": __version__,
                                         "ugatit_cli.weights_dtype": "float16" if half else "float32"})
-    large = sum(t.ByteSize() for t in model.graph.initializer) > ONNX_INLINE_LIMIT
-    with atomic_file(path) as tmp:
-        onnx.save_model(model, tmp, save_as_external_data=large, location=f"{path.name}.data" if large else None)
+    if external_data or sum(t.ByteSize() for t in model.graph.initializer) > ONNX_INLINE_LIMIT:
+        _save_with_external_data(model, path)
+    else:
+        with atomic_file(path) as tmp:
+            onnx.save_model(model, tmp)
+
+
+def external_data_path(path: Path) -> Path:
+    """The weights file of a graph saved with external data (:func:`export_onnx`)."""
+    return path.with_name(f"{path.name}.data")
+
+
+def _save_with_external_data(model: Any, path: Path) -> None:
+    """``path`` and its weights file, written in a temporary sibling folder and renamed into place weights
+    first: a reader never finds the graph without its complete weights, and two processes saving the same
+    graph at once (torchrun ranks filling the ONNX cache) both end with complete files."""
+    import onnx
+
+    data = external_data_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent) as tmp:
+        onnx.save_model(model, Path(tmp) / path.name, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name)
+        for name in (data.name, path.name):
+            honour_umask(Path(tmp) / name)  # onnx writes the weights file 0600
+            os.replace(Path(tmp) / name, path.parent / name)
 
 
 def _onnx_program(io: OnnxIO, module: Any, opset: int, traced: dict[Any, Any]) -> Any:

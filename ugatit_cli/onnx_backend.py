@@ -45,7 +45,7 @@ from .families.model_folder import CONFIG_NAME, read_config
 ONNX_RUNTIME_HINT = 'pip install "ugatit-cli[onnx]"'
 #: bump when the exported graph of the same weights changes (exporter settings, graph surgery), so old
 #: cache entries are not used
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3  # 3: weights in an external data file
 #: ONNX tensor element types -> NumPy dtypes of the inputs we feed
 _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
                 "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
@@ -65,8 +65,24 @@ def low_memory() -> bool:
     return os.environ.get("UGATIT_ORT_LOW_MEMORY", "") == "1"
 
 
-def session_options(threads: int = 1) -> Any:
-    """CPU session options: all graph optimisations, ``threads`` intra-op threads, no inter-op pool."""
+#: Graphs with more bytes of weights than this run without ONNX Runtime's pre-packing of weights: for the full
+#: 256 px U-GAT-IT generator it copies the 1.07 GB gamma/beta matrix (a product with one row per image, bound by
+#: memory, not arithmetic), which raised the session's peak RSS by 870 MB for no speed (1.07 s per image with it,
+#: 0.98 s without; one thread). Small graphs keep it (light ch64: 0.89 s with, 0.95 s without).
+PREPACK_MAX_BYTES = 256 << 20
+
+
+def graph_bytes(path: Path) -> int:
+    """Bytes of an ONNX graph file and of its external weights file, if any."""
+    from .export import external_data_path
+
+    data = external_data_path(path)
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
+def session_options(threads: int = 1, *, prepack: bool = True) -> Any:
+    """CPU session options: all graph optimisations, ``threads`` intra-op threads, no inter-op pool;
+    ``prepack=False`` leaves the weights unpacked (see :data:`PREPACK_MAX_BYTES`)."""
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -82,6 +98,8 @@ def session_options(threads: int = 1) -> Any:
     # the arena stays on unless UGATIT_ORT_LOW_MEMORY=1 asks for the smaller footprint.
     options.enable_cpu_mem_arena = not low_memory()
     options.log_severity_level = 3  # errors only: no per-node warnings on stderr
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     return options
 
 
@@ -97,8 +115,8 @@ class OnnxSession:
         if low_memory():
             return_large_buffers()
         try:
-            self.session = ort.InferenceSession(str(self.path), session_options(threads),
-                                                providers=["CPUExecutionProvider"])
+            options = session_options(threads, prepack=graph_bytes(self.path) <= PREPACK_MAX_BYTES)
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"{self.path}: not a usable ONNX graph ({first})") from None
@@ -270,7 +288,8 @@ def weights_key(model: Model, key: str) -> str:
     for name, tensor in sorted(model.nets[key].state_dict().items()):
         tensor = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        if tensor.numel():  # the tensor's own bytes, not a copy (a full generator holds a 1 GB matrix)
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
@@ -283,13 +302,14 @@ def cached_graph(model: Model, key: str, cache_dir: str | os.PathLike | None = N
     """The ONNX graph of network ``key`` of ``model`` from the cache, exported into it first when missing
     (``path``: the :func:`cached_graph_path` already computed, to hash the weights once).
 
-    The export is written under a temporary name and renamed, so a crash leaves no half graph and two
-    processes exporting at once (torchrun ranks) both end with a complete file.
+    The graph and its weights (an external data file, which ONNX Runtime maps instead of parsing) are written
+    under temporary names and renamed, weights first, so a crash leaves no half graph and two processes
+    exporting at once (torchrun ranks) both end with complete files.
     """
-    from .export import _require_onnx, export_onnx
+    from .export import _require_onnx, export_onnx, external_data_path
 
     path = path or cached_graph_path(model, key, cache_dir)
-    if path.is_file():
+    if path.is_file() and external_data_path(path).is_file():
         return path
     _require_onnx()
     try:
@@ -298,5 +318,5 @@ def cached_graph(model: Model, key: str, cache_dir: str | os.PathLike | None = N
         raise UserError(f"{path.parent}: cannot create the ONNX cache folder ({exc.strerror or exc}); "
                         "set XDG_CACHE_HOME to a writable folder") from None
     on_cpu = model.with_(nets={k: net.to("cpu").eval() for k, net in model.nets.items()})
-    export_onnx(model.family.onnx_io(on_cpu, key), path)
+    export_onnx(model.family.onnx_io(on_cpu, key), path, external_data=True)  # weights mapped, not parsed
     return path

@@ -51,6 +51,7 @@ from .core.progress import count_progress, progress_disabled
 from .core.safety import remove_stale_temporaries
 from .core.sharding import Shard, device_for_shard, shard_from_env
 from .errors import UserError
+from .export import external_data_path
 from .families.base import Direction, Family, Model, OutputSpec, Translator, families
 from .media import (
     FaceOptions,
@@ -562,6 +563,7 @@ def _prepare_translator(model: Model, direction: str | None, size: int | None, o
             session = OnnxSession(path, threads=plan.threads_per_stream or 1)
         except UserError as exc:  # a damaged cache entry must not fail every later run: it goes (ours to remove)
             path.unlink(missing_ok=True)
+            external_data_path(path).unlink(missing_ok=True)
             raise UserError(f"{exc}; the cached graph is removed, so the next run exports it anew") from None
         return OnnxTranslator(translator, session)
     for module in translator.modules():
