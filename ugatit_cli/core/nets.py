@@ -41,7 +41,10 @@ def adopt_weights(build, state: Mapping[str, torch.Tensor]) -> nn.Module | None:
     """The module ``build()`` makes, with ``state``'s tensors as its parameters and buffers: built on the meta
     device and loaded with ``assign=True``, so the weights exist once in memory (not also as a randomly
     initialised copy) and nothing is initialised only to be overwritten. For a 279 M-parameter U-GAT-IT
-    generator this removes a 1.1 GB copy and the initialisation's seconds from every load.
+    generator this removes a 1.1 GB copy and the initialisation's seconds from every load. Tensors from
+    ``safetensors.torch.load_file`` are a copy-on-write mapping of the file, so the weights stay mapped while
+    the network lives (as with ``transformers`` on a CPU): a model file must be replaced by a rename (as every
+    writer of this package does), not rewritten in place, while a process uses it.
 
     Tensors whose dtype differs from the module's (stored fp16/bf16 weights) are cast to it. Returns None when
     ``state`` does not fit the module (keys, shapes) or the module holds a tensor no file provides (a
