@@ -120,7 +120,11 @@ def test_scan_names_every_bad_file_with_its_reason(tmp_path):
                                                        "label map train_label/city_000002_000019_gtFine_labelIds.png "
                                                        "is 64x32"]
     problems = []
-    assert len(scan_dataset(root, cfg, problems=problems)) == 1 and len(problems) == 3  # kept, the good one read
+    kept = scan_dataset(root, cfg, problems=problems)
+    assert len(problems) == 3
+    # kept: the good pair, and the one whose instance map is missing (it matters only to settings that use
+    # instance maps, which check_data decides); the bad label map and the mis-sized photo are not
+    assert [(s.label.name.split("_")[1], s.inst is not None) for s in kept] == [("000000", True), ("000003", False)]
     # a missing folder
     import shutil
 

@@ -341,7 +341,8 @@ def _save_with_external_data(model: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent) as tmp:
         onnx.save_model(model, Path(tmp) / path.name, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data.name)
+                        location=data.name)  # tensors under 1 KB stay inline: shape inference reads them
+        (Path(tmp) / data.name).touch()  # a graph with only small tensors gets an empty one: the pair is complete
         for name in (data.name, path.name):
             honour_umask(Path(tmp) / name)  # onnx writes the weights file 0600
             os.replace(Path(tmp) / name, path.parent / name)
