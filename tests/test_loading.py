@@ -133,6 +133,11 @@ def test_model_folder_with_mismatched_weights_is_a_clear_error(tmp_path):
         ugatit_cli.load_generator(folder)
 
 
+def on_meta(build):
+    with torch.device("meta"):
+        return build()
+
+
 def test_loaded_weights_are_the_files_tensors_not_a_second_initialised_copy(tmp_path):
     """A model folder's tensors become the network's parameters (built on the meta device, loaded with
     assign=True): one copy of the weights in memory, nothing randomly initialised and then overwritten."""
@@ -142,13 +147,13 @@ def test_loaded_weights_are_the_files_tensors_not_a_second_initialised_copy(tmp_
     folder = write_model_folder(model, tmp_path / "model")
     state = load_file(folder / weights_name("a2b"))
     config = model.config
-    net = adopt_weights(lambda: Generator(config), state)
+    net = adopt_weights(on_meta(lambda: Generator(config)), state)
     assert {k: p.data_ptr() for k, p in net.state_dict().items()} == {k: t.data_ptr() for k, t in state.items()}
     assert not any(t.is_meta for t in net.state_dict().values())
     for ours, theirs in zip(outputs(net.eval()), outputs(model.generators["a2b"]), strict=True):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     # fp16 weights are cast to the network's float32
-    half = adopt_weights(lambda: Generator(config), {k: v.half() for k, v in state.items()})
+    half = adopt_weights(on_meta(lambda: Generator(config)), {k: v.half() for k, v in state.items()})
     assert all(p.dtype == torch.float32 for p in half.parameters())
 
 
@@ -167,11 +172,11 @@ def test_modules_holding_tensors_no_file_provides_are_built_normally():
             self.register_buffer("classes", torch.arange(4.0), persistent=False)
 
     state = WithNonPersistent().state_dict()
-    assert adopt_weights(WithNonPersistent, state) is None
+    assert adopt_weights(on_meta(WithNonPersistent), state) is None
     spectral = nn.utils.spectral_norm(nn.Conv2d(3, 4, 3))
-    assert adopt_weights(lambda: nn.utils.spectral_norm(nn.Conv2d(3, 4, 3)), spectral.state_dict()) is None
-    assert adopt_weights(lambda: nn.Conv2d(3, 4, 3), {"weight": torch.zeros(4, 3, 3, 3)}) is None  # no bias
-    plain = adopt_weights(lambda: nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3).state_dict())
+    assert adopt_weights(on_meta(lambda: nn.utils.spectral_norm(nn.Conv2d(3, 4, 3))), spectral.state_dict()) is None
+    assert adopt_weights(on_meta(lambda: nn.Conv2d(3, 4, 3)), {"weight": torch.zeros(4, 3, 3, 3)}) is None  # no bias
+    plain = adopt_weights(on_meta(lambda: nn.Conv2d(3, 4, 3)), nn.Conv2d(3, 4, 3).state_dict())
     assert isinstance(plain, nn.Conv2d) and plain.weight.device.type == "cpu"
 
 

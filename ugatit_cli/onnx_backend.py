@@ -297,6 +297,14 @@ def cached_graph_path(model: Model, key: str, cache_dir: str | os.PathLike | Non
     return Path(cache_dir or default_cache_dir()) / weights_key(model, key) / model.family.onnx_name(key)
 
 
+def discard_cached_graph(path: Path) -> None:
+    """Remove a cache entry (the graph and its weights file), e.g. one ONNX Runtime cannot load."""
+    from .export import external_data_path
+
+    path.unlink(missing_ok=True)
+    external_data_path(path).unlink(missing_ok=True)
+
+
 def cached_graph(model: Model, key: str, cache_dir: str | os.PathLike | None = None, *,
                  path: Path | None = None) -> Path:
     """The ONNX graph of network ``key`` of ``model`` from the cache, exported into it first when missing

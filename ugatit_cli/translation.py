@@ -51,7 +51,6 @@ from .core.progress import count_progress, progress_disabled
 from .core.safety import remove_stale_temporaries
 from .core.sharding import Shard, device_for_shard, shard_from_env
 from .errors import UserError
-from .export import external_data_path
 from .families.base import Direction, Family, Model, OutputSpec, Translator, families
 from .media import (
     FaceOptions,
@@ -67,6 +66,7 @@ from .onnx_backend import (
     OnnxTranslator,
     cached_graph,
     cached_graph_path,
+    discard_cached_graph,
     onnx_export_family,
     read_onnx_export,
 )
@@ -562,8 +562,7 @@ def _prepare_translator(model: Model, direction: str | None, size: int | None, o
         try:
             session = OnnxSession(path, threads=plan.threads_per_stream or 1)
         except UserError as exc:  # a damaged cache entry must not fail every later run: it goes (ours to remove)
-            path.unlink(missing_ok=True)
-            external_data_path(path).unlink(missing_ok=True)
+            discard_cached_graph(path)
             raise UserError(f"{exc}; the cached graph is removed, so the next run exports it anew") from None
         return OnnxTranslator(translator, session)
     for module in translator.modules():

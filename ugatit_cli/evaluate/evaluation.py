@@ -1,6 +1,6 @@
-"""``ugatit eval``: KID (and FID) of translations against real images, as the U-GAT-IT paper reports them.
+"""``ugatit eval``: KID (and FID) of translations against real images, KID x 100 as the papers report it.
 
-With a model, the family says what to compare (``Family.eval_pairs``; U-GAT-IT: the translations of one
+With a model, the family says what to compare (``Family.eval_pairs``, e.g. the translations of one
 domain's test images with the real test images of the other): the source images are translated into a
 temporary folder (removed afterwards) and compared with the real images. Two folders can also be compared
 directly. Features come from torch-fidelity's
@@ -39,7 +39,7 @@ class Comparison:
     kid_std: float | None = None
     kid_subset_size: int | None = None
     fid: float | None = None
-    paired: dict[str, float] | None = None  # per-image metrics of a paired task (pix2pixHD: PSNR, SSIM)
+    paired: dict[str, float] | None = None  # per-image metrics of a paired task (e.g. PSNR, SSIM)
 
 
 @dataclass
@@ -49,7 +49,7 @@ class EvaluationReport:
     extractor: str = ""
     kid_subsets: int = 100
     seed: int = 0
-    #: the family's measurements besides the comparisons (``Family.eval_scores``; TUNIT: cluster accuracy, mFID)
+    #: the family's measurements besides the comparisons (``Family.eval_scores``, e.g. cluster accuracy)
     scores: dict[str, float] = field(default_factory=dict)
     #: folders of this tool's earlier results inside the folders read, left out of the images (``results_folders``)
     left_out: list[str] = field(default_factory=list)

@@ -40,7 +40,6 @@ from ..core.files import atomic_folder
 from ..core.nets import adopt_weights, load_strict
 from ..core.safety import (
     check_tensors,
-    meta_shapes,
     read_json_object,
     regular_file,
     shape_mismatch,
@@ -291,12 +290,16 @@ def net_from_state(family: Family, config: Any, key: str, state: dict[str, torch
     device before a byte of the network is allocated. UserError / ProcessingError with one line otherwise.
     """
     state = check_tensors(strip_wrapper_prefixes(state), origin)
-    build = lambda: family.build_net(config, key)  # noqa: E731
-    mismatch = shape_mismatch(meta_shapes(build), {k: v.shape for k, v in state.items()})
+    with torch.device("meta"):  # no memory: a hostile configuration cannot exhaust it
+        on_meta = family.build_net(config, key)
+    mismatch = shape_mismatch({k: v.shape for k, v in on_meta.state_dict().items()},
+                              {k: v.shape for k, v in state.items()})
     if mismatch:
         raise UserError(f"{origin}: weights do not match its config ({mismatch})")
-    net = adopt_weights(build, state)  # the file's tensors become the weights (fp16/bf16 cast): one copy in memory
-    return (net if net is not None else load_strict(build(), state, origin, to_float=True)).eval()
+    net = adopt_weights(on_meta, state)  # the file's tensors become the weights (fp16/bf16 cast): one copy in memory
+    if net is None:
+        net = load_strict(family.build_net(config, key), state, origin, to_float=True)
+    return net.eval()
 
 
 def read_model_folder(model_id: str | os.PathLike, directions: Sequence[str] | None = None,
