@@ -323,6 +323,136 @@ def test_auto_backend_rule(tmp_path, light_model, env, onnx_cache, monkeypatch):
     assert ugatit_cli.translate(src, light_model, output=tmp_path / "d", progress=False).backend == "torch"
 
 
+# --- stored graphs run without torch ------------------------------------------------------------------------
+
+PROBE = """
+import json, sys
+from ugatit_cli.cli.app import app
+code = 0
+try:
+    app(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"exit": code, "torch": "torch" in sys.modules}), file=sys.stderr)
+"""
+
+
+def probe(*args, env) -> tuple[int, bool, str]:
+    """``ugatit ARGS`` in a fresh process: its exit status, whether it imported torch, its stderr."""
+    result = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True,
+                            env=env, cwd=REPO_ROOT, timeout=300)
+    facts = json.loads(result.stderr.strip().splitlines()[-1])
+    return facts["exit"], facts["torch"], result.stderr
+
+
+def test_a_stored_graph_translates_without_importing_torch(tmp_path, env, onnx_folder):
+    """A model folder whose graph an earlier run exported, and an ONNX export folder, translate in a process that
+    never imports torch (~500 MB of memory with a CUDA build), writing what the run that loaded the model wrote.
+    A model folder replaced since (other weights under the same path) is loaded again, never run with the old
+    graph; a damaged index entry only costs that load."""
+    env = {**env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    model = random_model(tmp_path / "model", img_size=32, ch=4, n_res=1, light=True)
+    src = photos(tmp_path / "in")
+    code, imported, err = probe("translate", src, "-m", model, "-o", tmp_path / "first", "--backend", "onnxruntime",
+                                "--heatmap", env=env)
+    assert code == 0 and imported and "exporting the model to ONNX" in err, err
+    # backend auto: three images are not worth an export, but the graph is cached now
+    code, imported, err = probe("translate", src, "-m", model, "-o", tmp_path / "second", "--device", "cpu",
+                                "--heatmap", env=env)
+    assert code == 0 and not imported and "onnxruntime fp32" in err, err
+    written = sorted((tmp_path / "first" / "in").iterdir())
+    assert len(written) == 2 * len(HELD_OUT)  # images and attention maps, byte for byte the same
+    assert all((tmp_path / "second" / "in" / p.name).read_bytes() == p.read_bytes() for p in written)
+
+    device = [] if hardware.surely_cpu_only() else ["--device", "cpu"]  # auto picks the CPU on this machine
+    code, imported, err = probe("translate", src, "-m", onnx_folder, "-o", tmp_path / "export", *device, env=env)
+    assert code == 0 and not imported and "onnxruntime fp32" in err, err
+
+    torch.manual_seed(1)  # other weights, same folder: the index entry no longer fits the files
+    other = UGATITConfig(img_size=32, ch=4, n_res=1, light=True)
+    write_model_folder(UGATITModel(other, {d: Generator(other) for d in ("a2b", "b2a")}), model, overwrite=True)
+    code, imported, err = probe("translate", src, "-m", model, "-o", tmp_path / "third", "--backend", "onnxruntime",
+                                env=env)
+    assert code == 0 and imported and "exporting the model to ONNX" in err, err
+    first = pixels(tmp_path / "first" / "in" / f"{HELD_OUT[0].stem}.png")
+    assert np.abs(pixels(tmp_path / "third" / "in" / f"{HELD_OUT[0].stem}.png") - first).max() > 10
+
+    for entry in (tmp_path / "cache" / "ugatit-cli" / "onnx" / "sources").iterdir():
+        entry.write_text('{"graph_version": 3, "graph": "../../../etc/passwd"')  # damaged: not even JSON
+    code, imported, err = probe("translate", src, "-m", model, "-o", tmp_path / "fourth", "--backend", "onnxruntime",
+                                env=env)
+    assert code == 0 and imported and "Traceback" not in err, err
+
+
+def test_a_hub_repo_whose_graph_is_cached_translates_without_torch(tmp_path, env):
+    """A Hub repo id: the run that loads it indexes its graph by the files in huggingface_hub's cache, so the
+    next runs (over HTTP to the local Hub stand-in, then offline) never import torch, with the same outputs."""
+    from hub_server import LocalHub, repo_from_folder
+
+    folder = random_model(tmp_path / "model", img_size=32, ch=4, n_res=1, light=True)
+    src = photos(tmp_path / "in", HELD_OUT[:2])
+    with LocalHub({"someone/tiny-ugatit": repo_from_folder(folder)}) as hub:
+        env = {**env, **hub.environ(tmp_path / "hub-cache"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+        args = ("translate", src, "-m", "someone/tiny-ugatit", "--backend", "onnxruntime", "--json")
+        code, imported, err = probe(*args, "-o", tmp_path / "first", env=env)
+        assert code == 0 and imported, err
+        code, imported, err = probe(*args, "-o", tmp_path / "second", env=env)
+        assert code == 0 and not imported, err
+    code, imported, err = probe(*args, "-o", tmp_path / "offline", env={**env, "HF_HUB_OFFLINE": "1"})
+    assert code == 0 and not imported, err
+    for written in (tmp_path / "first" / "in").iterdir():
+        for run in ("second", "offline"):
+            assert (tmp_path / run / "in" / written.name).read_bytes() == written.read_bytes()
+
+
+def test_the_registered_model_runs_its_cached_graph_without_torch(tmp_path, env):
+    """``--model selfie2anime``, once its generator was converted into huggingface_hub's cache (here a tiny
+    stand-in in the converted folder) and a run exported its graph, translates offline without torch."""
+    from huggingface_hub import constants
+
+    from ugatit_cli.families.ugatit.importers.tf_hub import SELFIE2ANIME, converted_dir
+
+    hub_cache = tmp_path / "hub-cache"
+    converted = hub_cache / converted_dir(SELFIE2ANIME, "main").relative_to(constants.HF_HUB_CACHE) / "a2b"
+    random_model(converted, img_size=32, ch=4, n_res=1, light=True)
+    env = {**env, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    src = photos(tmp_path / "in", HELD_OUT[:1])
+    args = ("translate", src, "-m", "selfie2anime", "--backend", "onnxruntime")
+    code, imported, err = probe(*args, "-o", tmp_path / "first", env=env)
+    assert code == 0 and imported and "exporting the model to ONNX" in err, err
+    code, imported, err = probe(*args, "-o", tmp_path / "second", env=env)
+    assert code == 0 and not imported, err
+    name = f"{HELD_OUT[0].stem}.png"
+    assert (tmp_path / "second" / "in" / name).read_bytes() == (tmp_path / "first" / "in" / name).read_bytes()
+
+
+def test_a_stored_graph_translates_clips_and_faces_without_torch(tmp_path, env, onnx_folder, light_model):
+    """Video clips go through the same graph translator: frames as PyTorch's translate writes them, up to a
+    rounding at a level boundary, and the process never imports torch."""
+    pytest.importorskip("av")
+    from clips import pan, write_clip
+
+    (tmp_path / "clips").mkdir()
+    with Image.open(HELD_OUT[0]) as photo:
+        write_clip(tmp_path / "clips" / "pan.mp4", pan(photo.convert("RGB"), 6, (64, 48)), audio=False)
+    code, imported, err = probe("translate", tmp_path / "clips", "-m", onnx_folder, "-o", tmp_path / "ort",
+                                "--device", "cpu", "--crf", "0", env=env)
+    assert code == 0 and not imported, err
+    report = ugatit_cli.translate(tmp_path / "clips", light_model, output=tmp_path / "torch", backend="torch",
+                                  crf=0, progress=False)
+    assert len(report.done) == 1
+
+    import av
+
+    def frames(path: Path) -> list[np.ndarray]:
+        with av.open(str(path)) as container:
+            return [f.to_ndarray(format="rgb24").astype(np.int16) for f in container.decode(video=0)]
+
+    ort, reference = frames(tmp_path / "ort" / "clips" / "pan.mp4"), frames(report.done[0].output)
+    assert len(ort) == len(reference) == 6
+    assert max(np.abs(a - b).max() for a, b in zip(ort, reference, strict=True)) <= 3  # lossless H.264, YUV 4:2:0
+
+
 # --- int8 -----------------------------------------------------------------------------------------------------
 
 
@@ -351,7 +481,7 @@ def test_int8_export_keeps_30_db_on_held_out_real_photos(tmp_path, env):
     quantized = OnnxSession(int8 / "generator_a2b.onnx")
     for photo in HELD_OUT:  # photos the calibration never saw, prepared as translate prepares them
         feeds = calibration_feeds(translator, photo, ["input"])
-        psnr, worst = psnr_and_max_error(reference.run(feeds)["image"].numpy(), quantized.run(feeds)["image"].numpy())
+        psnr, worst = psnr_and_max_error(reference.run(feeds)["image"], quantized.run(feeds)["image"])
         assert psnr >= 30, f"{photo.name}: {psnr:.1f} dB (largest error {worst})"
 
     # translate runs the int8 folder and says so

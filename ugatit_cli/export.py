@@ -42,6 +42,7 @@ from .core.safety import honour_umask, temp_prefix
 from .errors import UserError
 from .families.base import Direction, Model, OnnxIO
 from .families.model_folder import CARD_NAME, CONFIG_NAME, ModelFolder, folder_family, hub_write_errors
+from .onnx_backend import external_data_path
 from .store.registry import registered_models
 from .store.sources import peek_family, resolve_model
 
@@ -324,11 +325,6 @@ def export_onnx(io: OnnxIO, path: Path, *, opset: int = ONNX_OPSET, half: bool =
     else:
         with atomic_file(path) as tmp:
             onnx.save_model(model, tmp)
-
-
-def external_data_path(path: Path) -> Path:
-    """The weights file of a graph saved with external data (:func:`export_onnx`)."""
-    return path.with_name(f"{path.name}.data")
 
 
 def _save_with_external_data(model: Any, path: Path) -> None:

@@ -13,12 +13,11 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .core.devices import autocast
 from .core.faces import (
     DEFAULT_FACE_SCALE,
     DEFAULT_MIN_FACE,
@@ -44,6 +43,9 @@ from .core.images import (
 from .core.progress import count_progress
 from .errors import UserError
 from .families.base import Translator
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 FACE_MODES = ("composite", "crops")
 #: Makes the :data:`BatchTranslator` for one input file (a family's ``prepare`` may read files beside it).
@@ -149,15 +151,20 @@ class Done:
     extras: dict[str, Path]
 
 
-def translator_batches(translator: Translator, *, device: torch.device | str = "cpu",
-                       dtype: torch.dtype | None = None,
-                       memory_format: torch.memory_format = torch.contiguous_format) -> BatchFor:
-    """A family's :class:`~ugatit_cli.families.base.Translator` as a :data:`BatchFor`: each crop or frame is
-    prepared like an image input (bilinear resize to the translator's size, ``prepare(source, pixels)``), the
-    batch runs through ``forward`` under inference mode (and autocast with ``dtype``), and every output of
-    ``translator.outputs`` comes back as an RGB image of the model's size (one-channel maps drawn in jet)."""
-    device = torch.device(device)
+def translator_batches(translator: Any, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                       memory_format: torch.memory_format | None = None) -> BatchFor:
+    """A family's :class:`~ugatit_cli.families.base.Translator` (or an ONNX Runtime
+    :class:`~ugatit_cli.onnx_backend.GraphTranslator`) as a :data:`BatchFor`: each crop or frame is prepared
+    like an image input (bilinear resize to the translator's size, ``prepare(source, pixels)``), the batch runs
+    through ``forward`` under inference mode (and autocast with ``dtype``; a graph translator in NumPy), and
+    every output of ``translator.outputs`` comes back as an RGB image of the model's size (one-channel maps
+    drawn in jet)."""
     size = translator.size
+    if hasattr(translator, "forward_arrays"):  # an ONNX graph: no torch
+        def run(stacked: dict[str, np.ndarray]) -> dict[str, Any]:
+            return translator.render(translator.forward_arrays(stacked))
+    else:
+        run = _torch_forward(translator, device, dtype, memory_format)
 
     def for_source(source: Path) -> BatchTranslator:
         def translate(images: list[Image.Image]) -> list[dict[str, Image.Image]]:
@@ -165,13 +172,8 @@ def translator_batches(translator: Translator, *, device: torch.device | str = "
                 return []
             pixels = [resized_pixels(img.convert("RGB"), size) for img in images]
             prepared = [translator.prepare(source, p) for p in pixels]
-            x = pixels_to_tensor(torch.from_numpy(np.stack(pixels)).to(device)).contiguous(memory_format=memory_format)
-            extras = {key: torch.from_numpy(np.stack([p[key] for p in prepared])).to(device) for key in prepared[0]}
-            with torch.inference_mode(), autocast(device, dtype):
-                outputs = translator.forward(x, extras)
-                rendered = {spec.key: tensor_to_pixels(outputs[spec.key]).contiguous().cpu().numpy()
-                            if spec.kind == "image" else outputs[spec.key].float().cpu()
-                            for spec in translator.outputs}
+            rendered = run({"pixels": np.stack(pixels)} | {key: np.stack([p[key] for p in prepared])
+                                                            for key in prepared[0]})
             return [{spec.key: Image.fromarray(rendered[spec.key][i], mode="RGB") if spec.kind == "image"
                      else jet_image(rendered[spec.key][i], (size, size)) for spec in translator.outputs}
                     for i in range(len(images))]
@@ -179,6 +181,27 @@ def translator_batches(translator: Translator, *, device: torch.device | str = "
         return translate
 
     return for_source
+
+
+def _torch_forward(translator: Translator, device: torch.device | str, dtype: torch.dtype | None,
+                   memory_format: torch.memory_format | None) -> Callable[[dict[str, np.ndarray]], dict[str, Any]]:
+    """Stacked arrays -> rendered outputs (uint8 pixels B x H x W x 3, float maps) through ``translator.forward``."""
+    import torch
+
+    from .core.devices import autocast
+
+    device = torch.device(device)
+    memory_format = memory_format or torch.contiguous_format
+
+    def run(stacked: dict[str, np.ndarray]) -> dict[str, Any]:
+        tensors = {key: torch.from_numpy(value).to(device) for key, value in stacked.items()}
+        x = pixels_to_tensor(tensors.pop("pixels")).contiguous(memory_format=memory_format)
+        with torch.inference_mode(), autocast(device, dtype):
+            outputs = translator.forward(x, tensors)
+            return {spec.key: tensor_to_pixels(outputs[spec.key]).contiguous().cpu().numpy()
+                    if spec.kind == "image" else outputs[spec.key].float().cpu() for spec in translator.outputs}
+
+    return run
 
 
 def translate_face_images(images: Sequence[InputImage], output_dir: Path, batch_for: BatchFor,

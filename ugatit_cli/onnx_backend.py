@@ -32,15 +32,19 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from .core.files import atomic_file
 from .core.hardware import release_memory, return_large_buffers
+from .core.images import array_to_pixels, pixels_to_array
 from .errors import UserError
-from .families.base import Family, Model, Translator, get_family
+from .families.base import Direction, Family, Model, Translator, get_family
 from .families.model_folder import CONFIG_NAME, read_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 ONNX_RUNTIME_HINT = 'pip install "ugatit-cli[onnx]"'
 #: bump when the exported graph of the same weights changes (exporter settings, graph surgery), so old
@@ -72,10 +76,13 @@ def low_memory() -> bool:
 PREPACK_MAX_BYTES = 256 << 20
 
 
+def external_data_path(path: Path) -> Path:
+    """The weights file of a graph saved with external data (:func:`ugatit_cli.export.export_onnx`)."""
+    return path.with_name(f"{path.name}.data")
+
+
 def graph_bytes(path: Path) -> int:
     """Bytes of an ONNX graph file and of its external weights file, if any."""
-    from .export import external_data_path
-
     data = external_data_path(path)
     return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
 
@@ -104,7 +111,7 @@ def session_options(threads: int = 1, *, prepack: bool = True) -> Any:
 
 
 class OnnxSession:
-    """An ONNX Runtime CPU session on one graph: named tensors in, named CPU tensors out.
+    """An ONNX Runtime CPU session on one graph: named arrays in, named NumPy arrays out.
 
     Raises UserError when the file is not a readable ONNX graph.
     """
@@ -131,15 +138,60 @@ class OnnxSession:
     def input_names(self) -> list[str]:
         return list(self.inputs)
 
-    def run(self, feeds: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, torch.Tensor]:
-        """Run the graph on ``feeds`` (each cast to the dtype the graph declares for it)."""
-        arrays = {}
-        for name, value in feeds.items():
-            if isinstance(value, torch.Tensor):
-                value = value.detach().to("cpu").contiguous().numpy()
-            arrays[name] = np.ascontiguousarray(value, dtype=self.inputs.get(name, np.float32))
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Run the graph on ``feeds`` (arrays, or CPU tensors; each cast to the dtype the graph declares for it)."""
+        arrays = {name: np.ascontiguousarray(_array(value), dtype=self.inputs.get(name, np.float32))
+                  for name, value in feeds.items()}
         results = self.session.run(self.output_names, arrays)
-        return {name: torch.from_numpy(result) for name, result in zip(self.output_names, results, strict=True)}
+        return dict(zip(self.output_names, results, strict=True))
+
+
+def _array(value: Any) -> Any:
+    """A tensor's values as an array (detached, on the CPU); anything else as it is."""
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else value
+
+
+def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    import torch
+
+    return {name: torch.from_numpy(array) for name, array in arrays.items()}
+
+
+class GraphTranslator:
+    """The family's graph translator (:meth:`Family.graph_translator`: reading, sizes, feeds and outputs that
+    need no network) with an ONNX Runtime session: the whole forward pass in NumPy, so that translating
+    with it never imports torch. ``quantization`` is the ``config.json`` description of an int8 graph, or None.
+    """
+
+    def __init__(self, translator: Translator, session: OnnxSession, quantization: Mapping[str, Any] | None = None):
+        self.base = translator
+        self.session = session
+        self.quantization = dict(quantization) if quantization else None
+        self.outputs = translator.outputs
+
+    @property
+    def size(self) -> int:
+        return self.base.size
+
+    def read(self, source: Path) -> tuple[dict[str, Any], tuple[int, int]]:
+        return self.base.read(source)
+
+    def prepare(self, source: Path, pixels: Any) -> dict[str, Any]:
+        return self.base.prepare(source, pixels)
+
+    def render(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`forward_arrays`'s outputs as written: images as uint8 pixels (B, H, W, 3) (clamped and rounded
+        as for PyTorch's), maps as float32."""
+        return {spec.key: array_to_pixels(outputs[spec.key]) if spec.kind == "image"
+                else np.asarray(outputs[spec.key], dtype=np.float32) for spec in self.outputs}
+
+    def forward_arrays(self, stacked: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One batch: ``stacked`` is :meth:`read`'s arrays stacked per key (``pixels`` B x H x W x 3 uint8, as
+        the graph's image input in [-1, 1]). Returns the graph's outputs per :attr:`outputs` key (images
+        B x 3 x H x W in [-1, 1], maps as the graph gives them)."""
+        pixels = stacked.pop("pixels", None)
+        x = None if pixels is None else pixels_to_array(pixels)
+        return self.base.onnx_outputs(self.session.run(self.base.onnx_feeds(x, stacked, self.session.input_names)))
 
 
 class OnnxTranslator(Translator):
@@ -171,7 +223,8 @@ class OnnxTranslator(Translator):
 
     def forward(self, x, extras):
         x = None if x is None else x.float()
-        return self.base.onnx_outputs(self.session.run(self.base.onnx_feeds(x, extras, self.session.input_names)))
+        feeds = self.base.onnx_feeds(x, extras, self.session.input_names)
+        return self.base.onnx_outputs(_tensors(self.session.run(feeds)))
 
 
 # --- ONNX export folders as MODEL ------------------------------------------------------------------------
@@ -190,13 +243,19 @@ class OnnxExport:
     def model(self, keys: Sequence[str]) -> Model:
         """A Model whose networks ``keys`` are built on the meta device (no memory): the family's translator
         needs them as objects, the session holds the weights."""
+        import torch
+
+        self.check_has(keys)
+        with torch.device("meta"):
+            nets = {key: self.family.build_net(self.config, key) for key in keys}
+        return Model(self.family, self.config, nets | self.companions(keys))
+
+    def check_has(self, keys: Sequence[str]) -> None:
+        """UserError naming the graphs of ``keys`` the folder lacks."""
         missing = [key for key in keys if key not in self.graphs]
         if missing:
             names = ", ".join(self.family.onnx_name(k) for k in missing)
             raise UserError(f"{self.folder}: ONNX export has no {names}")
-        with torch.device("meta"):
-            nets = {key: self.family.build_net(self.config, key) for key in keys}
-        return Model(self.family, self.config, nets | self.companions(keys))
 
     def companions(self, skip: Sequence[str] = ()) -> dict[str, torch.nn.Module]:
         """The folder's other networks the family's translator or assigner may call (not ``skip``): those
@@ -231,7 +290,7 @@ class _LazySession:
         with self._lock:
             if self.session is None:
                 self.session = OnnxSession(self.path)
-        return self.session.run(feeds)
+        return _tensors(self.session.run(feeds))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -285,6 +344,8 @@ def weights_key(model: Model, key: str) -> str:
     facts = {"family": model.family.name, "key": key, "config": model.config.to_dict(), "opset": ONNX_OPSET,
              "graph_version": GRAPH_VERSION}
     digest.update(json.dumps(facts, sort_keys=True, default=str).encode())
+    import torch
+
     for name, tensor in sorted(model.nets[key].state_dict().items()):
         tensor = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
@@ -299,8 +360,6 @@ def cached_graph_path(model: Model, key: str, cache_dir: str | os.PathLike | Non
 
 def discard_cached_graph(path: Path) -> None:
     """Remove a cache entry (the graph and its weights file), e.g. one ONNX Runtime cannot load."""
-    from .export import external_data_path
-
     path.unlink(missing_ok=True)
     external_data_path(path).unlink(missing_ok=True)
 
@@ -314,7 +373,7 @@ def cached_graph(model: Model, key: str, cache_dir: str | os.PathLike | None = N
     under temporary names and renamed, weights first, so a crash leaves no half graph and two processes
     exporting at once (torchrun ranks) both end with complete files.
     """
-    from .export import _require_onnx, export_onnx, external_data_path
+    from .export import _require_onnx, export_onnx
 
     path = path or cached_graph_path(model, key, cache_dir)
     if path.is_file() and external_data_path(path).is_file():
@@ -328,3 +387,158 @@ def cached_graph(model: Model, key: str, cache_dir: str | os.PathLike | None = N
     on_cpu = model.with_(nets={k: net.to("cpu").eval() for k, net in model.nets.items()})
     export_onnx(model.family.onnx_io(on_cpu, key), path, external_data=True)  # weights mapped, not parsed
     return path
+
+
+# --- graphs found without loading the weights (translate then never imports torch) -----------------------
+
+#: the cache's index of model folders whose graphs it holds, by the files' status (``<cache>/sources/``)
+SOURCES_FOLDER = "sources"
+
+
+@dataclass(frozen=True)
+class FolderFiles:
+    """A model folder's ``config.json`` and the weights file of one network (local, or in the Hub cache)."""
+
+    config: Path
+    weights: Path
+
+    def signature(self) -> dict[str, list[int]]:
+        """What identifies the files' contents without reading them: device, inode, size and the modification and
+        status-change times in ns of each (the status-change time cannot be set back: a file replaced by another,
+        even with the same size and modification time, changes it)."""
+        def facts(path: Path) -> list[int]:
+            st = path.stat()
+            return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+        return {"config": facts(self.config), "weights": facts(self.weights)}
+
+
+def _index_entry(files: FolderFiles, key: str, cache_dir: str | os.PathLike | None) -> Path:
+    where = f"{files.config.resolve()}|{files.weights.resolve()}|{key}"
+    name = hashlib.blake2b(where.encode(), digest_size=16).hexdigest()
+    return Path(cache_dir or default_cache_dir()) / SOURCES_FOLDER / f"{name}.json"
+
+
+def remember_graph(files: FolderFiles, key: str, graph: Path, cache_dir: str | os.PathLike | None = None) -> None:
+    """Record in the cache that ``graph`` (a cache entry of :func:`cached_graph`) is the graph of network ``key``
+    of the model folder whose files are ``files``, so that a later run finds it by :func:`indexed_graph` without
+    loading and hashing the weights. Best effort: a cache that cannot be written only costs that later run the
+    load."""
+    root = Path(cache_dir or default_cache_dir())
+    entry = {"graph_version": GRAPH_VERSION, "graph": graph.relative_to(root).as_posix(), **files.signature()}
+    path = _index_entry(files, key, root)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            Path(tmp).write_text(json.dumps(entry), encoding="utf-8")
+    except OSError:
+        pass
+
+
+def indexed_graph(files: FolderFiles, key: str, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """The cached graph :func:`remember_graph` recorded for these files, when they are unchanged since and the
+    graph and its weights are still there; None otherwise."""
+    root = Path(cache_dir or default_cache_dir())
+    entry = _read_json(_index_entry(files, key, root))
+    try:
+        if entry is None or entry.get("graph_version") != GRAPH_VERSION:
+            return None
+        if {k: entry.get(k) for k in ("config", "weights")} != files.signature():
+            return None
+    except OSError:
+        return None
+    relative = entry.get("graph")
+    if not isinstance(relative, str) or Path(relative).is_absolute() or ".." in Path(relative).parts:
+        return None
+    graph = root / relative
+    return graph if graph.is_file() and external_data_path(graph).is_file() else None
+
+
+@dataclass(frozen=True)
+class StoredGraph:
+    """What translating MODEL with ONNX Runtime needs when it can be had without loading weights: the family,
+    its config, the direction's network key and graph, and ``quantization`` (an int8 export's, else None)."""
+
+    family: Family
+    config: Any
+    key: str
+    graph: Path
+    quantization: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class GraphSearch:
+    """:func:`find_graph`'s answer: the graph when one is at hand (``found``), and a model folder's files (for
+    :func:`remember_graph` once a run has exported its graph), each None when there is none."""
+
+    found: StoredGraph | None = None
+    files: FolderFiles | None = None
+
+
+def find_graph(source: str, direction: str | None, revision: str | None = None) -> GraphSearch:
+    """The ONNX graph that translates ``direction`` (None: the family's default) with MODEL ``source``, found
+    without importing torch: an ONNX export folder's own graph, or, for a local model folder, a Hub repo id or
+    a registered name whose weights are on this machine already (:attr:`RegisteredModel.local_folder`), the
+    graph an earlier run exported into the cache (:func:`indexed_graph`; a Hub repo's files come from
+    huggingface_hub's cache, or are downloaded as loading them would). Sources it cannot read that way
+    (training runs, official checkpoints, damaged folders) give an empty answer, and loading the model
+    reports what is wrong with them. UserError for a direction the family does not have, or a Hub
+    repo that cannot be reached."""
+    from huggingface_hub import hf_hub_download
+
+    from .families.model_folder import folder_family, hub_errors, hub_reachable
+    from .store.registry import registered_models
+
+    named = registered_models().get(source)
+    if named is not None:  # a pretrained model: its folder of converted weights, once a run made it
+        key = _checked_key(get_family(named.family), direction)
+        folder = named.local_folder(key, revision) if named.local_folder else None
+        if folder is None:
+            return GraphSearch()
+        source = str(folder)
+    path = Path(source).expanduser()
+    export = onnx_export_family(path)
+    if export is not None:
+        found = read_onnx_export(path)
+        key = _checked_key(found.family, direction)
+        found.check_has((key,))
+        return GraphSearch(StoredGraph(found.family, found.config, key, found.graphs[key], found.quantization))
+    local = path.exists()
+    if local and folder_family(path) is None:
+        return GraphSearch()
+    if not local and (source.startswith((".", "/", "~")) or source.count("/") != 1 or path.parent.is_dir()):
+        return GraphSearch()  # not a Hub repo id (USER/NAME): loading it says what it is
+
+    def file(name: str) -> Path:
+        if local:
+            return path / name
+        with hub_errors(source, revision):  # downloaded as loading would (the cache only when offline)
+            return Path(hf_hub_download(repo_id=source, filename=name, revision=revision,
+                                        local_files_only=not hub_reachable()))
+
+    config_path = file(CONFIG_NAME)
+    data = _read_json(config_path)
+    try:
+        family, config, _ = read_config(data, source) if data is not None else (None, None, None)
+    except UserError:
+        family = None
+    if family is None:
+        return GraphSearch()  # loading it says what is wrong
+    key = _checked_key(family, direction)
+    name = family.weight_files(config).get(key)
+    weights = file(name) if name is not None else None
+    if weights is None or not weights.is_file():
+        return GraphSearch()
+    files = FolderFiles(config_path, weights)
+    graph = indexed_graph(files, key)
+    return GraphSearch(StoredGraph(family, config, key, graph) if graph else None, files)
+
+
+def _checked_key(family: Family, direction: str | None) -> str:
+    """:func:`network_key` of a user's ``--direction``, checked as everywhere (:meth:`Direction.parse`)."""
+    return network_key(family, None if direction is None else Direction.parse(direction, family)[0].name)
+
+
+def network_key(family: Family, direction: str | None) -> str:
+    """The network that translates ``direction`` (families without directions: their first network)."""
+    return family.keys_for(None if direction is None else (direction,))[0]

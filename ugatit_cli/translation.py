@@ -8,10 +8,18 @@ PNG-encode the results. Each output is written under a temporary name and rename
 so an interrupted run never leaves a half-written file, and a bad input is reported and skipped without
 stopping the others. Preprocessing is the official test transform (RGB, bilinear resize to size x size,
 [-1, 1]); postprocessing clamps and rounds to 8 bits.
+
+A call that can run a stored ONNX graph with ONNX Runtime on the CPU (an ONNX export folder, or a model folder
+whose graph an earlier run cached, with a family whose :meth:`~ugatit_cli.families.base.Family.graph_translator`
+needs no network) never imports torch: it is ~500 MB of the process's memory with a CUDA build of PyTorch.
+Everything else imports it when the model is loaded.
 """
+
+from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import os
 import time
 import warnings
@@ -20,13 +28,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .core.devices import autocast, check_precision, select_device
 from .core.faces import DEFAULT_FACE_SCALE, DEFAULT_MIN_FACE
 from .core.files import mark_output_folder
 from .core.hardware import (
@@ -34,8 +40,10 @@ from .core.hardware import (
     auto_backend,
     auto_precision,
     bf16_note,
+    cpu_threads,
     onnxruntime_available,
     release_memory,
+    surely_cpu_only,
 )
 from .core.images import (
     BadImageError,
@@ -62,15 +70,23 @@ from .media import (
     translator_batches,
 )
 from .onnx_backend import (
+    FolderFiles,
+    GraphTranslator,
     OnnxSession,
     OnnxTranslator,
+    StoredGraph,
     cached_graph,
     cached_graph_path,
     discard_cached_graph,
+    find_graph,
+    network_key,
     onnx_export_family,
     read_onnx_export,
+    remember_graph,
 )
-from .store.sources import peek_family, resolve_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 #: Images per forward pass when none is given. On CPUs one image per pass is fastest (measured on a 2-core
 #: Xeon: 1.9 img/s at 1, 1.7 at 4, 1.3 at 8 for a light 256 px model: activations stay in cache); GPUs want
@@ -173,24 +189,34 @@ class TranslationReport:
 @dataclass(frozen=True)
 class _Plan:
     """How the model runs: where, in which precision and layout, how many images per pass, in how many
-    parallel streams of how many torch threads each."""
+    parallel streams of how many threads each. ``device`` None: a stored ONNX graph on the CPU (no torch)."""
 
-    device: torch.device
+    device: torch.device | None
     dtype: torch.dtype | None
-    memory_format: torch.memory_format
+    memory_format: Any  # a torch.memory_format; None without torch
     batch_size: int
     streams: int
     threads_per_stream: int
 
     @classmethod
-    def for_device(cls, device: torch.device, dtype: torch.dtype | None, batch_size: int | None) -> "_Plan":
+    def for_device(cls, device: torch.device, dtype: torch.dtype | None, batch_size: int | None) -> _Plan:
+        import torch
+
         cpu = device.type == "cpu"
         # channels_last is the fast layout of oneDNN's bf16 convolutions and of cuDNN; for fp32 on a CPU
         # the encoder's instance norms convert it back and forth, which costs ~8%.
         memory_format = torch.contiguous_format if cpu and dtype is None else torch.channels_last
         if not cpu:
             return cls(device, dtype, memory_format, batch_size or ACCELERATOR_BATCH_SIZE, 1, 0)
-        threads = torch.get_num_threads()
+        return cls._on_cpu(device, dtype, memory_format, batch_size, torch.get_num_threads())
+
+    @classmethod
+    def for_graph(cls, batch_size: int | None) -> _Plan:
+        """A stored graph with ONNX Runtime: the CPU's threads (:func:`~ugatit_cli.core.hardware.cpu_threads`)."""
+        return cls._on_cpu(None, None, None, batch_size, cpu_threads())
+
+    @classmethod
+    def _on_cpu(cls, device: Any, dtype: Any, memory_format: Any, batch_size: int | None, threads: int) -> _Plan:
         streams = max(1, min(threads, MAX_CPU_STREAMS))
         return cls(device, dtype, memory_format, batch_size or CPU_BATCH_SIZE, streams, max(1, threads // streams))
 
@@ -317,27 +343,21 @@ def translate(
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     shard = shard_from_env() if shard is None else shard
-    if isinstance(model, torch.nn.Module):
-        model = _model_of_net(model, direction)
-    onnx_family = None if isinstance(model, Model) else onnx_export_family(Path(str(model)).expanduser())
-    if device is None:
-        target = next(next(iter(model.nets.values())).parameters()).device if isinstance(model, Model) \
-            else select_device("auto")
+    stored, files = None, None  # a graph to run without torch; a model folder's files, to index its graph
+    if isinstance(model, (str, os.PathLike)) and _graph_may_run(device, precision, backend, compile):
+        with contextlib.nullcontext() if progress else progress_disabled():  # a Hub download's bar
+            search = find_graph(str(model), direction, revision)
+        stored, files = _runnable(search.found, direction, size, options), search.files
+    if stored is not None:
+        target, dtype, onnx_family, family = None, None, None, stored.family
+        workers = _default_workers(None, shard) if workers is None else workers
     else:
-        target = select_device(device_for_shard(device, shard)) if isinstance(device, str) else torch.device(device)
-    workers = _default_workers(target, shard) if workers is None else workers
-    if precision == "auto":
-        precision = auto_precision(target)
-    dtype = check_precision(precision, target)
-    if precision == "bf16" and (note := bf16_note(target)):
-        warnings.warn(note, SlowPrecisionWarning, stacklevel=2)
-    if onnx_family is not None or backend == "onnxruntime":
-        _check_onnxruntime_settings(target, precision, compile, onnx_family is not None, backend)
+        target, dtype, precision, model, onnx_family, family = _torch_setup(model, direction, device, precision,
+                                                                            backend, compile, shard)
+        workers = _default_workers(target, shard) if workers is None else workers
     output_dir = Path(output)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"{output_dir}: output exists and is not a folder")
-
-    family = model.family if isinstance(model, Model) else onnx_family or peek_family(model)
     if family is not None:
         direction = _direction(family, direction)
         options = family.check_options(options)
@@ -369,20 +389,26 @@ def translate(
         options = family.check_options(options)
     jobs = _name_outputs(images, output_dir, family.outputs(options) if family else (), overwrite, report, shard)
     if jobs or face_images or videos:
-        plan = _Plan.for_device(target, dtype, batch_size)
         count = len(jobs) + len(face_images) + len(videos)
-        with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
-            if onnx_family is not None:
-                translator = _onnx_export_translator(Path(str(model)).expanduser(), direction, size, options, plan)
-            else:
-                owned = not isinstance(model, Model)  # loaded here: its weights may be dropped for a session's
-                loaded_model = _load(model, direction, revision)
-                report.model = loaded_model.card.get("loaded")  # which checkpoint, EMA or not (training runs)
-                translator = _prepare_translator(loaded_model, direction, size, options, plan, backend, compile,
-                                                 owned, count, progress)
-                del loaded_model  # an onnxruntime session holds its own weights
-        report.backend = "onnxruntime" if isinstance(translator, OnnxTranslator) else "torch"
-        if isinstance(translator, OnnxTranslator) and translator.quantization:
+        if stored is not None:
+            plan = _Plan.for_graph(batch_size)
+            translator = _graph_translator(stored, direction, size, options, plan)
+        else:
+            plan = _Plan.for_device(target, dtype, batch_size)
+            with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
+                if onnx_family is not None:
+                    translator = _onnx_export_translator(Path(str(model)).expanduser(), direction, size, options,
+                                                         plan)
+                else:
+                    owned = not isinstance(model, Model)  # loaded here: its weights may go for a session's
+                    loaded_model = _load(model, direction, revision)
+                    report.model = loaded_model.card.get("loaded")  # which checkpoint, EMA or not (training runs)
+                    translator = _prepare_translator(loaded_model, direction, size, options, plan, backend, compile,
+                                                     owned, count, progress, files)
+                    del loaded_model  # an onnxruntime session holds its own weights
+        onnx = isinstance(translator, (OnnxTranslator, GraphTranslator))
+        report.backend = "onnxruntime" if onnx else "torch"
+        if onnx and translator.quantization:
             report.precision = translator.quantization.get("dtype", "int8")
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -403,6 +429,65 @@ def translate(
         report.translate_seconds = time.perf_counter() - loaded
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _graph_may_run(device: Any, precision: str, backend: str, compile: bool) -> bool:
+    """Whether a stored ONNX graph could run this call without torch: fp32 on the CPU (``cpu``, or ``auto`` on a
+    machine where PyTorch would surely pick it), backend onnxruntime or auto (unless ``UGATIT_BACKEND=torch``),
+    onnxruntime installed, no ``--compile``."""
+    on_cpu = device == "cpu" or (device == "auto" and surely_cpu_only())
+    wanted = backend == "onnxruntime" or (backend == "auto" and auto_backend("cpu", "fp32") == "onnxruntime")
+    return on_cpu and wanted and precision == "fp32" and not compile and onnxruntime_available()
+
+
+def _runnable(found: StoredGraph | None, direction: str | None, size: int | None,
+              options: dict[str, Any]) -> StoredGraph | None:
+    """``found`` when its family translates it without networks (:meth:`Family.graph_translator`), else None."""
+    if found is None:
+        return None
+    family = found.family
+    checked = family.check_options(options)
+    return found if family.graph_translator(found.config, _direction(family, direction), size, checked) else None
+
+
+def _graph_translator(stored: StoredGraph, direction: str | None, size: int | None, options: dict[str, Any],
+                      plan: _Plan) -> GraphTranslator:
+    """A stored graph in an ONNX Runtime session with its family's graph translator."""
+    base = stored.family.graph_translator(stored.config, direction, size, options)
+    session = OnnxSession(stored.graph, threads=plan.threads_per_stream)
+    if not base.can_feed_onnx(session.input_names):
+        raise UserError(f"{stored.graph}: its inputs {', '.join(session.input_names)} cannot be fed with these "
+                        "options")
+    return GraphTranslator(base, session, stored.quantization)
+
+
+def _torch_setup(model: Any, direction: str | None, device: Any, precision: str, backend: str, compile: bool,
+                 shard: Shard) -> tuple[torch.device, torch.dtype | None, str, Any, Family | None, Family | None]:
+    """The device, autocast dtype, precision (``auto`` resolved), model (a network made a Model), ONNX export
+    family (or None) and family (or None: a Hub repo, whose config says it when loaded) of a call that runs with
+    torch loaded."""
+    import torch
+
+    from .core.devices import check_precision, select_device
+    from .store.sources import peek_family
+
+    if isinstance(model, torch.nn.Module):
+        model = _model_of_net(model, direction)
+    onnx_family = None if isinstance(model, Model) else onnx_export_family(Path(str(model)).expanduser())
+    if device is None:
+        target = next(next(iter(model.nets.values())).parameters()).device if isinstance(model, Model) \
+            else select_device("auto")
+    else:
+        target = select_device(device_for_shard(device, shard)) if isinstance(device, str) else torch.device(device)
+    if precision == "auto":
+        precision = auto_precision(target)
+    dtype = check_precision(precision, target)
+    if precision == "bf16" and (note := bf16_note(target)):
+        warnings.warn(note, SlowPrecisionWarning, stacklevel=3)
+    if onnx_family is not None or backend == "onnxruntime":
+        _check_onnxruntime_settings(target, precision, compile, onnx_family is not None, backend)
+    family = model.family if isinstance(model, Model) else onnx_family or peek_family(model)
+    return target, dtype, precision, model, onnx_family, family
 
 
 def _faces_and_videos(face_images: list[InputImage], videos: list[InputImage], translator: Translator, plan: _Plan,
@@ -485,11 +570,6 @@ def _check_onnxruntime_settings(device: torch.device, precision: str, compile: b
         raise UserError('--backend onnxruntime needs onnxruntime, onnx and onnxscript: pip install "ugatit-cli[onnx]"')
 
 
-def network_key(family: Family, direction: str | None) -> str:
-    """The network that translates ``direction`` (families without directions: their first network)."""
-    return family.keys_for(None if direction is None else (direction,))[0]
-
-
 def choose_backend(model: Model, direction: str | None, device: torch.device, precision: str, images: int) -> str:
     """What ``backend="auto"`` runs ``model`` with for ``images`` inputs: onnxruntime on a CPU for fp32
     when it is installed and the graph is cached or there are at least ``AUTO_ONNX_MIN_IMAGES`` images (the
@@ -524,17 +604,23 @@ def _model_of_net(net: torch.nn.Module, direction: str | None) -> Model:
 def _load(model: str | os.PathLike | Model, direction: str | None, revision: str | None) -> Model:
     if isinstance(model, Model):
         return model
+    from .store.sources import resolve_model
+
     return resolve_model(model, None if direction is None else (direction,), revision)
 
 
 def _prepare_translator(model: Model, direction: str | None, size: int | None, options: dict[str, Any],
                         plan: _Plan, backend: str = "torch", compile: bool = False, owned: bool = False,
-                        images: int = 0, progress: bool = False) -> Translator:
-    """The family's translator on the plan's device, or with ``backend`` onnxruntime its graph in a session.
+                        images: int = 0, progress: bool = False, files: FolderFiles | None = None
+                        ) -> Translator | GraphTranslator:
+    """The family's translator on the plan's device, or with ``backend`` onnxruntime its graph in a session
+    (with the family's graph translator when it has one, so the forward pass is the one a torch-free run uses).
 
     ``owned``: the model was loaded for this call, so once a session holds the weights the PyTorch copy is
     freed (moved to the meta device) and the memory given back, which keeps the peak RSS down. ``auto``
     resolves here for a loaded source (see :func:`choose_backend`); a caller's Model runs with PyTorch.
+    ``files``: the model folder the model was read from; its graph is indexed (:func:`remember_graph`) so that
+    later runs find it without loading the weights.
     """
     translator = model.family.translator(model, direction, size, options)
     chosen = backend == "auto"
@@ -556,6 +642,8 @@ def _prepare_translator(model: Model, direction: str | None, size: int | None, o
             Console(stderr=True, highlight=False).print(
                 f"exporting the model to ONNX for onnxruntime (once; cached in {path.parent})")
         path = cached_graph(model, key, path=path)
+        if files is not None:
+            remember_graph(files, key, path)
         if owned:  # the graph's network only: others the translator calls itself stay (e.g. a style encoder)
             model.nets[key].to("meta")
             release_memory()
@@ -564,7 +652,8 @@ def _prepare_translator(model: Model, direction: str | None, size: int | None, o
         except UserError as exc:  # a damaged cache entry must not fail every later run: it goes (ours to remove)
             discard_cached_graph(path)
             raise UserError(f"{exc}; the cached graph is removed, so the next run exports it anew") from None
-        return OnnxTranslator(translator, session)
+        graph = model.family.graph_translator(model.config, direction, size, options)
+        return OnnxTranslator(translator, session) if graph is None else GraphTranslator(graph, session)
     for module in translator.modules():
         module.to(plan.device, memory_format=plan.memory_format).eval()
         if compile:
@@ -580,11 +669,16 @@ def _feeds_graph(model: Model, direction: str | None, translator: Translator) ->
 
 
 def _onnx_export_translator(folder: Path, direction: str | None, size: int | None, options: dict[str, Any],
-                            plan: _Plan) -> OnnxTranslator:
-    """The translator of an ONNX export folder: the family's own (on meta networks) for reading and sizes,
-    the folder's graph for the forward pass."""
+                            plan: _Plan) -> OnnxTranslator | GraphTranslator:
+    """The translator of an ONNX export folder: the family's graph translator, or its own translator (on meta
+    networks) for reading and sizes; the folder's graph for the forward pass."""
     export = read_onnx_export(folder)
     key = network_key(export.family, direction)
+    graph = export.family.graph_translator(export.config, direction, size, options)
+    if graph is not None:
+        export.check_has((key,))
+        return _graph_translator(StoredGraph(export.family, export.config, key, export.graphs[key],
+                                             export.quantization), direction, size, options, plan)
     model = export.model((key,))
     translator = export.family.translator(model, direction, size, options)
     session = OnnxSession(export.graphs[key], threads=plan.threads_per_stream or 1)
@@ -716,6 +810,10 @@ def _forward(translator: Translator, batch: list[_Decoded], plan: _Plan) -> dict
     uint8 pixels travel to the device (a quarter of the bytes of floats) and are scaled there; on CUDA from
     pinned memory, asynchronously.
     """
+    import torch
+
+    from .core.devices import autocast
+
     device = plan.device
     stacked = {key: torch.from_numpy(np.stack([item.arrays[key] for item in batch])) for key in batch[0].arrays}
     if device.type == "cuda":
@@ -737,6 +835,16 @@ def _forward(translator: Translator, batch: list[_Decoded], plan: _Plan) -> dict
     except torch.cuda.OutOfMemoryError:
         raise UserError(f"out of memory on {device} with a batch of {len(batch)} images; lower the batch size"
                         ) from None
+
+
+def _forward_graph(translator: GraphTranslator, batch: list[_Decoded], plan: _Plan) -> dict[str, Any]:
+    """:func:`_forward` for an ONNX Runtime graph translator, in NumPy: the same results (and finiteness)."""
+    outputs = translator.forward_arrays({key: np.stack([item.arrays[key] for item in batch])
+                                         for key in batch[0].arrays})
+    finite = np.ones(len(batch), dtype=bool)
+    for spec in translator.outputs:
+        finite &= np.isfinite(outputs[spec.key]).reshape(len(batch), -1).all(1)
+    return {FINITE: finite.tolist()} | translator.render(outputs)
 
 
 FINITE = "\0finite"  # the key of _forward's per-image finiteness (no family's output key)
@@ -772,7 +880,9 @@ def _run(jobs: list[_Job], translator: Translator, plan: _Plan, keep_size: bool,
     model_pool = ThreadPoolExecutor(plan.streams, thread_name_prefix="ugatit-model")
     forwards: deque[tuple[list[_Decoded], Future]] = deque()
     writes: deque[tuple[_Decoded, Future]] = deque()
-    threads = torch.get_num_threads()
+    forward = _forward_graph if isinstance(translator, GraphTranslator) else _forward
+    torch = None if plan.device is None else importlib.import_module("torch")  # a stored graph's run never does
+    threads = torch.get_num_threads() if torch else 0
 
     def write_oldest_batch(advance: Callable[..., None]) -> None:
         batch, future = forwards.popleft()
@@ -798,12 +908,12 @@ def _run(jobs: list[_Job], translator: Translator, plan: _Plan, keep_size: bool,
         report.done.append(Translated(job.source, job.output, {spec.key: path for spec, path, _ in job.outputs[1:]}))
 
     try:
-        if plan.threads_per_stream:
+        if torch and plan.threads_per_stream:
             torch.set_num_threads(plan.threads_per_stream)  # global; the streams' threads read it
         with count_progress("translating", len(jobs), "images", enabled=progress) as advance:
             decoded = _decoded_in_order(jobs, translator, io_pool, ahead)
             for batch in _batches(decoded, plan.batch_size, report, advance):
-                forwards.append((batch, model_pool.submit(_forward, translator, batch, plan)))
+                forwards.append((batch, model_pool.submit(forward, translator, batch, plan)))
                 if len(forwards) > plan.streams:  # keep every stream busy, and no more batches in memory
                     write_oldest_batch(advance)
                 while len(writes) > ahead:
@@ -815,4 +925,5 @@ def _run(jobs: list[_Job], translator: Translator, plan: _Plan, keep_size: bool,
     finally:
         model_pool.shutdown(wait=True, cancel_futures=True)
         io_pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)
+        if torch:
+            torch.set_num_threads(threads)

@@ -19,9 +19,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import sys
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 #: one line, shown once per run when bf16 is asked for on a CPU without AMX
 SLOW_BF16 = ("bf16 on this CPU ({reason}) is slower than fp32 (measured 0.46-0.75x); its outputs are valid, but "
@@ -50,6 +53,8 @@ class CpuFeatures:
 
 
 def _probe(name: str) -> bool | None:
+    import torch
+
     check = getattr(torch.cpu, name, None)
     try:
         return bool(check()) if check is not None else None
@@ -76,6 +81,8 @@ def cpu_features() -> CpuFeatures:
     def has(probe: str, *names: str) -> bool:
         found = _probe(probe)
         return found if found is not None else any(n in flags for n in names)
+
+    import torch  # its probe asks the cpuinfo library oneDNN uses
 
     try:
         capability = torch.backends.cpu.get_cpu_capability()
@@ -104,6 +111,8 @@ def auto_precision(device: torch.device) -> str:
     """``--precision auto``: bf16 where it is both fast and well supported (CUDA GPUs with bf16, CPUs with
     AMX), fp32 elsewhere (MPS, older GPUs, CPUs without AMX)."""
     if device.type == "cuda":
+        import torch
+
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":
         return "bf16" if cpu_features().fast_bf16 else "fp32"
@@ -115,16 +124,43 @@ def onnxruntime_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx", "onnxscript"))
 
 
-def auto_backend(device: torch.device, precision: str) -> str:
+def auto_backend(device: torch.device | str, precision: str) -> str:
     """``--backend auto``: onnxruntime for fp32 on a CPU when the ``onnx`` extra is installed (it measured
     1.3x PyTorch's per-image speed there, see README), PyTorch everywhere else (GPUs, reduced precisions,
     no onnxruntime). ``UGATIT_BACKEND=torch`` in the environment turns the choice off."""
     wanted = os.environ.get("UGATIT_BACKEND", "").strip()
     if wanted in ("torch", "onnxruntime"):
         return wanted
-    if device.type == "cpu" and precision == "fp32" and onnxruntime_available():
+    if getattr(device, "type", device) == "cpu" and precision == "fp32" and onnxruntime_available():
         return "onnxruntime"
     return "torch"
+
+
+#: device nodes and driver files that mean ``--device auto`` may find a GPU (NVIDIA, ROCm/AMD, WSL's GPU bridge)
+_ACCELERATOR_PATHS = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+def surely_cpu_only() -> bool:
+    """Whether PyTorch's ``--device auto`` would surely pick the CPU, known without importing torch: Linux
+    with no NVIDIA or AMD GPU driver and no WSL GPU bridge. False on macOS (MPS) and other systems, and
+    wherever a driver is present (a CPU-only PyTorch build there is for PyTorch itself to tell)."""
+    return sys.platform.startswith("linux") and not any(os.path.exists(p) for p in _ACCELERATOR_PATHS)
+
+
+def cpu_threads() -> int:
+    """The threads compute may use, as PyTorch counts them, without importing it: its own setting when a caller
+    imported it already (``torch.set_num_threads``), else ``OMP_NUM_THREADS`` (what it would read), else the
+    CPUs this process may run on."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_num_threads"):
+        return torch.get_num_threads()
+    wanted = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if wanted.isdigit() and int(wanted) > 0:
+        return int(wanted)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 # --- memory -----------------------------------------------------------------------------------------------

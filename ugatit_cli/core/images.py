@@ -1,8 +1,11 @@
 """Reading and writing image files safely: every way a file can be bad becomes a one-line reason.
 
 Shared by translation, training data and evaluation, so a file that one command rejects is rejected by
-all of them with the same words.
+all of them with the same words. Importing it imports no torch (translating with a stored ONNX graph never
+does); the tensor helpers import it when called.
 """
+
+from __future__ import annotations
 
 import glob
 import os
@@ -10,13 +13,16 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from ..errors import ProcessingError
 from .files import atomic_file, walk_once
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -203,6 +209,19 @@ def resized_pixels(img: Image.Image, size: int | None = None) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def pixels_to_array(pixels: np.ndarray) -> np.ndarray:
+    """uint8 array (..., H, W, 3) -> float32 array (..., 3, H, W) in [-1, 1], contiguous: what
+    :func:`pixels_to_tensor` computes, for an ONNX graph's input."""
+    return np.ascontiguousarray(np.moveaxis(pixels, -1, -3), dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def array_to_pixels(values: np.ndarray) -> np.ndarray:
+    """Float array (..., 3, H, W) in [-1, 1] -> uint8 array (..., H, W, 3), clamped and rounded as
+    :func:`tensor_to_pixels` does (same float32 arithmetic, so both give the same bytes)."""
+    scaled = (values.astype(np.float32, copy=False) + np.float32(1.0)) * np.float32(127.5)
+    return np.ascontiguousarray(np.moveaxis(np.rint(np.clip(scaled, 0, 255)).astype(np.uint8), -3, -1))
+
+
 def pixels_to_tensor(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 tensor (..., H, W, 3) -> float tensor (..., 3, H, W) in [-1, 1] (``ToTensor`` + ``Normalize(0.5, 0.5)``).
 
@@ -213,11 +232,15 @@ def pixels_to_tensor(pixels: torch.Tensor) -> torch.Tensor:
 
 def image_to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:
     """RGB image -> float tensor (3, H, W) in [-1, 1]; ``size`` resizes to size x size first, as the official test."""
+    import torch
+
     return pixels_to_tensor(torch.from_numpy(resized_pixels(img, size).copy()))
 
 
 def tensor_to_pixels(tensor: torch.Tensor) -> torch.Tensor:
     """Float tensor (..., 3, H, W) in [-1, 1] -> uint8 tensor (..., H, W, 3) on the same device, clamped and rounded."""
+    import torch
+
     return tensor.detach().float().add(1.0).mul_(127.5).clamp_(0, 255).round_().to(torch.uint8).movedim(-3, -1)
 
 
@@ -226,18 +249,20 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(tensor_to_pixels(tensor).cpu().numpy(), mode="RGB")
 
 
-def jet_image(values: torch.Tensor, size: tuple[int, int]) -> Image.Image:
-    """A one-channel map (h, w) -> a jet-coloured RGB image of ``size`` (width, height), like the official
-    U-GAT-IT ``cam`` drawing of attention maps.
+def jet_image(values: torch.Tensor | np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """A one-channel map (h, w) (a tensor or an array) -> a jet-coloured RGB image of ``size`` (width, height),
+    like the official U-GAT-IT ``cam`` drawing of attention maps.
 
-    As in that code the map is min-max normalised to 8 bits, resized bilinearly, then colour-mapped.
+    As in that code the map is min-max normalised to 8 bits (truncated), resized bilinearly, then colour-mapped.
     """
-    values = values.detach().float().cpu().squeeze()
+    if hasattr(values, "detach"):  # a tensor
+        values = values.detach().float().cpu().numpy()
+    values = np.asarray(values, dtype=np.float32).squeeze()
     values = values - values.min()
     peak = values.max()
     if peak > 0:
         values = values / peak
-    gray = Image.fromarray((values * 255).to(torch.uint8).numpy(), mode="L")
+    gray = Image.fromarray((values * 255).astype(np.uint8), mode="L")
     return gray.resize(size, Image.Resampling.BILINEAR).convert("RGB").point(_JET_LUT)
 
 

@@ -240,13 +240,16 @@ class LocalSource:
 @dataclass(frozen=True)
 class RegisteredModel:
     """A named pretrained model (``ugatit models``, ``--model NAME``); ``resolve(keys, revision)`` returns
-    the :class:`Model` with those networks loaded."""
+    the :class:`Model` with those networks loaded. ``local_folder(key, revision)``, when given, is the model
+    folder on this machine that already holds network ``key`` (e.g. converted weights in a cache), or None;
+    ``translate`` looks there for a cached ONNX graph before loading anything."""
 
     name: str
     description: str
     origin: str  # where the weights come from, shown by `ugatit models`
     resolve: Callable[[Sequence[str], str | None], Any]
     family: str = DEFAULT_FAMILY
+    local_folder: Callable[[str, str | None], Path | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -602,6 +605,16 @@ class Family(ABC):
         """A :class:`Translator` for ``model`` (a Model of this family), ``direction`` (one of
         :attr:`directions`, or None), ``size`` (None: the model's) and the family's translate ``options``;
         UserError for options that do not apply or do not fit."""
+
+    def graph_translator(self, config: Any, direction: str | None, size: int | None,
+                         options: Mapping[str, Any]) -> Translator | None:
+        """A :class:`Translator` for the family's ONNX graph of ``direction`` alone, built from the ``config``
+        without networks: its :meth:`~Translator.read`, :meth:`~Translator.onnx_feeds` and
+        :meth:`~Translator.onnx_outputs` work on NumPy arrays (``forward`` is never called), so ``translate``
+        runs a stored graph with ONNX Runtime without importing torch. None (the default) when translating
+        needs more than the graph (another network, e.g. a style encoder, or torch to read the inputs):
+        ``translate`` then loads the model. UserError as :meth:`translator` for options that do not fit."""
+        return None
 
     # -- export --
 

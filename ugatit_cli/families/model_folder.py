@@ -11,8 +11,11 @@ are stored in (``float32``, or ``float16`` for half-size exports); each safetens
 metadata too. Loading always casts back to float32. Readers ignore keys they do not know.
 
 This module sits in ``families/`` (below the store) because families' importers cache converted weights as
-model folders; it knows a family only through :class:`~ugatit_cli.families.base.Family`.
+model folders; it knows a family only through :class:`~ugatit_cli.families.base.Family`. Importing it imports
+no torch (finding a model folder's files for a stored ONNX graph needs none); reading and writing weights do.
 """
+
+from __future__ import annotations
 
 import copy
 import json
@@ -20,9 +23,8 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from huggingface_hub import ModelCard, ModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -34,10 +36,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from ..core.files import atomic_folder
-from ..core.nets import adopt_weights, load_strict
 from ..core.safety import (
     check_tensors,
     read_json_object,
@@ -46,11 +46,13 @@ from ..core.safety import (
     strip_wrapper_prefixes,
 )
 from ..errors import ProcessingError, UserError, first_line
-from .base import DEFAULT_FAMILY, FORMAT_VERSION, Family, Model, get_family
+from .base import DEFAULT_FAMILY, FORMAT_VERSION, WEIGHTS_DTYPES, Family, Model, get_family
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
-WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 #: keys of config.json that are the folder's, not the family config's
 FOLDER_KEYS = ("family", "format_version", "weights_dtype", "onnx")
 #: ``Model.card["config_notes"]``: facts a loader adds to config.json (e.g. U-GAT-IT's ``img_size_assumed``)
@@ -140,7 +142,10 @@ class ModelFolder(
         model = self.model
         if not model.nets:
             raise UserError("nothing to save: the model holds no network")
-        dtype = WEIGHTS_DTYPES[model.weights_dtype]
+        import torch
+        from safetensors.torch import save_file
+
+        dtype = getattr(torch, model.weights_dtype)  # float32 or float16 (Model checks it)
         names = model.family.weight_files(model.config)
         for key, net in model.nets.items():
             state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
@@ -185,7 +190,7 @@ class ModelFolder(
         cls, pretrained_model_name_or_path: str | Path, *, force_download: bool = False,
         token: str | bool | None = None, cache_dir: str | Path | None = None, local_files_only: bool = False,
         revision: str | None = None, directions: Sequence[str] | None = None, **_: Any,
-    ) -> "ModelFolder":
+    ) -> ModelFolder:
         """Load a local model folder or a Hub repo. ``config.json`` is read here as a regular file holding a
         JSON object (the mixin's own reading would pass a list, ``null`` or a FIFO on to a traceback); its
         fields are validated by the family's config before anything is sized by them."""
@@ -220,7 +225,7 @@ class ModelFolder(
         config: Any = None,
         directions: Sequence[str] | None = None,
         **_: Any,
-    ) -> "ModelFolder":
+    ) -> ModelFolder:
         local = os.path.isdir(model_id)
         if not isinstance(config, dict):
             if not local:
@@ -274,6 +279,8 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors; an empty, truncated, foreign or non-regular file is one
     ``ProcessingError`` line (safetensors itself checks that the header's offsets fit the file, so nothing
     is allocated beyond the file's real size)."""
+    from safetensors.torch import load_file
+
     regular_file(path, "safetensors weights file", error=ProcessingError)
     try:
         return load_file(str(path))
@@ -289,6 +296,10 @@ def net_from_state(family: Family, config: Any, key: str, state: dict[str, torch
     file holds) or hold NaN/inf are refused; the shapes are compared with the configuration's on the meta
     device before a byte of the network is allocated. UserError / ProcessingError with one line otherwise.
     """
+    import torch
+
+    from ..core.nets import adopt_weights, load_strict
+
     state = check_tensors(strip_wrapper_prefixes(state), origin)
     with torch.device("meta"):  # no memory: a hostile configuration cannot exhaust it
         on_meta = family.build_net(config, key)

@@ -189,7 +189,7 @@ class UGATITFamily(Family):
             description="Official U-GAT-IT selfie->anime (full, 256 px, ch 64, 1M iterations); a2b = selfie->anime",
             origin=f"{SELFIE2ANIME.url} (official TensorFlow checkpoint; one generator fetched and converted on "
                    "first use)",
-            resolve=SELFIE2ANIME.resolve, family=self.name)]
+            resolve=SELFIE2ANIME.resolve, family=self.name, local_folder=SELFIE2ANIME.converted_folder)]
 
     # -- translation, export, evaluation --
 
@@ -203,6 +203,10 @@ class UGATITFamily(Family):
         if direction not in model.nets:
             raise UserError(f"the model holds no generator for {direction}")
         return UGATITTranslator(model.nets[direction], model.config.check_size(size), self.outputs(options))
+
+    def graph_translator(self, config, direction, size, options):
+        # the image in, the image (and attention map) out: the default reading, feeds and outputs need no network
+        return UGATITTranslator(None, config.check_size(size), self.outputs(options))
 
     def onnx_io(self, model, key):
         import torch

@@ -30,14 +30,6 @@ from ...model_folder import (
     write_model_folder,
 )
 from ..family import DIRECTIONS, UGATITModel, check_direction, weights_name
-from .tf_checkpoint import MAX_INDEX_BYTES, TFCheckpoint, TFCheckpointError, parse_index
-from .tf_convert import (
-    TF_SCOPES,
-    conversion_note,
-    convert_checkpoint,
-    generators_nbytes,
-    smoothing_from_folder_name,
-)
 
 FETCH_WORKERS = 8  # parallel range requests: hide per-request latency, exceed one connection's throughput
 
@@ -58,6 +50,11 @@ class HubTFCheckpoint:
     def resolve(self, directions: Sequence[str], revision: str | None = None) -> UGATITModel:
         """The registry's resolver: the converted generators for ``directions``."""
         return load_hub_tf_checkpoint(self, directions, revision)
+
+    def converted_folder(self, direction: str, revision: str | None = None) -> Path | None:
+        """The model folder of the ``direction`` generator converted on an earlier use, or None."""
+        folder = converted_dir(self, revision or constants.DEFAULT_REVISION) / direction
+        return folder if _is_converted(folder, direction) else None
 
 
 def converted_dir(source: HubTFCheckpoint, revision: str) -> Path:
@@ -99,6 +96,15 @@ def convert_from_hub(
     source: HubTFCheckpoint, directions: Sequence[str], revision: str, root: Path, show_progress: bool = True
 ) -> None:
     """Fetch the index and the byte ranges of the ``directions``' generators; write one folder each."""
+    from .tf_checkpoint import MAX_INDEX_BYTES, TFCheckpoint, TFCheckpointError, parse_index
+    from .tf_convert import (
+        TF_SCOPES,
+        conversion_note,
+        convert_checkpoint,
+        generators_nbytes,
+        smoothing_from_folder_name,
+    )
+
     api = HfApi()
     commit = api.model_info(source.repo_id, revision=revision).sha or revision  # pin every later request
     fs = HfFileSystem(skip_instance_cache=True)
