@@ -35,7 +35,17 @@ sys.path[:0] = [str(REPO_ROOT)]
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's own peak RSS: ``VmHWM`` of its address space. Not ``ru_maxrss``, which Linux carries over
+    an exec from the process that forked (a spawned child would report at least its parent's RSS at the fork:
+    the benchmark's, which built the models)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # elsewhere: KiB on Linux, bytes on macOS
 
 
 def make_inputs(folder: Path, count: int) -> None:
@@ -298,6 +308,7 @@ def main() -> None:
     parser.add_argument("--full-images", type=int, default=0,
                         help="also the full 256 px ch64 model on this many images (batch 1 and batched)")
     parser.add_argument("--full-batch-size", type=int, default=4)
+    parser.add_argument("--full-rounds", type=int, default=1)
     parser.add_argument("--model-repetitions", type=int, default=6,
                         help="interleaved single-thread forward passes per variant (model_only_one_thread)")
     args = parser.parse_args()
@@ -374,7 +385,8 @@ def main() -> None:
                     "ours", {"precision": "fp32", "batch_size": args.full_batch_size, "backend": "onnxruntime",
                              "cache": full_cache}),
             }
-            full = _run_rounds(full_configs, {"inputs": str(full_inputs), "model": str(tmp / "full")}, 1, tmp, "full")
+            full = _run_rounds(full_configs, {"inputs": str(full_inputs), "model": str(tmp / "full")},
+                               args.full_rounds, tmp, "full")
             report["full_model"] = {"images": args.full_images, "model": f"full, ch 64, n_res 4, {args.size} px",
                                     "onnx_export_s": prepared["fp32_export_s"], **full}
         report["load_average_1min"] = {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)}

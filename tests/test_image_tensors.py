@@ -36,3 +36,28 @@ def test_heatmap_is_min_max_normalised_and_jet_coloured():
     assert high[0] > 100 and high[2] == 0  # the maximum is red
     flat = heatmap_to_image(torch.full((3, 3), 2.0), (6, 6))  # a constant map does not divide by zero
     assert flat.getpixel((0, 0)) == low
+
+
+def test_the_numpy_conversions_give_the_tensor_conversions_bytes():
+    """ONNX Runtime's path (NumPy, no torch) scales inputs and renders outputs exactly as PyTorch's does, rounding
+    ties and out-of-range values included, so both backends write the same pixels for the same model output."""
+    import numpy as np
+
+    from ugatit_cli.core.images import array_to_pixels, pixels_to_array, pixels_to_tensor, tensor_to_pixels
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2, 7, 5, 3), dtype=np.uint8)
+    x = pixels_to_array(pixels)
+    assert x.dtype == np.float32 and x.shape == (2, 3, 7, 5) and x.flags.c_contiguous
+    assert np.array_equal(x, pixels_to_tensor(torch.from_numpy(pixels)).numpy())
+
+    ties = (np.arange(256, dtype=np.float32) + 0.5) / np.float32(127.5) - 1  # (v + 1) * 127.5 lands on k + 0.5
+    values = np.concatenate([rng.normal(0, 1.2, 3 * 4 * 50).astype(np.float32), ties, [-5.0, 5.0, -1.0, 1.0] * 2])
+    values = values[: 3 * (values.size // 3)].reshape(1, 3, -1, 1)
+    got = array_to_pixels(values)
+    assert got.dtype == np.uint8 and got.shape == (1, values.shape[2], 1, 3)
+    assert np.array_equal(got, tensor_to_pixels(torch.from_numpy(values)).numpy())
+
+    heatmap = rng.normal(size=(1, 9, 7)).astype(np.float32)
+    drawn = heatmap_to_image(heatmap, (14, 18))
+    assert drawn.tobytes() == heatmap_to_image(torch.from_numpy(heatmap), (14, 18)).tobytes()

@@ -189,9 +189,9 @@ class GraphTranslator:
         """One batch: ``stacked`` is :meth:`read`'s arrays stacked per key (``pixels`` B x H x W x 3 uint8, as
         the graph's image input in [-1, 1]). Returns the graph's outputs per :attr:`outputs` key (images
         B x 3 x H x W in [-1, 1], maps as the graph gives them)."""
-        pixels = stacked.pop("pixels", None)
-        x = None if pixels is None else pixels_to_array(pixels)
-        return self.base.onnx_outputs(self.session.run(self.base.onnx_feeds(x, stacked, self.session.input_names)))
+        extras = {key: value for key, value in stacked.items() if key != "pixels"}
+        x = pixels_to_array(stacked["pixels"]) if "pixels" in stacked else None
+        return self.base.onnx_outputs(self.session.run(self.base.onnx_feeds(x, extras, self.session.input_names)))
 
 
 class OnnxTranslator(Translator):
