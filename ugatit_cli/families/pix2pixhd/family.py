@@ -224,15 +224,13 @@ class Pix2PixHDTranslator(Translator):
         :meth:`forward` draws them (same seed), since the graph takes the feature map as an input."""
         feeds = {name: extras[name] for name in input_names if name in extras}
         if "feat" in input_names:
-            import torch
-
-            from .official import sample_feature_map
+            from .features import sample_feature_map
 
             if self.clusters is None:
                 raise UserError("this pix2pixHD model uses instance features: give --feature-clusters FILE")
             regions = extras["label"] if self.config.label_feat else extras["inst"]
-            feeds["feat"] = sample_feature_map(self.clusters, regions, self.config.feat_num,
-                                               torch.Generator().manual_seed(0))
+            feeds["feat"] = sample_feature_map(self.clusters, regions, self.config.feat_num, seed=self.seed,
+                                               choice=self.choice)
         return super().onnx_feeds(x, {**extras, **feeds}, input_names)
 
 
