@@ -234,14 +234,20 @@ def test_two_model_streams_share_one_session_and_write_what_one_stream_writes(tm
             assert getattr(one, name).read_bytes() == getattr(two, name).read_bytes(), (one.source, name)
 
 
-def test_onnxruntime_runs_pix2pixhd_label_and_instance_maps(tmp_path, env):
-    """pix2pixHD's graph takes ``label`` and ``inst`` (its OnnxIO): the same outputs as PyTorch to 1e-4, as a
-    cached graph of a model folder and as an ONNX export folder given as MODEL."""
+def pix2pixhd_model(root: Path, **config) -> Path:
+    """A tiny random pix2pixHD model folder (4 classes); with instance features also its encoder and centres."""
     torch.manual_seed(0)
-    config = Pix2PixHDConfig(label_nc=4, ngf=4, n_downsample_global=2, n_blocks_global=1)
-    folder = write_model_folder(Pix2PixHDModel(config, {"netG": PIX2PIXHD.build_net(config, "netG").eval()}),
-                                tmp_path / "p2p")
-    labels, insts = tmp_path / "labels", tmp_path / "insts"
+    config = Pix2PixHDConfig(label_nc=4, ngf=4, n_downsample_global=2, n_blocks_global=1, **config)
+    nets = {key: PIX2PIXHD.build_net(config, key).eval() for key in PIX2PIXHD.weight_files(config)}
+    if "clusters" in nets:
+        rng = np.random.default_rng(0)
+        nets["clusters"].set({c: rng.normal(size=(2, config.feat_num)) for c in range(config.label_nc)})
+    return write_model_folder(Pix2PixHDModel(config, nets), root)
+
+
+def pix2pixhd_maps(root: Path) -> tuple[Path, Path]:
+    """Two label maps of other sizes (Cityscapes names) and their instance maps (ids ``class * 1000 + k``)."""
+    labels, insts = root / "labels", root / "insts"
     labels.mkdir()
     insts.mkdir()
     rng = np.random.default_rng(0)
@@ -252,6 +258,14 @@ def test_onnxruntime_runs_pix2pixhd_label_and_instance_maps(tmp_path, env):
         Image.fromarray(ids, mode="L").save(labels / f"city_{i}_labelIds.png")
         Image.fromarray(ids.astype(np.uint16) * 1000 + 1 + (np.arange(w) > w // 3)).save(
             insts / f"city_{i}_instanceIds.png")
+    return labels, insts
+
+
+def test_onnxruntime_runs_pix2pixhd_label_and_instance_maps(tmp_path, env):
+    """pix2pixHD's graph takes ``label`` and ``inst`` (its OnnxIO): the same outputs as PyTorch to 1e-4, as a
+    cached graph of a model folder and as an ONNX export folder given as MODEL."""
+    folder = pix2pixhd_model(tmp_path / "p2p")
+    labels, insts = pix2pixhd_maps(tmp_path)
 
     reports = {backend: ugatit_cli.translate(labels, folder, output=tmp_path / backend, backend=backend,
                                              instance_maps=insts, progress=False)
@@ -279,6 +293,73 @@ def test_onnxruntime_runs_pix2pixhd_label_and_instance_maps(tmp_path, env):
         assert np.abs(pixels(tmp_path / "exp" / "labels" / done.output.name) - pixels(done.output)).max() <= 1
     missing = cli("translate", labels, "--model", exported, "-o", tmp_path / "bad", env=env)
     assert missing.returncode == 2 and "--instance-maps" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_pix2pixhd_graph_translates_label_and_instance_maps_without_torch(tmp_path, env):
+    """A pix2pixHD model without instance features whose graph a run exported, and an ONNX export folder of it,
+    translate label and instance maps in a process that never imports torch, writing byte for byte what the
+    run that loaded the model wrote; ``--size`` scales the maps as PyTorch's translate does; a missing
+    ``--instance-maps`` stays one line."""
+    env = {**env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    folder = pix2pixhd_model(tmp_path / "p2p")
+    labels, insts = pix2pixhd_maps(tmp_path)
+    maps = ("--instance-maps", insts)
+    code, imported, err = probe("translate", labels, "-m", folder, *maps, "-o", tmp_path / "first", "--backend",
+                                "onnxruntime", env=env)
+    assert code == 0 and imported and "exporting the model to ONNX" in err, err
+    written = sorted((tmp_path / "first" / "labels").iterdir())
+    assert len(written) == 2
+    # backend auto: two maps are not worth an export, but the graph is cached now
+    code, imported, err = probe("translate", labels, "-m", folder, *maps, "-o", tmp_path / "second", "--device",
+                                "cpu", env=env)
+    assert code == 0 and not imported and "onnxruntime fp32" in err, err
+    assert all((tmp_path / "second" / "labels" / p.name).read_bytes() == p.read_bytes() for p in written)
+
+    exported = tmp_path / "p2p-onnx"
+    assert cli("export", folder, "-o", exported, "--format", "onnx", "--quiet", env=env).returncode == 0
+    code, imported, err = probe("translate", labels, "-m", exported, *maps, "-o", tmp_path / "export", "--device",
+                                "cpu", env=env)
+    assert code == 0 and not imported and "onnxruntime fp32" in err, err
+    assert all((tmp_path / "export" / "labels" / p.name).read_bytes() == p.read_bytes() for p in written)
+
+    code, imported, err = probe("translate", labels, "-m", folder, *maps, "-o", tmp_path / "wide", "--size", "44",
+                                "--device", "cpu", env=env)
+    assert code == 0 and not imported, err
+    reference = ugatit_cli.translate(labels, folder, output=tmp_path / "torch-wide", size=44, backend="torch",
+                                     instance_maps=insts, progress=False)
+    assert len(reference.done) == 2
+    for done in reference.done:
+        ours = pixels(tmp_path / "wide" / "labels" / done.output.name)
+        assert ours.shape[1] == 44 and ours.shape == pixels(done.output).shape  # 44 wide, the height in proportion
+        assert np.abs(ours - pixels(done.output)).max() <= 1
+
+    for model in (folder, exported):
+        code, imported, err = probe("translate", labels, "-m", model, "-o", tmp_path / "bad", "--device", "cpu",
+                                    env=env)
+        assert code == 2 and not imported and "--instance-maps DIR" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 2  # the message, then the probe's facts
+
+
+def test_a_pix2pixhd_model_with_instance_features_keeps_the_torch_path(tmp_path, env):
+    """Instance features need the model's cluster centres drawn into a feature map (torch): even with its graph
+    cached such a model loads, and translates as the run that exported the graph did, and as PyTorch does (the
+    graph's feature map is drawn with the same ``--seed``)."""
+    env = {**env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    folder = pix2pixhd_model(tmp_path / "p2p", instance_feat=True, nef=4)
+    labels, insts = pix2pixhd_maps(tmp_path)
+    args = ("translate", labels, "-m", folder, "--instance-maps", insts, "--seed", "3", "--backend", "onnxruntime")
+    code, imported, err = probe(*args, "-o", tmp_path / "first", env=env)
+    assert code == 0 and imported and "exporting the model to ONNX" in err, err
+    assert list((tmp_path / "cache" / "ugatit-cli" / "onnx" / "sources").iterdir())  # its graph is indexed
+    code, imported, err = probe(*args, "-o", tmp_path / "second", "--device", "cpu", env=env)
+    assert code == 0 and imported and "exporting" not in err, err
+    written = sorted((tmp_path / "first" / "labels").iterdir())
+    assert len(written) == 2
+    assert all((tmp_path / "second" / "labels" / p.name).read_bytes() == p.read_bytes() for p in written)
+    reference = ugatit_cli.translate(labels, folder, output=tmp_path / "torch", backend="torch", instance_maps=insts,
+                                     seed=3, progress=False)
+    for done in reference.done:
+        assert np.abs(pixels(tmp_path / "first" / "labels" / done.output.name) - pixels(done.output)).max() <= 1
 
 
 def test_an_onnx_export_folder_is_a_model(tmp_path, light_model, onnx_folder, env):

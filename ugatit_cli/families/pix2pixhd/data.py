@@ -22,13 +22,15 @@ Source: NVIDIA/pix2pixHD ``data/aligned_dataset.py``, ``data/base_dataset.py``, 
 - Differences, chosen: instance maps are always resized NEAREST (with ``label_nc`` 0 the official code resizes
   them BICUBIC, creating ids that exist nowhere); instance ids are read as integers whatever the PNG mode (the
   official encoder compares 8-bit maps, which ``ToTensor`` scales to [0, 1], with integer ids).
+
+Reading id maps and translation's inputs is :mod:`.maps` (NumPy, no torch: a stored ONNX graph translates
+without it); the ``prepare_*`` functions here are its arrays as tensors.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,51 +42,9 @@ from PIL import Image
 from ...core.images import BadImageError, image_to_tensor, is_image_name, open_rgb, walk_once
 from ...errors import UserError
 from .config import Pix2PixHDConfig, Pix2PixHDTrainConfig
+from .maps import instance_array, label_array, photo_array, read_id_map, resize_ids
 
-ID_MAP_MODES = frozenset({"1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 MAX_LISTED = 5  # problems of one kind named in an error before "and N more"
-
-
-# --- reading maps -------------------------------------------------------------------------------------------
-
-
-def read_id_map(path: str | os.PathLike, what: str = "label map") -> np.ndarray:
-    """A single-channel PNG of integer ids -> int64 array (H, W). Palette images give their palette indices.
-
-    Raises :class:`BadImageError` (one line: file and reason) for unreadable files and multi-channel images.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BadImageError(path, "no such file" if not path.exists() else "not a file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                if img.mode not in ID_MAP_MODES:
-                    raise BadImageError(path, f"a {what} must be one channel of integer ids (PNG mode L, P, I "
-                                              f"or I;16), this image is mode {img.mode}")
-                return np.asarray(img).astype(np.int64, copy=False)
-    except BadImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImageError(path, "image is larger than the decompression-bomb limit (translate --max-pixels N allows "
-                                  "larger images)") from None
-    except Image.UnidentifiedImageError:
-        raise BadImageError(path, "not an image file Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, IndexError) as exc:
-        raise BadImageError(path, f"unreadable image ({exc or type(exc).__name__})") from None
-
-
-def resize_ids(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an id map to (width, height) NEAREST (Pillow's, as the official transform), keeping the ids."""
-    h, w = ids.shape
-    if (w, h) == size:
-        return ids
-    if ids.min(initial=0) < -(2**31) or ids.max(initial=0) >= 2**31:
-        raise ValueError("ids outside the 32-bit range cannot be resized")
-    img = Image.fromarray(ids.astype(np.int32), mode="I")
-    return np.asarray(img.resize(size, Image.Resampling.NEAREST)).astype(np.int64)
 
 
 # --- model inputs ---------------------------------------------------------------------------------------------
@@ -459,44 +419,21 @@ class PairedBatches(torch.utils.data.Dataset):
 # --- inference inputs -------------------------------------------------------------------------------------------
 
 
-def inference_size(config: Pix2PixHDConfig, size: tuple[int, int], target: int | None = None) -> tuple[int, int]:
-    """(width, height) a map of ``size`` runs at: the official test sizing (each side rounded to the side
-    multiple), or with ``target`` the width scaled to it, the height kept in proportion, both rounded."""
-    w, h = size
-    if target is not None:
-        w, h = target, max(1, round(target * h / w))
-    rh, rw = config.rounded_size(h, w)
-    return rw, rh
-
-
 def prepare_label(config: Pix2PixHDConfig, path: str | os.PathLike, size: tuple[int, int] | None = None
                   ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """A label map file -> (``(1, 1, H, W)`` int64 ids, or ``(1, 3, H, W)`` in [-1, 1] for label_nc 0; its
-    original (width, height)), resized to ``size`` or to the official test size. Raises
-    :class:`BadImageError` for unreadable files and ids >= label_nc."""
-    if config.label_nc == 0:
-        img = open_rgb(path)
-        target = size or inference_size(config, img.size)
-        resized = img if img.size == target else img.resize(target, Image.Resampling.BICUBIC)
-        return image_to_tensor(resized)[None], img.size
-    ids = read_id_map(path, "label map")
-    if ids.size and (ids.min() < 0 or ids.max() >= config.label_nc):
-        raise BadImageError(path, f"label ids {int(ids.min())}..{int(ids.max())} but this model has label_nc "
-                                  f"{config.label_nc} (ids must be < label_nc)")
-    original = (ids.shape[1], ids.shape[0])
-    target = size or inference_size(config, original)
-    return torch.from_numpy(resize_ids(ids, target).copy())[None, None], original
+    """:func:`.maps.label_array` as a batch of one: (``(1, 1, H, W)`` int64 ids, or ``(1, 3, H, W)`` in [-1, 1]
+    for label_nc 0; its original (width, height)). Raises :class:`BadImageError` for unreadable files and ids
+    >= label_nc."""
+    label, original = label_array(config, path, size)
+    return torch.from_numpy(label)[None], original
 
 
 def prepare_instance(path: str | os.PathLike, size: tuple[int, int]) -> torch.Tensor:
-    """An instance map file -> ``(1, 1, H, W)`` int64 ids at ``size`` (NEAREST)."""
-    ids = read_id_map(path, "instance map")
-    return torch.from_numpy(resize_ids(ids, size).copy())[None, None]
+    """An instance map file -> ``(1, 1, H, W)`` int64 ids at ``size`` (NEAREST; :func:`.maps.instance_array`)."""
+    return torch.from_numpy(instance_array(path, size))[None]
 
 
 def prepare_photo(path: str | os.PathLike, size: tuple[int, int]) -> torch.Tensor:
-    """A photo -> ``(1, 3, H, W)`` in [-1, 1] at ``size`` (BICUBIC, as the official test transform)."""
-    img = open_rgb(path)
-    if img.size != size:
-        img = img.resize(size, Image.Resampling.BICUBIC)
-    return image_to_tensor(img)[None]
+    """A photo -> ``(1, 3, H, W)`` in [-1, 1] at ``size`` (BICUBIC, as the official test transform;
+    :func:`.maps.photo_array`)."""
+    return torch.from_numpy(photo_array(path, size))[None]

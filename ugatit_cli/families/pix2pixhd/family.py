@@ -18,7 +18,7 @@ Only dataclasses are imported at module level: ``ugatit --help`` imports this to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,14 +123,18 @@ class Pix2PixHDModel(Model):
 class Pix2PixHDTranslator(Translator):
     """Label maps (and instance maps) to photos as the official ``test.py``: each map at its own size rounded to
     the generator's side multiple, or scaled to ``--size`` wide first; :meth:`read` reads the label map and
-    the instance map as ids (labels and instances NEAREST, RGB inputs BICUBIC)."""
+    the instance map as ids (labels and instances NEAREST, RGB inputs BICUBIC) with NumPy (:mod:`.maps`).
+
+    ``nets``: the model's networks (``netG``; with instance features ``netE`` and ``clusters``); empty for the
+    graph translator of a model without instance features, whose reading, ONNX feeds and outputs need none
+    (:meth:`Pix2PixHDFamily.graph_translator`). UserError for options that do not fit the model."""
 
     outputs = (OutputSpec("image"),)
 
-    def __init__(self, model: Model, width: int, options):
-        self.config: Pix2PixHDConfig = model.config
-        self.net_g = model.nets["netG"]
-        self.net_e = model.nets.get("netE")
+    def __init__(self, config: Pix2PixHDConfig, nets: Mapping[str, Any], width: int, options):
+        self.config = config
+        self.net_g = nets.get("netG")
+        self.net_e = nets.get("netE")
         self.width = width or None
         self.instance_maps = options.get("instance_maps")
         needs_instances = not self.config.no_instance or self.config.instance_feat
@@ -142,14 +146,14 @@ class Pix2PixHDTranslator(Translator):
         self.clusters, self.photos, self.choice = None, None, None
         self.seed = int(options.get("seed") or 0)
         if self.config.use_features:
-            self._feature_source(model, options)
+            self._feature_source(nets, options)
         else:
             given = [o for o in ("feature_clusters", "feature_cluster", "encode_image") if options.get(o) is not None]
             if given:
                 raise UserError(f"--{given[0].replace('_', '-')} applies to pix2pixHD models trained with instance "
                                 f"features (--instance-feat or --label-feat); this one has none")
 
-    def _feature_source(self, model: Model, options) -> None:
+    def _feature_source(self, nets: Mapping[str, Any], options) -> None:
         """Where the feature map comes from (official ``inference``): the encoder on a real photo
         (``--encode-image DIR``, official ``--use_encoded_image``), else one cluster centre per instance from
         ``--feature-clusters FILE`` or the model's own centres (the official test's default)."""
@@ -169,7 +173,7 @@ class Pix2PixHDTranslator(Translator):
         if path is not None:
             self.clusters = read_feature_clusters(path, self.config.feat_num)
         else:
-            stored = model.nets.get("clusters")
+            stored = nets.get("clusters")
             if stored is None or stored.empty:
                 raise UserError("this pix2pixHD model uses instance features but holds no cluster centres (its run "
                                 "has not finished, or it was converted without them): give --feature-clusters FILE "
@@ -191,27 +195,14 @@ class Pix2PixHDTranslator(Translator):
 
     def read(self, source):
         """The label map (ids, or the RGB input for label_nc 0) and instance map of ``source`` at the size the
-        model runs at, and the map's own (width, height)."""
-        from .data import inference_size, read_id_map
-        from .inference import find_instance_map, find_photo, prepare
+        model runs at, and the map's own (width, height): :func:`.maps.prepare_arrays`, without a batch axis."""
+        from .maps import find_instance_map, find_photo, prepare_arrays
 
-        size = None
-        if self.width is not None:
-            if self.config.label_nc == 0:
-                from ...core.images import open_rgb
-
-                original = open_rgb(source).size
-            else:
-                ids = read_id_map(source, "label map")
-                original = (ids.shape[1], ids.shape[0])
-            size = inference_size(self.config, original, self.width)
         inst = None
         if self.instance_maps is not None and (not self.config.no_instance or self.config.instance_feat):
             inst = find_instance_map(self.instance_maps, source)
         photo = find_photo(self.photos, source) if self.photos is not None else None
-        batch = prepare(self.config, source, inst, size, photo)
-        arrays = {key: value[0].numpy() for key, value in batch.items() if key in ("label", "inst", "image")}
-        return arrays, tuple(int(v) for v in batch["original_size"])
+        return prepare_arrays(self.config, source, inst, photo_path=photo, width=self.width)
 
     def forward(self, x, extras):
         from .inference import generate
@@ -224,15 +215,13 @@ class Pix2PixHDTranslator(Translator):
         :meth:`forward` draws them (same seed), since the graph takes the feature map as an input."""
         feeds = {name: extras[name] for name in input_names if name in extras}
         if "feat" in input_names:
-            import torch
-
-            from .official import sample_feature_map
+            from .features import sample_feature_map
 
             if self.clusters is None:
                 raise UserError("this pix2pixHD model uses instance features: give --feature-clusters FILE")
             regions = extras["label"] if self.config.label_feat else extras["inst"]
-            feeds["feat"] = sample_feature_map(self.clusters, regions, self.config.feat_num,
-                                               torch.Generator().manual_seed(0))
+            feeds["feat"] = sample_feature_map(self.clusters, regions, self.config.feat_num, seed=self.seed,
+                                               choice=self.choice)
         return super().onnx_feeds(x, {**extras, **feeds}, input_names)
 
 
@@ -310,14 +299,14 @@ class Pix2PixHDFamily(Family):
     # -- translation, export and evaluation --
 
     def translator(self, model, direction, size, options):
-        if direction is not None:
-            raise UserError("--direction does not apply to pix2pixHD models (they have one way)")
-        try:
-            width = model.config.check_size(size)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        return Pix2PixHDTranslator(model, width, options)
+        return Pix2PixHDTranslator(model.config, model.nets, _width(model.config, direction, size), options)
 
+    def graph_translator(self, config, direction, size, options):
+        # label and instance maps in, the image out: reading (NumPy), feeds and outputs need no network. Instance
+        # features need the encoder or torch to draw the cluster centres' feature map: those models load
+        if config.use_features:
+            return None
+        return Pix2PixHDTranslator(config, {}, _width(config, direction, size), options)
 
     def onnx_io(self, model, key):
         """``generator.onnx``: label ids (+ instance ids) (+ the feature map ``feat``, B x feat_num x H x W, for
@@ -545,6 +534,17 @@ class Pix2PixHDFamily(Family):
         from .official import is_official_checkpoint
 
         return _safe(is_official_checkpoint)(Path(path))
+
+
+def _width(config: Pix2PixHDConfig, direction: str | None, size: int | None) -> int:
+    """The width ``--size`` scales each map to (0 without it: each at its own size); UserError for a direction
+    or a size that does not fit."""
+    if direction is not None:
+        raise UserError("--direction does not apply to pix2pixHD models (they have one way)")
+    try:
+        return config.check_size(size)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 @dataclass
