@@ -185,6 +185,11 @@ def test_encode_image_takes_the_features_from_a_real_photo(trained, tmp_path):
     both = _translate(data, run, tmp_path / "x", "--encode-image", data / "test_img", "--feature-cluster", "1",
                       ok=False)
     assert both.returncode == 2 and "--encode-image" in both.stderr and "Traceback" not in both.stderr
+    # the encoder runs with PyTorch: onnxruntime is refused in one line before any image, never half-run
+    ort = _translate(data, run, tmp_path / "ort", "--encode-image", data / "test_img", "--backend", "onnxruntime",
+                     ok=False)
+    assert ort.returncode == 2 and "use --backend torch" in ort.stderr and "Traceback" not in ort.stderr
+    assert not (tmp_path / "ort").exists()
 
 
 def test_export_carries_encoder_and_centres_and_onnx_takes_the_feature_map(trained, tmp_path):

@@ -210,6 +210,11 @@ class Pix2PixHDTranslator(Translator):
         return {"image": generate(self.config, self.net_g, extras, self.net_e, self.clusters, seed=self.seed,
                                   choice=self.choice)}
 
+    def can_feed_onnx(self, input_names):
+        """Not a graph that takes the feature map when the features come from photos (``--encode-image``: the
+        encoder runs with PyTorch); ``auto`` then runs PyTorch."""
+        return not ("feat" in input_names and self.clusters is None)
+
     def onnx_feeds(self, x, extras, input_names):
         """``label`` and ``inst`` as they are; with instance features also ``feat``, the cluster centres drawn as
         :meth:`forward` draws them (same seed), since the graph takes the feature map as an input."""

@@ -25,7 +25,7 @@ from .data import encode_input
 from .features import sample_feature_map
 from .maps import find_instance_map as find_instance_map  # these two re-exported: they were here before .maps
 from .maps import find_photo as find_photo
-from .maps import inference_size, prepare_arrays
+from .maps import prepare_arrays
 
 
 def prepare(config: Pix2PixHDConfig, label_path: str | os.PathLike, inst_path: str | os.PathLike | None = None,
@@ -67,8 +67,3 @@ def generate(config: Pix2PixHDConfig, net_g: nn.Module, batch: Mapping[str, torc
             raise ValueError("this model uses instance features: give feature clusters or a real photo to encode")
         x = torch.cat([x, feat.to(x.dtype)], dim=1)
     return net_g(x)
-
-
-def output_size(config: Pix2PixHDConfig, original: tuple[int, int], size: int | None) -> tuple[int, int]:
-    """(width, height) the model runs at for a map of ``original`` size and an optional ``--size`` width."""
-    return inference_size(config, original, size)
