@@ -446,8 +446,22 @@ def test_a_stored_graph_translates_without_importing_torch(tmp_path, env, onnx_f
     assert all((tmp_path / "second" / "in" / p.name).read_bytes() == p.read_bytes() for p in written)
 
     device = [] if hardware.surely_cpu_only() else ["--device", "cpu"]  # auto picks the CPU on this machine
-    code, imported, err = probe("translate", src, "-m", onnx_folder, "-o", tmp_path / "export", *device, env=env)
+    code, imported, err = probe("translate", src, "-m", onnx_folder, "-o", tmp_path / "export", *device,
+                                "--precision", "auto", env=env)  # auto: a graph's own precision, fp32
     assert code == 0 and not imported and "onnxruntime fp32" in err, err
+
+    # a damaged cache entry fails one run in one line and is removed; the next run exports the graph anew
+    (graph,) = (tmp_path / "cache" / "ugatit-cli" / "onnx").glob("*/generator_a2b.onnx")
+    with open(f"{graph}.data", "r+b") as data:
+        data.truncate(100)
+    code, imported, err = probe("translate", src, "-m", model, "-o", tmp_path / "damaged", "--device", "cpu",
+                                env=env)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and not imported and len(lines) == 1 and "cached graph is removed" in lines[0], err
+    assert "Traceback" not in err and "[E:onnxruntime" not in err and not graph.exists()
+    code, imported, err = probe("translate", src, "-m", model, "-o", tmp_path / "damaged", "--device", "cpu",
+                                "--backend", "onnxruntime", env=env)
+    assert code == 0 and imported and "exporting the model to ONNX" in err, err
 
     torch.manual_seed(1)  # other weights, same folder: the index entry no longer fits the files
     other = UGATITConfig(img_size=32, ch=4, n_res=1, light=True)

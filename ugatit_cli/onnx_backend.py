@@ -104,7 +104,7 @@ def session_options(threads: int = 1, *, prepack: bool = True) -> Any:
     # 0.84 GB (light ch64, 256 px, two streams; the plain PyTorch loop: 0.71 GB) but it ran ~20% slower, so
     # the arena stays on unless UGATIT_ORT_LOW_MEMORY=1 asks for the smaller footprint.
     options.enable_cpu_mem_arena = not low_memory()
-    options.log_severity_level = 3  # errors only: no per-node warnings on stderr
+    options.log_severity_level = 4  # fatal only: its errors reach the user as the exception's one line
     if not prepack:
         options.add_session_config_entry("session.disable_prepacking", "1")
     return options
@@ -126,6 +126,7 @@ class OnnxSession:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first if len(first) <= 200 else first[:200] + "..."
             raise UserError(f"{self.path}: not a usable ONNX graph ({first})") from None
         # Building the session (the parsed graph, the optimiser's and the pre-packing's copies of the weights)
         # leaves ~100 MB (light ch64 generator) of freed memory in glibc's free lists, which the arena's later
@@ -464,6 +465,7 @@ class StoredGraph:
     key: str
     graph: Path
     quantization: dict[str, Any] | None = None
+    cached: bool = False  # a cache entry (ours to remove when damaged), not an export folder's graph
 
 
 @dataclass(frozen=True)
@@ -531,7 +533,7 @@ def find_graph(source: str, direction: str | None, revision: str | None = None) 
         return GraphSearch()
     files = FolderFiles(config_path, weights)
     graph = indexed_graph(files, key)
-    return GraphSearch(StoredGraph(family, config, key, graph) if graph else None, files)
+    return GraphSearch(StoredGraph(family, config, key, graph, cached=True) if graph else None, files)
 
 
 def _checked_key(family: Family, direction: str | None) -> str:

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import threading
 import time
 import warnings
 from collections import deque
@@ -348,7 +349,10 @@ def translate(
         with contextlib.nullcontext() if progress else progress_disabled():  # a Hub download's bar
             search = find_graph(str(model), direction, revision)
         stored, files = _runnable(search.found, direction, size, options), search.files
+        if stored is not None and stored.cached and precision == "auto":
+            stored = None  # a model folder: auto may mean bf16 with PyTorch (AMX), which torch's setup decides
     if stored is not None:
+        precision = "fp32"  # what "auto" means for a graph (an int8 one says so below)
         target, dtype, onnx_family, family = None, None, None, stored.family
         workers = _default_workers(None, shard) if workers is None else workers
     else:
@@ -432,12 +436,12 @@ def translate(
 
 
 def _graph_may_run(device: Any, precision: str, backend: str, compile: bool) -> bool:
-    """Whether a stored ONNX graph could run this call without torch: fp32 on the CPU (``cpu``, or ``auto`` on a
-    machine where PyTorch would surely pick it), backend onnxruntime or auto (unless ``UGATIT_BACKEND=torch``),
-    onnxruntime installed, no ``--compile``."""
+    """Whether a stored ONNX graph could run this call without torch: fp32 (or auto) on the CPU (``cpu``, or
+    ``auto`` on a machine where PyTorch would surely pick it), backend onnxruntime or auto (unless
+    ``UGATIT_BACKEND=torch``), onnxruntime installed, no ``--compile``."""
     on_cpu = device == "cpu" or (device == "auto" and surely_cpu_only())
     wanted = backend == "onnxruntime" or (backend == "auto" and auto_backend("cpu", "fp32") == "onnxruntime")
-    return on_cpu and wanted and precision == "fp32" and not compile and onnxruntime_available()
+    return on_cpu and wanted and precision in ("fp32", "auto") and not compile and onnxruntime_available()
 
 
 def _runnable(found: StoredGraph | None, direction: str | None, size: int | None,
@@ -454,11 +458,22 @@ def _graph_translator(stored: StoredGraph, direction: str | None, size: int | No
                       plan: _Plan) -> GraphTranslator:
     """A stored graph in an ONNX Runtime session with its family's graph translator."""
     base = stored.family.graph_translator(stored.config, direction, size, options)
-    session = OnnxSession(stored.graph, threads=plan.threads_per_stream)
+    threads = plan.threads_per_stream
+    session = _cached_session(stored.graph, threads) if stored.cached else OnnxSession(stored.graph, threads=threads)
     if not base.can_feed_onnx(session.input_names):
         raise UserError(f"{stored.graph}: its inputs {', '.join(session.input_names)} cannot be fed with these "
                         "options")
     return GraphTranslator(base, session, stored.quantization)
+
+
+def _cached_session(path: Path, threads: int) -> OnnxSession:
+    """A session on a graph of the ONNX cache. A damaged entry must not fail every later run: it is removed
+    (ours to remove) with the one-line error, so the next run exports it anew."""
+    try:
+        return OnnxSession(path, threads=threads)
+    except UserError as exc:
+        discard_cached_graph(path)
+        raise UserError(f"{exc}; the cached graph is removed, so the next run exports it anew") from None
 
 
 def _torch_setup(model: Any, direction: str | None, device: Any, precision: str, backend: str, compile: bool,
@@ -479,8 +494,8 @@ def _torch_setup(model: Any, direction: str | None, device: Any, precision: str,
             else select_device("auto")
     else:
         target = select_device(device_for_shard(device, shard)) if isinstance(device, str) else torch.device(device)
-    if precision == "auto":
-        precision = auto_precision(target)
+    if precision == "auto":  # a graph computes in float32 (or the int8 it was exported in)
+        precision = "fp32" if onnx_family is not None or backend == "onnxruntime" else auto_precision(target)
     dtype = check_precision(precision, target)
     if precision == "bf16" and (note := bf16_note(target)):
         warnings.warn(note, SlowPrecisionWarning, stacklevel=3)
@@ -511,12 +526,41 @@ def _faces_and_videos(face_images: list[InputImage], videos: list[InputImage], t
                          overwrite=overwrite, progress=progress, **callbacks)
 
 
+#: seconds between the pipeline's checks for a deferred Ctrl-C or SIGTERM
+INTERRUPT_POLL_S = 0.1
+
+
+@contextlib.contextmanager
+def _deferred_interrupts(interrupted: threading.Event) -> Iterator[None]:
+    """While the image pipeline runs, SIGINT (Ctrl-C) and SIGTERM set ``interrupted`` and the main thread raises
+    KeyboardInterrupt at its next wait instead of wherever the signal lands: raised between a Future's lock
+    being taken and its ``with`` block being entered, the exception leaves that lock held, and shutting the
+    pools down then waited forever (seen once in ~20 Ctrl-Cs). A signal that comes as the last wait returns is
+    raised on the way out."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def defer(signum, frame):
+        interrupted.set()
+
+    previous = {sig: signal.signal(sig, defer) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, a container stop) raises KeyboardInterrupt like Ctrl-C, so the writes in flight
     finish or remove their temporary files instead of the process vanishing mid-write."""
     import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -647,11 +691,7 @@ def _prepare_translator(model: Model, direction: str | None, size: int | None, o
         if owned:  # the graph's network only: others the translator calls itself stay (e.g. a style encoder)
             model.nets[key].to("meta")
             release_memory()
-        try:
-            session = OnnxSession(path, threads=plan.threads_per_stream or 1)
-        except UserError as exc:  # a damaged cache entry must not fail every later run: it goes (ours to remove)
-            discard_cached_graph(path)
-            raise UserError(f"{exc}; the cached graph is removed, so the next run exports it anew") from None
+        session = _cached_session(path, plan.threads_per_stream or 1)
         graph = model.family.graph_translator(model.config, direction, size, options)
         return OnnxTranslator(translator, session) if graph is None else GraphTranslator(graph, session)
     for module in translator.modules():
@@ -766,7 +806,7 @@ def _decode(job: _Job, translator: Translator) -> _Decoded | Failed:
 
 
 def _decoded_in_order(jobs: Sequence[_Job], translator: Translator, pool: ThreadPoolExecutor,
-                      ahead: int) -> Iterator[_Decoded | Failed]:
+                      ahead: int, wait: Callable[[Future], Any]) -> Iterator[_Decoded | Failed]:
     """Decode ``jobs`` on the pool, at most ``ahead`` images in flight, yielding results in input order."""
     pending: deque[Future] = deque()
     remaining = iter(jobs)
@@ -775,7 +815,7 @@ def _decoded_in_order(jobs: Sequence[_Job], translator: Translator, pool: Thread
         if len(pending) >= ahead:
             break
     while pending:
-        result = pending.popleft().result()
+        result = wait(pending.popleft())
         job = next(remaining, None)
         if job is not None:
             pending.append(pool.submit(_decode, job, translator))
@@ -884,9 +924,22 @@ def _run(jobs: list[_Job], translator: Translator, plan: _Plan, keep_size: bool,
     torch = None if plan.device is None else importlib.import_module("torch")  # a stored graph's run never does
     threads = torch.get_num_threads() if torch else 0
 
+    interrupted = threading.Event()
+
+    def wait(future: Future) -> Any:
+        """``future.result()``, raising KeyboardInterrupt within ``INTERRUPT_POLL_S`` of a signal (see
+        :func:`_deferred_interrupts`)."""
+        while True:
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+            try:
+                return future.result(timeout=INTERRUPT_POLL_S)
+            except TimeoutError:
+                continue
+
     def write_oldest_batch(advance: Callable[..., None]) -> None:
         batch, future = forwards.popleft()
-        results = future.result()
+        results = wait(future)
         finite = results.pop(FINITE)
         for i, item in enumerate(batch):
             if not finite[i]:
@@ -900,7 +953,7 @@ def _run(jobs: list[_Job], translator: Translator, plan: _Plan, keep_size: bool,
     def finish_oldest_write() -> None:
         item, future = writes.popleft()
         try:
-            future.result()
+            wait(future)
         except BadImageError as exc:
             report.failed.append(Failed(str(item.job.source), exc.reason))
             return
@@ -910,8 +963,9 @@ def _run(jobs: list[_Job], translator: Translator, plan: _Plan, keep_size: bool,
     try:
         if torch and plan.threads_per_stream:
             torch.set_num_threads(plan.threads_per_stream)  # global; the streams' threads read it
-        with count_progress("translating", len(jobs), "images", enabled=progress) as advance:
-            decoded = _decoded_in_order(jobs, translator, io_pool, ahead)
+        with _deferred_interrupts(interrupted), count_progress("translating", len(jobs), "images",
+                                                               enabled=progress) as advance:
+            decoded = _decoded_in_order(jobs, translator, io_pool, ahead, wait)
             for batch in _batches(decoded, plan.batch_size, report, advance):
                 forwards.append((batch, model_pool.submit(forward, translator, batch, plan)))
                 if len(forwards) > plan.streams:  # keep every stream busy, and no more batches in memory

@@ -85,7 +85,7 @@ def open_rgb(path: str | os.PathLike, background: tuple[int, int, int] = (255, 2
         raise BadImageError(path, "not an image file Pillow can read") from None
     except OSError as exc:
         reason = str(exc) or type(exc).__name__
-        if "truncated" in reason:
+        if "truncated" in reason.lower():
             reason = "truncated or corrupt image data"
         raise BadImageError(path, reason) from None
     except (ValueError, SyntaxError, IndexError, MemoryError) as exc:  # Pillow plugins raise these on bad data

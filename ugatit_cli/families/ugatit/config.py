@@ -88,10 +88,11 @@ class UGATITConfig:
 
     @staticmethod
     def check_side(size: int) -> int:
-        """A square side any U-GAT-IT generator can take: a multiple of 4 (the encoder halves it twice), >= 16.
-        Raises :class:`~ugatit_cli.errors.UserError` otherwise."""
-        if size % 4 or size < 16:
-            raise UserError(f"size must be a multiple of 4 and at least 16, got {size}")
+        """A square side any U-GAT-IT generator can take: a multiple of 4 (the encoder halves it twice), 16 to
+        ``MAX_IMG_SIZE`` (4096: a 4096 px image's activations already take ~40 GB at ch 64). Raises
+        :class:`~ugatit_cli.errors.UserError` otherwise."""
+        if size % 4 or not 16 <= size <= MAX_IMG_SIZE:
+            raise UserError(f"size must be a multiple of 4 from 16 to {MAX_IMG_SIZE}, got {size}")
         return size
 
     def default_size(self) -> int:
