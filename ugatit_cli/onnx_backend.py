@@ -158,11 +158,9 @@ def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {name: torch.from_numpy(array) for name, array in arrays.items()}
 
 
-class GraphTranslator:
-    """The family's graph translator (:meth:`Family.graph_translator`: reading, sizes, feeds and outputs that
-    need no network) with an ONNX Runtime session: the whole forward pass in NumPy, so that translating
-    with it never imports torch. ``quantization`` is the ``config.json`` description of an int8 graph, or None.
-    """
+class _OnSession:
+    """A family translator's reading, sizes and outputs, with an ONNX Runtime session for the forward pass;
+    ``quantization`` is the ``config.json`` description of an int8 graph, or None."""
 
     def __init__(self, translator: Translator, session: OnnxSession, quantization: Mapping[str, Any] | None = None):
         self.base = translator
@@ -179,6 +177,12 @@ class GraphTranslator:
 
     def prepare(self, source: Path, pixels: Any) -> dict[str, Any]:
         return self.base.prepare(source, pixels)
+
+
+class GraphTranslator(_OnSession):
+    """The family's graph translator (:meth:`Family.graph_translator`: reading, sizes, feeds and outputs that
+    need no network) with an ONNX Runtime session: the whole forward pass in NumPy, so that translating
+    with it never imports torch."""
 
     def render(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """:meth:`forward_arrays`'s outputs as written: images as uint8 pixels (B, H, W, 3) (clamped and rounded
@@ -195,32 +199,15 @@ class GraphTranslator:
         return self.base.onnx_outputs(self.session.run(self.base.onnx_feeds(x, extras, self.session.input_names)))
 
 
-class OnnxTranslator(Translator):
+class OnnxTranslator(_OnSession, Translator):
     """The family's ``translator`` with its forward pass replaced by an ONNX Runtime session.
 
     Reading, preparing, sizes and outputs are the family translator's; ``forward`` feeds the graph what
-    :meth:`Translator.onnx_feeds` gives and returns :meth:`Translator.onnx_outputs`. ``quantization`` is the
-    ``config.json`` description of an int8 graph, or None.
+    :meth:`Translator.onnx_feeds` gives and returns :meth:`Translator.onnx_outputs`.
     """
-
-    def __init__(self, translator: Translator, session: OnnxSession, quantization: Mapping[str, Any] | None = None):
-        self.base = translator
-        self.session = session
-        self.quantization = dict(quantization) if quantization else None
-        self.outputs = translator.outputs
-
-    @property
-    def size(self) -> int:
-        return self.base.size
 
     def modules(self) -> Sequence[torch.nn.Module]:
         return []  # nothing for translate to move: the session holds the weights
-
-    def read(self, source: Path) -> tuple[dict[str, Any], tuple[int, int]]:
-        return self.base.read(source)
-
-    def prepare(self, source: Path, pixels: Any) -> dict[str, Any]:
-        return self.base.prepare(source, pixels)
 
     def forward(self, x, extras):
         x = None if x is None else x.float()
