@@ -2,7 +2,8 @@
 
     python benchmarks/translate.py                      # 48 JPEGs (300-480 px), light ch64 model at 256 px
     python benchmarks/translate.py --images 16 --rounds 1 --batch-size 4
-    python benchmarks/translate.py --full-images 8      # also the full 256 px ch64 model (~279 M parameters)
+    python benchmarks/translate.py --full-images 8      # also the full 256 px ch64 model (~279 M parameters),
+                                                        # fp32 and int8
 
 Variants, each over the same images in a fresh process: the plain loop (fp32), translate with PyTorch fp32,
 ONNX Runtime fp32 (graph exported beforehand into the cache, as a second run finds it: without importing
@@ -368,8 +369,9 @@ def main() -> None:
         if args.full_images:
             make_model(tmp / "full", args.size, light=False)
             full_cache = str(tmp / "full_cache")
-            prepared = in_fresh_process("prepare_onnx", model=str(tmp / "full"), cache=full_cache, int8_folder=None,
-                                        calibration=None)
+            full_int8 = None if args.no_int8 else str(tmp / "full_int8")
+            prepared = in_fresh_process("prepare_onnx", model=str(tmp / "full"), cache=full_cache,
+                                        int8_folder=full_int8, calibration=str(tmp / "calibration"))
             full_inputs = tmp / "inputs_full"
             full_inputs.mkdir()
             for path in sorted((tmp / "inputs").iterdir())[:args.full_images]:
@@ -385,10 +387,18 @@ def main() -> None:
                     "ours", {"precision": "fp32", "batch_size": args.full_batch_size, "backend": "onnxruntime",
                              "cache": full_cache}),
             }
+            if full_int8:
+                full_configs["translate_onnxruntime_int8_batch1"] = ("ours", {"precision": "fp32", "batch_size": 1,
+                                                                              "backend": "auto", "model": full_int8})
             full = _run_rounds(full_configs, {"inputs": str(full_inputs), "model": str(tmp / "full")},
                                args.full_rounds, tmp, "full")
             report["full_model"] = {"images": args.full_images, "model": f"full, ch 64, n_res 4, {args.size} px",
-                                    "onnx_export_s": prepared["fp32_export_s"], **full}
+                                    "onnx_export": {k: v for k, v in prepared.items() if k.endswith("_s")}, **full}
+            if full_int8:
+                quality = in_fresh_process("int8_quality", model=str(tmp / "full"), cache=full_cache,
+                                           int8_folder=full_int8, photos=held_out)
+                report["full_model"]["int8_quality_vs_fp32_on_held_out_photos"] = {
+                    k: v for k, v in quality.items() if k.endswith((".jpg", ".png"))}
         report["load_average_1min"] = {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)}
         print(json.dumps(report, indent=2))
 
