@@ -475,7 +475,7 @@ def find_graph(source: str, direction: str | None, revision: str | None = None) 
     repo that cannot be reached."""
     from huggingface_hub import hf_hub_download
 
-    from .families.model_folder import folder_family, hub_errors, hub_reachable
+    from .families.model_folder import folder_family, hub_errors, hub_reachable, is_hub_repo_id
     from .store.registry import registered_models
 
     named = registered_models().get(source)
@@ -495,8 +495,8 @@ def find_graph(source: str, direction: str | None, revision: str | None = None) 
     local = path.exists()
     if local and folder_family(path) is None:
         return GraphSearch()
-    if not local and (source.startswith((".", "/", "~")) or source.count("/") != 1 or path.parent.is_dir()):
-        return GraphSearch()  # not a Hub repo id (USER/NAME): loading it says what it is
+    if not local and not is_hub_repo_id(source):
+        return GraphSearch()  # loading it says what it is
 
     def file(name: str) -> Path:
         if local:

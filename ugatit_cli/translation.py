@@ -344,13 +344,16 @@ def translate(
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     shard = shard_from_env() if shard is None else shard
-    stored, files = None, None  # a graph to run without torch; a model folder's files, to index its graph
+    stored, graph, files = None, None, None  # a graph to run without torch, its family's translator for it, and
+    # a model folder's files (to index its graph once exported)
     if isinstance(model, (str, os.PathLike)) and _graph_may_run(device, precision, backend, compile):
         with contextlib.nullcontext() if progress else progress_disabled():  # a Hub download's bar
             search = find_graph(str(model), direction, revision)
-        stored, files = _runnable(search.found, direction, size, options), search.files
-        if stored is not None and stored.cached and precision == "auto":
-            stored = None  # a model folder: auto may mean bf16 with PyTorch (AMX), which torch's setup decides
+        files = search.files
+        if search.found is not None and not (search.found.cached and precision == "auto"):
+            # (a model folder with auto may mean bf16 with PyTorch on AMX, which torch's setup decides)
+            graph = _graph_base(search.found, direction, size, options)
+            stored = search.found if graph is not None else None
     if stored is not None:
         precision = "fp32"  # what "auto" means for a graph (an int8 one says so below)
         target, dtype, onnx_family, family = None, None, None, stored.family
@@ -396,7 +399,7 @@ def translate(
         count = len(jobs) + len(face_images) + len(videos)
         if stored is not None:
             plan = _Plan.for_graph(batch_size)
-            translator = _graph_translator(stored, direction, size, options, plan)
+            translator = _graph_translator(stored, graph, plan)
         else:
             plan = _Plan.for_device(target, dtype, batch_size)
             with contextlib.nullcontext() if progress else progress_disabled():  # also a first download's bar
@@ -444,20 +447,15 @@ def _graph_may_run(device: Any, precision: str, backend: str, compile: bool) -> 
     return on_cpu and wanted and precision in ("fp32", "auto") and not compile and onnxruntime_available()
 
 
-def _runnable(found: StoredGraph | None, direction: str | None, size: int | None,
-              options: dict[str, Any]) -> StoredGraph | None:
-    """``found`` when its family translates it without networks (:meth:`Family.graph_translator`), else None."""
-    if found is None:
-        return None
+def _graph_base(found: StoredGraph, direction: str | None, size: int | None,
+                options: dict[str, Any]) -> Translator | None:
+    """The family's translator for ``found`` without networks (:meth:`Family.graph_translator`), or None."""
     family = found.family
-    checked = family.check_options(options)
-    return found if family.graph_translator(found.config, _direction(family, direction), size, checked) else None
+    return family.graph_translator(found.config, _direction(family, direction), size, family.check_options(options))
 
 
-def _graph_translator(stored: StoredGraph, direction: str | None, size: int | None, options: dict[str, Any],
-                      plan: _Plan) -> GraphTranslator:
-    """A stored graph in an ONNX Runtime session with its family's graph translator."""
-    base = stored.family.graph_translator(stored.config, direction, size, options)
+def _graph_translator(stored: StoredGraph, base: Translator, plan: _Plan) -> GraphTranslator:
+    """A stored graph in an ONNX Runtime session with its family's graph translator ``base``."""
     threads = plan.threads_per_stream
     session = _cached_session(stored.graph, threads) if stored.cached else OnnxSession(stored.graph, threads=threads)
     if not base.can_feed_onnx(session.input_names):
@@ -718,7 +716,7 @@ def _onnx_export_translator(folder: Path, direction: str | None, size: int | Non
     if graph is not None:
         export.check_has((key,))
         return _graph_translator(StoredGraph(export.family, export.config, key, export.graphs[key],
-                                             export.quantization), direction, size, options, plan)
+                                             export.quantization), graph, plan)
     model = export.model((key,))
     translator = export.family.translator(model, direction, size, options)
     session = OnnxSession(export.graphs[key], threads=plan.threads_per_stream or 1)

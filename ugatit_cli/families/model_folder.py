@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -350,6 +351,25 @@ def folder_family(path: Path) -> Family | None:
 
 def is_model_folder(path: Path) -> bool:
     return folder_family(path) is not None
+
+
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def looks_local(text: str) -> bool:
+    """Whether ``text`` (that names nothing that exists) is a local path rather than a Hub repo id (USER/NAME):
+    it starts with ``.``, ``/`` or ``~``, has more than one separator or a backslash, or its parent folder
+    exists here (``runs/nonexist`` beside a ``runs`` folder)."""
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
+        return True
+    parent = Path(text).parent
+    return str(parent) not in ("", ".") and parent.is_dir()
+
+
+def is_hub_repo_id(text: str) -> bool:
+    """Whether MODEL ``text`` (that names nothing that exists here) is read as a Hub repo id: USER/NAME, not a
+    local path (:func:`looks_local`)."""
+    return not looks_local(text) and bool(_REPO_ID.match(text))
 
 
 _REACHABLE: dict[str, bool] = {}

@@ -7,7 +7,6 @@ name is treated as a Hub repo id.
 """
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,11 +15,16 @@ import torch
 from ..core.devices import select_device
 from ..errors import ProcessingError, UserError
 from ..families.base import Family, LocalSource, Model, families, get_family
-from ..families.model_folder import folder_family, hub_errors, hub_reachable, read_model_folder
+from ..families.model_folder import (
+    folder_family,
+    hub_errors,
+    hub_reachable,
+    is_hub_repo_id,
+    looks_local,
+    read_model_folder,
+)
 from .registry import registered_models
 from .run_folder import is_run_or_checkpoint, load_run_model, read_run_config, run_family
-
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def _load_model_folder(path: Path, directions: Sequence[str] | None) -> Model:
@@ -70,24 +74,14 @@ def _resolve(source: str | os.PathLike, directions: Sequence[str] | None, revisi
                 return _checked(local.load(path, directions), directions)
         kinds = ", ".join(s.kind for s in sources)
         raise UserError(f"{path}: not a recognised model (expected one of: {kinds})")
-    if _looks_local(text):  # a mistyped path, not a Hub repo id: say so instead of blaming the network
+    if looks_local(text):  # a mistyped path, not a Hub repo id: say so instead of blaming the network
         raise UserError(f"{text}: no such file or folder")
-    if _REPO_ID.match(text) and not text.startswith((".", "/")):
+    if is_hub_repo_id(text):
         with hub_errors(text, revision):  # a dead network: the cache only, at once, not ~30 s of retries
             return _checked(read_model_folder(text, directions, revision=revision,
                                               local_files_only=not hub_reachable()), directions)
     names = ", ".join(sorted(named))
     raise UserError(f"{text}: no such file, registered model ({names}) or Hub repo id (user/name)")
-
-
-def _looks_local(text: str) -> bool:
-    """Whether ``text`` (that names nothing that exists) is a local path rather than a Hub repo id (USER/NAME):
-    it starts with ``.``, ``/`` or ``~``, has more than one separator or a backslash, or its parent folder
-    exists here (``runs/nonexist`` beside a ``runs`` folder)."""
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
-        return True
-    parent = Path(text).parent
-    return str(parent) not in ("", ".") and parent.is_dir()
 
 
 def _checked(model: Model, directions: Sequence[str] | None) -> Model:
