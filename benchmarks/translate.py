@@ -2,8 +2,8 @@
 
     python benchmarks/translate.py                      # 48 JPEGs (300-480 px), light ch64 model at 256 px
     python benchmarks/translate.py --images 16 --rounds 1 --batch-size 4
-    python benchmarks/translate.py --full-images 8      # also the full 256 px ch64 model (~279 M parameters),
-                                                        # fp32 and int8
+    python benchmarks/translate.py --full-images 32     # also the full 256 px ch64 model (~279 M parameters),
+                                                        # fp32 and int8, batch 1 and batched
 
 Variants, each over the same images in a fresh process: the plain loop (fp32), translate with PyTorch fp32,
 ONNX Runtime fp32 (graph exported beforehand into the cache, as a second run finds it: without importing
@@ -11,7 +11,8 @@ torch, which ``torch_imported`` in the JSON confirms), ONNX Runtime int8
 (``ugatit export --quantize int8``, calibrated on real photos shipped with scikit-image / scikit-learn) and
 PyTorch bf16. The int8 graph's quality against the fp32 graph (PSNR and largest per-pixel error of the 8-bit
 outputs, on held-out real photos) is reported beside its speed. The JSON also records the CPU's flags that
-decide the result (AVX-512, BF16, AMX, VNNI) and the load average before and after.
+decide the result (AVX-512, BF16, AMX, VNNI), the load average before and after, and per run the share of CPU
+time the hypervisor gave to other guests (``steal_share``).
 
 Both sides use the same model folder (a light U-GAT-IT, ch 64, 4 residual blocks, random weights) and the
 same inputs: photo-like JPEGs of varied sizes, so decoding and resizing cost what they cost on photos. The
@@ -267,13 +268,29 @@ def _measure(queue, name: str, kwargs: dict) -> None:
                "torch_threads": torch.get_num_threads() if torch else None})
 
 
+def _cpu_jiffies() -> tuple[int, int]:
+    """(steal, total) CPU time of the whole machine so far, from ``/proc/stat`` (0, 0 where there is none)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def in_fresh_process(name: str, **kwargs) -> dict:
+    """``name``'s result from a spawned process, with ``steal_share``: the share of the machine's CPU time the
+    hypervisor gave to other guests meanwhile (a noisy neighbour shows there, not in the load average)."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     process = ctx.Process(target=_measure, args=(queue, name, kwargs))
+    steal, total = _cpu_jiffies()
     process.start()
     result = queue.get()
     process.join()
+    steal_after, total_after = _cpu_jiffies()
+    if total_after > total:
+        result["steal_share"] = round((steal_after - steal) / (total_after - total), 3)
     return result
 
 
@@ -296,6 +313,12 @@ def _run_rounds(configs: dict, common: dict, rounds: int, tmp: Path, tag: str) -
                                    for name, run in best.items() if name != "plain_loop_fp32"},
         "rounds_images_per_second": {name: [round(run["images_per_second"], 3) for run in runs]
                                      for name, runs in results.items()},
+        # each round's variant against the same round's loop (the runs next to each other in time)
+        "speedup_vs_plain_loop_per_round": {
+            name: [round(run["images_per_second"] / loop["images_per_second"], 2)
+                   for run, loop in zip(runs, results["plain_loop_fp32"], strict=True)]
+            for name, runs in results.items() if name != "plain_loop_fp32"},
+        "rounds_steal_share": {name: [run.get("steal_share") for run in runs] for name, runs in results.items()},
     }
 
 
@@ -390,6 +413,9 @@ def main() -> None:
             if full_int8:
                 full_configs["translate_onnxruntime_int8_batch1"] = ("ours", {"precision": "fp32", "batch_size": 1,
                                                                               "backend": "auto", "model": full_int8})
+                full_configs[f"translate_onnxruntime_int8_batch{args.full_batch_size}"] = (
+                    "ours", {"precision": "fp32", "batch_size": args.full_batch_size, "backend": "auto",
+                             "model": full_int8})
             full = _run_rounds(full_configs, {"inputs": str(full_inputs), "model": str(tmp / "full")},
                                args.full_rounds, tmp, "full")
             report["full_model"] = {"images": args.full_images, "model": f"full, ch 64, n_res 4, {args.size} px",

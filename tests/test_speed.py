@@ -197,7 +197,8 @@ def test_cached_graphs_keep_their_weights_in_a_mapped_file(tmp_path, light_model
 def test_two_model_streams_share_one_session_and_write_what_one_stream_writes(tmp_path, light_model, env,
                                                                               monkeypatch):
     """translate on a CPU runs one model stream per torch thread, all calling ``run`` on one ONNX Runtime
-    session (one copy of the pre-packed weights): two streams write byte for byte what one stream writes."""
+    session (one copy of the pre-packed weights): two streams write byte for byte what one stream writes.
+    Batches of more than one image run in one stream."""
     import threading
 
     src = photos(tmp_path / "in", HELD_OUT + CALIBRATION)
@@ -226,12 +227,19 @@ def test_two_model_streams_share_one_session_and_write_what_one_stream_writes(tm
                                                     progress=False)
             assert len(sessions) == 1 and list(callers) == [id(sessions[0])]  # one session, shared
             assert len(callers[id(sessions[0])]) == streams  # ... run from that many model threads
+        # batches of more than one image: one stream with both threads (a second would hold a second batch)
+        sessions.clear()
+        callers.clear()
+        batched = ugatit_cli.translate(src, light_model, output=tmp_path / "batched", backend="onnxruntime",
+                                       device="cpu", heatmap=True, progress=False, batch_size=2)
+        assert len(sessions) == 1 and len(callers[id(sessions[0])]) == 1
     finally:
         torch.set_num_threads(threads)
     assert all(len(r.done) == len(HELD_OUT + CALIBRATION) and not r.failed for r in reports.values())
-    for one, two in zip(reports[1].done, reports[2].done, strict=True):
+    for one, two, both in zip(reports[1].done, reports[2].done, batched.done, strict=True):
         for name in ("output", "heatmap"):
             assert getattr(one, name).read_bytes() == getattr(two, name).read_bytes(), (one.source, name)
+            assert np.abs(pixels(getattr(one, name)) - pixels(getattr(both, name))).max() <= 1, (one.source, name)
 
 
 def pix2pixhd_model(root: Path, **config) -> Path:
@@ -551,7 +559,7 @@ def test_a_stored_graph_translates_clips_and_faces_without_torch(tmp_path, env, 
 # --- int8 -----------------------------------------------------------------------------------------------------
 
 
-def test_int8_export_keeps_30_db_on_held_out_real_photos(tmp_path, env):
+def test_int8_export_keeps_30_db_on_held_out_real_photos(tmp_path, env, monkeypatch):
     model = random_model(tmp_path / "model", img_size=64, ch=8, n_res=2, light=True)
     calibration = photos(tmp_path / "calibration", CALIBRATION)
     fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
@@ -582,6 +590,22 @@ def test_int8_export_keeps_30_db_on_held_out_real_photos(tmp_path, env):
     # translate runs the int8 folder and says so
     out = cli("translate", photos(tmp_path / "in", HELD_OUT[:1]), "--model", int8, "-o", tmp_path / "out", env=env)
     assert out.returncode == 0 and "onnxruntime int8" in out.stderr
+
+    # an int8 graph keeps ONNX Runtime's pre-packing however large (its int8 convolutions would pack their weights
+    # on every run), a float32 one of that size does not: both still write what they wrote before
+    import ugatit_cli.onnx_backend as backend
+
+    monkeypatch.setattr(backend, "PREPACK_MAX_BYTES", 0)
+    created = []
+    real_options = backend.session_options
+    monkeypatch.setattr(backend, "session_options", lambda *a, **k: created.append(k) or real_options(*a, **k))
+    for folder in (int8, fp32):
+        report = ugatit_cli.translate(tmp_path / "in", folder, output=tmp_path / f"again_{folder.name}",
+                                      device="cpu", backend="onnxruntime", progress=False)
+        assert len(report.done) == 1 and not report.failed
+    assert created == [{"prepack": True}, {"prepack": False}]
+    again = tmp_path / "again_int8" / "in" / f"{HELD_OUT[0].stem}.png"
+    assert again.read_bytes() == (tmp_path / "out" / "in" / f"{HELD_OUT[0].stem}.png").read_bytes()
 
 
 @pytest.mark.parametrize("args, message", [

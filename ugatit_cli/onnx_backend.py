@@ -69,10 +69,12 @@ def low_memory() -> bool:
     return os.environ.get("UGATIT_ORT_LOW_MEMORY", "") == "1"
 
 
-#: Graphs with more bytes of weights than this run without ONNX Runtime's pre-packing of weights: for the full
-#: 256 px U-GAT-IT generator it copies the 1.07 GB gamma/beta matrix (a product with one row per image, bound by
-#: memory, not arithmetic), which raised the session's peak RSS by 870 MB for no speed (1.07 s per image with it,
-#: 0.98 s without; one thread). Small graphs keep it (light ch64: 0.89 s with, 0.95 s without).
+#: float32 graphs with more bytes of weights than this run without ONNX Runtime's pre-packing of weights: for the
+#: full 256 px U-GAT-IT generator it copies the 1.07 GB gamma/beta matrix (a product with one row per image, bound
+#: by memory, not arithmetic), which raised the session's peak RSS by 870 MB for no speed (1.07 s per image with
+#: it, 0.98 s without; one thread). Small graphs keep it (light ch64: 0.89 s with, 0.95 s without). int8 graphs
+#: always keep it: without it their int8 convolutions pack their weights again on every run (full 256 px int8
+#: generator, one thread: 0.59 s per image without, 0.42 s with, for 139 MB more peak RSS).
 PREPACK_MAX_BYTES = 256 << 20
 
 
@@ -111,18 +113,19 @@ def session_options(threads: int = 1, *, prepack: bool = True) -> Any:
 
 
 class OnnxSession:
-    """An ONNX Runtime CPU session on one graph: named arrays in, named NumPy arrays out.
+    """An ONNX Runtime CPU session on one graph: named arrays in, named NumPy arrays out. ``quantized``: an int8
+    graph (always pre-packed, see :data:`PREPACK_MAX_BYTES`).
 
     Raises UserError when the file is not a readable ONNX graph.
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 1):
+    def __init__(self, path: str | os.PathLike, *, threads: int = 1, quantized: bool = False):
         ort = require_onnxruntime()
         self.path = Path(path)
         if low_memory():
             return_large_buffers()
         try:
-            options = session_options(threads, prepack=graph_bytes(self.path) <= PREPACK_MAX_BYTES)
+            options = session_options(threads, prepack=quantized or graph_bytes(self.path) <= PREPACK_MAX_BYTES)
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
