@@ -614,13 +614,36 @@ def test_int8_export_keeps_30_db_on_held_out_real_photos(tmp_path, env, monkeypa
     (["--format", "onnx", "--calibration", "."], "--calibration applies to --quantize int8"),
     (["--format", "onnx", "--quantize", "int4", "--calibration", "."], "unknown quantization"),
     (["--format", "onnx", "--quantize", "int8", "--calibration", "EMPTY"], "no calibration images"),
+    # every file unreadable: found before ONNX Runtime's calibrator (which failed with a traceback)
+    (["--format", "onnx", "--quantize", "int8", "--calibration", "JUNK", "--direction", "a2b"],
+     "none of the 2 calibration files could be read"),
+    # both directions from one folder: each direction's graph reads photos of its own source domain
+    (["--format", "onnx", "--quantize", "int8", "--calibration", "PHOTOS"], "export one direction at a time"),
 ])
 def test_quantize_usage_errors_are_one_line(tmp_path, light_model, args, message):
     (tmp_path / "EMPTY").mkdir()
-    args = [str(tmp_path / "EMPTY") if a == "EMPTY" else a for a in args]
+    (tmp_path / "JUNK").mkdir()
+    (tmp_path / "JUNK" / "a.jpg").write_text("not a photo")
+    (tmp_path / "JUNK" / "b.png").write_bytes(b"")
+    folders = {"EMPTY": tmp_path / "EMPTY", "JUNK": tmp_path / "JUNK", "PHOTOS": photos(tmp_path / "p", HELD_OUT[:1])}
+    args = [str(folders.get(a, a)) for a in args]
     result = CliRunner().invoke(app, ["export", str(light_model), "-o", str(tmp_path / "out"), *args])
-    assert result.exit_code == 2 and message in result.output
+    assert result.exit_code == 2 and message in result.output, result.output
+    # the error in one last line (after progress, and a warning per unreadable file), no traceback
+    assert "Traceback" not in result.output and result.output.strip().splitlines()[-1].startswith("error: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_int8_calibration_names_each_unreadable_file_and_counts_the_rest(tmp_path, light_model):
+    calibration = photos(tmp_path / "calibration", CALIBRATION[:2])
+    (calibration / "junk.jpg").write_text("not a photo")
+    result = CliRunner().invoke(app, ["export", str(light_model), "-o", str(tmp_path / "int8"), "--format", "onnx",
+                                      "--quantize", "int8", "--calibration", str(calibration), "--direction", "a2b"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "junk.jpg" in warnings[0] and "left out of the calibration" in warnings[0]
+    quantization = json.loads((tmp_path / "int8" / "config.json").read_text())["onnx"]["quantization"]
+    assert quantization["calibration_images"] == 2
 
 
 # --- precision: bf16 on CPUs without AMX ---------------------------------------------------------------------

@@ -131,6 +131,8 @@ def export_model(
     if (private or branch) and not repo_id:
         raise UserError("--private and --branch apply to a push: add --push-to-hub REPO_ID")
     calibration_paths = _check_quantize(format, quantize, calibration, half)
+    if quantize and directions:
+        _one_source_domain(directions)
     output = Path(output).expanduser()
     # --overwrite replaces only a folder this tool provably wrote: never the source, a folder holding it, the
     # current directory or home (checked before loading a 1.1 GB generator, and again before the swap)
@@ -156,6 +158,8 @@ def export_model(
         model = family.complete_model(model, dict(options or {}))
         exported = model.with_(card=_card_facts(model, source), weights_dtype="float16" if half else "float32")
         keys = tuple(exported.nets)
+        if quantize:
+            _one_source_domain([key for key in keys if key in family.directions])
         card: dict[str, Any] = {"model_id": repo_id} if repo_id else {}
         with atomic_folder(output, overwrite=overwrite, protect=protect, own=is_own_model_file) as tmp:
             if format == "safetensors":
@@ -171,7 +175,7 @@ def export_model(
                     if io is None:  # no graph (e.g. cluster centres): its safetensors file goes beside the graphs
                         beside.append(key)
                         continue
-                    calibrated = f", {quantize} calibrated on {len(calibration_paths)} inputs" if quantize else ""
+                    calibrated = f", {quantize}, calibrating on {len(calibration_paths)} files" if quantize else ""
                     step(f"exporting {family.onnx_name(key)} (ONNX opset {opset}{calibrated})")
                     ios[key] = io
                     with contextlib.nullcontext() if show_progress else _exporter_silenced():
@@ -218,6 +222,15 @@ def _check_quantize(format: str, quantize: str | None, calibration: str | os.Pat
         raise UserError("--quantize int8 needs --calibration PHOTOS/: a folder of real images of the source domain")
     require_quantization()
     return calibration_images(calibration)
+
+
+def _one_source_domain(directions: Sequence[str]) -> None:
+    """UserError when an int8 export would calibrate more than one direction: each direction's graph must be
+    calibrated on photos of its own source domain, and ``--calibration`` is one folder."""
+    if len(directions) > 1:
+        raise UserError(f"--quantize int8 calibrates on photos of one source domain, and {', '.join(directions)} "
+                        f"read different ones: export one direction at a time (--direction {directions[0]} "
+                        "--calibration PHOTOS_OF_ITS_SOURCE_DOMAIN/)")
 
 
 def _export_int8(model: Model, key: str, io: OnnxIO, folder: Path, opset: int, calibration: list[Path],

@@ -27,8 +27,10 @@ not measured on pix2pixHD (same shape of network: a 7x7 stem, stride-2 down-samp
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,11 @@ import numpy as np
 from .core.images import BadImageError, collect_images, pixels_to_tensor
 from .errors import UserError
 from .families.base import Translator
+
+
+class SkippedCalibrationWarning(UserWarning):
+    """A calibration file that cannot be read; it is left out of the calibration."""
+
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 QUANTIZE_CHOICES = ("int8",)
@@ -78,13 +85,17 @@ def calibration_feeds(translator: Translator, path: Path, input_names: Sequence[
     return {name: value.float().numpy() for name, value in feeds.items()}
 
 
-def _readable_feeds(translator: Translator, paths: Sequence[Path], input_names: Sequence[str]
-                    ) -> Iterator[dict[str, np.ndarray]]:
+def _readable_feeds(translator: Translator, paths: Sequence[Path], input_names: Sequence[str],
+                    unreadable: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """The feeds of the files that can be read; each one that cannot is left out (like in training data) with a
+    one-line :class:`SkippedCalibrationWarning`, and noted in ``unreadable`` as "path: reason"."""
     for path in paths:
         try:
             yield calibration_feeds(translator, path, input_names)
-        except BadImageError:
-            continue  # an unreadable calibration file is left out, like in training data
+        except BadImageError as exc:
+            unreadable.append(f"{path}: {exc.reason}")
+            warnings.warn(f"{unreadable[-1]} (left out of the calibration)", SkippedCalibrationWarning,
+                          stacklevel=2)
 
 
 #: convolutions kept in float32 at each end of the graph (in graph order: the encoder's stem first)
@@ -111,8 +122,8 @@ def quantize_int8(fp32_graph: Path, output: Path, calibration: Sequence[Path], t
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(q.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = _readable_feeds(translator, calibration, input_names)
+        def __init__(self, batches: Iterator[dict[str, np.ndarray]]) -> None:
+            self.batches = batches
             self.count = 0
 
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -123,22 +134,24 @@ def quantize_int8(fp32_graph: Path, output: Path, calibration: Sequence[Path], t
     import onnx
 
     input_names = [i.name for i in onnx.load(str(fp32_graph), load_external_data=False).graph.input]
+    unreadable: list[str] = []
+    feeds = _readable_feeds(translator, calibration, input_names, unreadable)
+    first = next(feeds, None)  # before ONNX Runtime's calibrator, which fails with its own error on no data
+    if first is None:
+        raise UserError(f"none of the {len(calibration)} calibration files could be read ({unreadable[0]})")
+    reader = Reader(itertools.chain([first], feeds))
     with tempfile.TemporaryDirectory(prefix="ugatit-quantize-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         # ONNX Runtime's recommended pre-processing: shape inference and graph optimisation, so that the
         # quantizer sees the fused graph ONNX Runtime will run
         quant_pre_process(str(fp32_graph), str(prepared), skip_symbolic_shape=True)
         excluded = float_convs(prepared)
-        reader = Reader()
         q.quantize_static(
             str(prepared), str(output), reader, quant_format=q.QuantFormat.QDQ, per_channel=True,
             activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
             op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=excluded,
             calibrate_method=q.CalibrationMethod.MinMax,
         )
-    if reader.count == 0:
-        output.unlink(missing_ok=True)
-        raise UserError("none of the calibration images could be read")
     return {"dtype": "int8", "format": "QDQ", "weights": "int8, per output channel",
             "activations": "uint8, per tensor, min/max calibrated", "quantized_ops": list(QUANTIZED_OPS),
             "float32": "first three and last convolution, normalisations, attention, elementwise ops",
