@@ -242,6 +242,22 @@ def test_two_model_streams_share_one_session_and_write_what_one_stream_writes(tm
             assert np.abs(pixels(getattr(one, name)) - pixels(getattr(both, name))).max() <= 1, (one.source, name)
 
 
+def test_a_run_with_nothing_to_translate_names_no_backend_precision_or_output_folder(tmp_path, light_model):
+    src = photos(tmp_path / "in", HELD_OUT[:1])
+    first = ugatit_cli.translate(src, light_model, output=tmp_path / "out", device="cpu", backend="torch",
+                                 precision="fp32", progress=False)
+    again = ugatit_cli.translate(src, light_model, output=tmp_path / "out", device="cpu", backend="torch",
+                                 precision="fp32", progress=False)
+    assert (first.to_dict()["backend"], first.to_dict()["precision"]) == ("torch", "fp32") and len(first.done) == 1
+    assert len(again.skipped) == 1 and (again.to_dict()["backend"], again.to_dict()["precision"]) == (None, None)
+
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["translate", str(tmp_path / "empty"), "-m", str(light_model), "-o",
+                                      str(tmp_path / "never")])
+    assert result.exit_code == 1 and "no images" in result.output and "never" not in result.output
+    assert not (tmp_path / "never").exists()
+
+
 def pix2pixhd_model(root: Path, **config) -> Path:
     """A tiny random pix2pixHD model folder (4 classes); with instance features also its encoder and centres."""
     torch.manual_seed(0)

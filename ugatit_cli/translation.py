@@ -184,8 +184,8 @@ class TranslationReport:
                       **{key: str(path) for key, path in t.extras.items()}} for t in self.done],
             "skipped": [{"input": str(s.source), "output": str(s.output), "reason": s.reason} for s in self.skipped],
             "failed": [{"input": f.source, "reason": f.reason} for f in self.failed],
-            "backend": self.backend or None,
-            "precision": self.precision or None,
+            "backend": self.backend or None,  # both null when nothing had to be translated
+            "precision": (self.precision or None) if self.backend else None,
             "shard": self.shard.to_dict(),
         }
 

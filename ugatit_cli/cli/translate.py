@@ -119,8 +119,9 @@ def translate(
         rate = (f"; {report.images_per_second:.2f} {unit}/s over {report.translate_seconds:.1f} s of translation{ran}"
                 if report.done else "")
         rank = f"[rank {report.shard.rank} of {report.shard.world_size}] " if report.shard.world_size > 1 else ""
+        into = f" into {escape(str(report.output_dir))}" if report.output_dir.is_dir() else ""  # none made: no input
         err_console.print(f"{rank}Translated {len(report.done)} {noun}{skipped}{failed} in {report.seconds:.1f} s"
-                          f"{rate} into {escape(str(report.output_dir))}")
+                          f"{rate}{into}")
     raise typer.Exit(report.exit_code)
 
 
