@@ -461,9 +461,8 @@ def _graph_base(found: StoredGraph, direction: str | None, size: int | None,
 def _graph_translator(stored: StoredGraph, base: Translator, plan: _Plan) -> GraphTranslator:
     """A stored graph in an ONNX Runtime session with its family's graph translator ``base``."""
     threads = plan.threads_per_stream
-    quantized = stored.quantization is not None
-    session = (_cached_session(stored.graph, threads) if stored.cached
-               else OnnxSession(stored.graph, threads=threads, quantized=quantized))
+    session = (_cached_session(stored.graph, threads) if stored.cached  # the cache holds fp32 graphs only
+               else OnnxSession(stored.graph, threads=threads, quantized=stored.quantization is not None))
     if not base.can_feed_onnx(session.input_names):
         raise UserError(f"{stored.graph}: its inputs {', '.join(session.input_names)} cannot be fed with these "
                         "options")
