@@ -200,13 +200,13 @@ def model_only(model: str, cache: str, int8_folder: str | None, repetitions: int
     generator = loaded.nets["a2b"]
     size = loaded.config.img_size
 
-    def session(path):
-        graph = OnnxSession(path)
+    def session(path, quantized=False):
+        graph = OnnxSession(path, quantized=quantized)
         return lambda x: graph.run({"input": x})
 
     runners = {"torch_fp32": generator, "onnxruntime_fp32": session(cached_graph(loaded, "a2b"))}
     if int8_folder:
-        runners["onnxruntime_int8"] = session(Path(int8_folder) / "generator_a2b.onnx")
+        runners["onnxruntime_int8"] = session(Path(int8_folder) / "generator_a2b.onnx", quantized=True)
 
     def bf16(x):
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -336,6 +336,7 @@ def main() -> None:
     parser.add_argument("--model-repetitions", type=int, default=6,
                         help="interleaved single-thread forward passes per variant (model_only_one_thread)")
     args = parser.parse_args()
+    from ugatit_cli.onnx_backend import winograd_enabled
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -378,6 +379,7 @@ def main() -> None:
             "cpus": os.cpu_count(), "cpu": cpu_facts(), "torch_threads_default": light["best"]["plain_loop_fp32"][
                 "torch_threads"],
             "onnx_export": {k: v for k, v in prepared.items() if k.endswith("_s")},
+            "onnxruntime_fp32_winograd": winograd_enabled(),  # UGATIT_ORT_WINOGRAD=0 measures the direct kernels
             **light,
         }
         if args.model_repetitions:

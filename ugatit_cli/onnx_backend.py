@@ -69,6 +69,12 @@ def low_memory() -> bool:
     return os.environ.get("UGATIT_ORT_LOW_MEMORY", "") == "1"
 
 
+def winograd_enabled() -> bool:
+    """False when ``UGATIT_ORT_WINOGRAD=0``: float32 graphs then run their 3x3 convolutions with ONNX Runtime's
+    direct kernels, as exported (:mod:`ugatit_cli.graph_rewrites`: faster, with a slightly larger rounding error)."""
+    return os.environ.get("UGATIT_ORT_WINOGRAD", "") != "0"
+
+
 #: float32 graphs with more bytes of weights than this run without ONNX Runtime's pre-packing of weights: for the
 #: full 256 px U-GAT-IT generator it copies the 1.07 GB gamma/beta matrix (a product with one row per image, bound
 #: by memory, not arithmetic), which raised the session's peak RSS by 870 MB for no speed (1.07 s per image with
@@ -114,7 +120,9 @@ def session_options(threads: int = 1, *, prepack: bool = True) -> Any:
 
 class OnnxSession:
     """An ONNX Runtime CPU session on one graph: named arrays in, named NumPy arrays out. ``quantized``: an int8
-    graph (always pre-packed, see :data:`PREPACK_MAX_BYTES`).
+    graph (always pre-packed, see :data:`PREPACK_MAX_BYTES`). A float32 graph's large 3x3 convolutions run as
+    Winograd convolutions (:func:`ugatit_cli.graph_rewrites.winograd_convs`, in memory; the file is not
+    changed) unless ``UGATIT_ORT_WINOGRAD=0``; ``rewritten`` counts them.
 
     Raises UserError when the file is not a readable ONNX graph.
     """
@@ -126,7 +134,15 @@ class OnnxSession:
             return_large_buffers()
         try:
             options = session_options(threads, prepack=quantized or graph_bytes(self.path) <= PREPACK_MAX_BYTES)
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            graph = None if quantized or not winograd_enabled() else _winograd_graph(self.path)
+            self.rewritten = 0 if graph is None else graph[1]
+            if graph is None:
+                self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            else:  # the rewritten graph from memory; its weights file, if any, beside the original
+                options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                                 str(self.path.parent))
+                self.session = ort.InferenceSession(graph[0], options, providers=["CPUExecutionProvider"])
+                del graph
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             first = first if len(first) <= 200 else first[:200] + "..."
@@ -148,6 +164,21 @@ class OnnxSession:
                   for name, value in feeds.items()}
         results = self.session.run(self.output_names, arrays)
         return dict(zip(self.output_names, results, strict=True))
+
+
+def _winograd_graph(path: Path) -> tuple[bytes, int] | None:
+    """The serialized graph of ``path`` with its 3x3 convolutions rewritten (weights left in their external file)
+    and how many; None when it has none to rewrite (or cannot be parsed: ONNX Runtime then says why)."""
+    import onnx
+
+    from .graph_rewrites import winograd_convs
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not a graph: the session built from the file gives the user's error
+        return None
+    count = winograd_convs(model)
+    return (model.SerializeToString(), count) if count else None
 
 
 def _array(value: Any) -> Any:

@@ -1,0 +1,116 @@
+"""The Winograd rewrite of float32 graphs for ONNX Runtime's CPU provider (``ugatit_cli.graph_rewrites``).
+
+Graphs are built with onnx.helper and run by the real ONNX Runtime, rewritten and not; the model test runs a
+real U-GAT-IT export (channels large enough to be rewritten) on real photos against PyTorch.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ugatit_cli.graph_rewrites import WINOGRAD_MIN_CHANNELS, winograd_convs
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from test_speed import HELD_OUT, assert_same_forward, random_model  # noqa: E402
+
+
+def conv_graph(weight: np.ndarray, bias: np.ndarray | None = None, **attrs) -> onnx.ModelProto:
+    """x [n, C, h, w] (all dynamic but C) -> Conv(weight, bias, **attrs) -> y."""
+    inits = [numpy_helper.from_array(weight, "w")] + ([] if bias is None else [numpy_helper.from_array(bias, "b")])
+    node = helper.make_node("Conv", ["x", "w"] + ([] if bias is None else ["b"]), ["y"], **attrs)
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["n", weight.shape[1] * attrs.get("group", 1), "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("pads,bias,batch,size", [
+    ([0, 0, 0, 0], False, 1, (18, 18)),   # sides + 2 - 2 = 16: whole tiles
+    ([1, 1, 1, 1], True, 3, (13, 10)),    # a batch, sides that need cropping
+    ([2, 0, 1, 3], False, 2, (7, 9)),     # uneven padding
+])
+def test_rewritten_convolutions_compute_the_direct_convolution(pads, bias, batch, size):
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((24, 20, 3, 3)) / 13).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32) if bias else None
+    model = conv_graph(weight, b, pads=pads)
+    x = rng.standard_normal((batch, 20, *size)).astype(np.float32)
+    direct = run(model, x)
+    assert winograd_convs(model, min_channels=16) == 1
+    assert "Conv" in {n.op_type for n in model.graph.node} and "MatMul" in {n.op_type for n in model.graph.node}
+    assert not [n for n in model.graph.node if n.op_type == "Conv" and n.input[1] == "w"]
+    rewritten = run(model, x)
+    assert rewritten.shape == direct.shape == (batch, 24, size[0] + pads[0] + pads[2] - 2,
+                                               size[1] + pads[1] + pads[3] - 2)
+    np.testing.assert_allclose(rewritten, direct, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape,attrs", [
+    ((24, 20, 3, 3), {"strides": [2, 2]}),
+    ((24, 20, 3, 3), {"dilations": [2, 2]}),
+    ((24, 10, 3, 3), {"group": 2}),
+    ((24, 20, 5, 5), {}),
+    ((24, 20, 1, 1), {}),
+])
+def test_other_convolutions_are_left_alone(shape, attrs):
+    model = conv_graph(np.ones(shape, np.float32), **attrs)
+    assert winograd_convs(model, min_channels=1) == 0
+    assert [n.op_type for n in model.graph.node] == ["Conv"] and len(model.graph.initializer) == 1
+
+
+def test_small_channel_counts_keep_the_direct_kernel():
+    model = conv_graph(np.ones((WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS - 1, 3, 3), np.float32))
+    assert winograd_convs(model) == 0
+    model = conv_graph(np.ones((WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS, 3, 3), np.float32))
+    assert winograd_convs(model) == 1
+
+
+def test_a_generator_session_runs_rewritten_and_matches_pytorch(tmp_path, monkeypatch):
+    """A light U-GAT-IT with ch 32 (residual blocks of 128 channels) exported to the cache: its session rewrites
+    the residual blocks' convolutions, computes PyTorch's outputs to 1e-4 on real photos, and the graph file is
+    the exported one; UGATIT_ORT_WINOGRAD=0 runs it as exported."""
+    from ugatit_cli.onnx_backend import OnnxSession, OnnxTranslator, cached_graph
+    from ugatit_cli.store.sources import resolve_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    folder = random_model(tmp_path / "model", img_size=32, ch=32, n_res=2, light=True)
+    model = resolve_model(folder, ("a2b",))
+    graph = cached_graph(model, "a2b")
+    before = graph.read_bytes()
+    session = OnnxSession(graph)
+    assert session.rewritten == 2 * 2 * 2  # two blocks of two convolutions, in the encoder and in the decoder
+    assert graph.read_bytes() == before
+    translator = model.family.translator(model, "a2b", None, {"heatmap": True})
+    assert_same_forward(translator, OnnxTranslator(translator, session), HELD_OUT)
+
+    monkeypatch.setenv("UGATIT_ORT_WINOGRAD", "0")
+    assert OnnxSession(graph).rewritten == 0
+    monkeypatch.delenv("UGATIT_ORT_WINOGRAD")
+    assert OnnxSession(graph, quantized=True).rewritten == 0  # int8 graphs are never rewritten
+
+
+def test_the_benchmark_script_reference_is_a_real_convolution():
+    """benchmarks/winograd.py measures errors against its own float64 convolution: it agrees with PyTorch's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "winograd_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "winograd.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 5, 9, 7)), rng.standard_normal((4, 5, 3, 3))
+    expected = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(torch.from_numpy(x), (1, 1, 1, 1), mode="reflect"), torch.from_numpy(w)).numpy()
+    np.testing.assert_allclose(bench.reference(x, w), expected, atol=1e-10)
