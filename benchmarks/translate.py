@@ -336,7 +336,7 @@ def main() -> None:
     parser.add_argument("--model-repetitions", type=int, default=6,
                         help="interleaved single-thread forward passes per variant (model_only_one_thread)")
     args = parser.parse_args()
-    from ugatit_cli.onnx_backend import winograd_enabled
+    from ugatit_cli.onnx_backend import rewrites_enabled
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -379,7 +379,7 @@ def main() -> None:
             "cpus": os.cpu_count(), "cpu": cpu_facts(), "torch_threads_default": light["best"]["plain_loop_fp32"][
                 "torch_threads"],
             "onnx_export": {k: v for k, v in prepared.items() if k.endswith("_s")},
-            "onnxruntime_fp32_winograd": winograd_enabled(),  # UGATIT_ORT_WINOGRAD=0 measures the direct kernels
+            "onnxruntime_fp32_rewritten": rewrites_enabled(),  # UGATIT_ORT_REWRITE=0: the graphs as exported
             **light,
         }
         if args.model_repetitions:

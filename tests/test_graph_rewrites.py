@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ugatit_cli.graph_rewrites import WINOGRAD_MIN_CHANNELS, winograd_convs
+from ugatit_cli.graph_rewrites import WINOGRAD_MIN_CHANNELS, space_to_depth_convs, winograd_convs
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -69,6 +69,38 @@ def test_other_convolutions_are_left_alone(shape, attrs):
     assert [n.op_type for n in model.graph.node] == ["Conv"] and len(model.graph.initializer) == 1
 
 
+@pytest.mark.parametrize("kernel,out_ch,pads,bias,batch,size", [
+    (7, 3, [0, 0, 0, 0], False, 1, (22, 22)),   # U-GAT-IT's last convolution (after its reflection pad)
+    (7, 3, [3, 3, 3, 3], True, 2, (13, 10)),    # its own zero padding, an odd side, a bias
+    (5, 4, [1, 2, 0, 1], False, 1, (9, 12)),
+])
+def test_space_to_depth_convolutions_compute_the_direct_convolution(kernel, out_ch, pads, bias, batch, size):
+    rng = np.random.default_rng(1)
+    weight = (rng.standard_normal((out_ch, 16, kernel, kernel)) / 20).astype(np.float32)
+    b = rng.standard_normal(out_ch).astype(np.float32) if bias else None
+    model = conv_graph(weight, b, pads=pads)
+    x = rng.standard_normal((batch, 16, *size)).astype(np.float32)
+    direct = run(model, x)
+    assert space_to_depth_convs(model) == 1
+    assert {"SpaceToDepth", "DepthToSpace"} <= {n.op_type for n in model.graph.node}
+    rewritten = run(model, x)
+    assert rewritten.shape == direct.shape == (batch, out_ch, size[0] + pads[0] + pads[2] - kernel + 1,
+                                               size[1] + pads[1] + pads[3] - kernel + 1)
+    np.testing.assert_allclose(rewritten, direct, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape,attrs", [
+    ((5, 16, 7, 7), {}),                      # more outputs than the block rule allows
+    ((3, 16, 3, 3), {}),                      # small kernel
+    ((3, 16, 6, 6), {}),                      # even kernel
+    ((3, 16, 7, 7), {"strides": [2, 2]}),
+])
+def test_space_to_depth_leaves_other_convolutions_alone(shape, attrs):
+    model = conv_graph(np.ones(shape, np.float32), **attrs)
+    assert space_to_depth_convs(model) == 0
+    assert [n.op_type for n in model.graph.node] == ["Conv"]
+
+
 def test_small_channel_counts_keep_the_direct_kernel():
     model = conv_graph(np.ones((WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS - 1, 3, 3), np.float32))
     assert winograd_convs(model) == 0
@@ -78,8 +110,9 @@ def test_small_channel_counts_keep_the_direct_kernel():
 
 def test_a_generator_session_runs_rewritten_and_matches_pytorch(tmp_path, monkeypatch):
     """A light U-GAT-IT with ch 32 (residual blocks of 128 channels) exported to the cache: its session rewrites
-    the residual blocks' convolutions, computes PyTorch's outputs to 1e-4 on real photos, and the graph file is
-    the exported one; UGATIT_ORT_WINOGRAD=0 runs it as exported."""
+    the residual blocks' convolutions and the last one, computes PyTorch's outputs to 1e-4 on real photos, and
+    the graph file is the exported one; UGATIT_ORT_REWRITE=0 runs it as exported."""
+    import ugatit_cli.onnx_backend as backend
     from ugatit_cli.onnx_backend import OnnxSession, OnnxTranslator, cached_graph
     from ugatit_cli.store.sources import resolve_model
 
@@ -90,15 +123,20 @@ def test_a_generator_session_runs_rewritten_and_matches_pytorch(tmp_path, monkey
     graph = cached_graph(model, "a2b")
     before = graph.read_bytes()
     session = OnnxSession(graph)
-    assert session.rewritten == 2 * 2 * 2  # two blocks of two convolutions, in the encoder and in the decoder
+    # two blocks of two convolutions, in the encoder and in the decoder; the 7x7 one that writes the image
+    assert session.rewritten == {"winograd": 2 * 2 * 2, "space_to_depth": 1}
     assert graph.read_bytes() == before
     translator = model.family.translator(model, "a2b", None, {"heatmap": True})
     assert_same_forward(translator, OnnxTranslator(translator, session), HELD_OUT)
 
-    monkeypatch.setenv("UGATIT_ORT_WINOGRAD", "0")
-    assert OnnxSession(graph).rewritten == 0
-    monkeypatch.delenv("UGATIT_ORT_WINOGRAD")
-    assert OnnxSession(graph, quantized=True).rewritten == 0  # int8 graphs are never rewritten
+    monkeypatch.setenv("UGATIT_ORT_REWRITE", "0")
+    plain = OnnxSession(graph)
+    assert plain.rewritten == {}
+    assert_same_forward(translator, OnnxTranslator(translator, plain), HELD_OUT[:1])
+    monkeypatch.delenv("UGATIT_ORT_REWRITE")
+    assert OnnxSession(graph, quantized=True).rewritten == {}  # int8 graphs are never rewritten
+    monkeypatch.setattr(backend, "REWRITE_MAX_INLINE_BYTES", graph.stat().st_size - 1)  # too large to parse
+    assert OnnxSession(graph).rewritten == {}
 
 
 def test_the_benchmark_script_reference_is_a_real_convolution():

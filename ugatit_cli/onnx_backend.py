@@ -69,10 +69,17 @@ def low_memory() -> bool:
     return os.environ.get("UGATIT_ORT_LOW_MEMORY", "") == "1"
 
 
-def winograd_enabled() -> bool:
-    """False when ``UGATIT_ORT_WINOGRAD=0``: float32 graphs then run their 3x3 convolutions with ONNX Runtime's
-    direct kernels, as exported (:mod:`ugatit_cli.graph_rewrites`: faster, with a slightly larger rounding error)."""
-    return os.environ.get("UGATIT_ORT_WINOGRAD", "") != "0"
+def rewrites_enabled() -> bool:
+    """False when ``UGATIT_ORT_REWRITE=0``: float32 graphs then run as exported, without the CPU rewrites of
+    :mod:`ugatit_cli.graph_rewrites` (which are faster, with a slightly larger rounding error)."""
+    return os.environ.get("UGATIT_ORT_REWRITE", "") != "0"
+
+
+#: graphs whose file (weights held inside it) is larger than this run as exported: rewriting means parsing and
+#: re-serialising them in Python, two passing copies of the weights (e.g. a full 256 px U-GAT-IT exported by
+#: ``ugatit export --format onnx``, 1.1 GB); graphs with an external weights file, as the cache keeps them,
+#: are rewritten at any size
+REWRITE_MAX_INLINE_BYTES = 256 << 20
 
 
 #: float32 graphs with more bytes of weights than this run without ONNX Runtime's pre-packing of weights: for the
@@ -120,9 +127,10 @@ def session_options(threads: int = 1, *, prepack: bool = True) -> Any:
 
 class OnnxSession:
     """An ONNX Runtime CPU session on one graph: named arrays in, named NumPy arrays out. ``quantized``: an int8
-    graph (always pre-packed, see :data:`PREPACK_MAX_BYTES`). A float32 graph's large 3x3 convolutions run as
-    Winograd convolutions (:func:`ugatit_cli.graph_rewrites.winograd_convs`, in memory; the file is not
-    changed) unless ``UGATIT_ORT_WINOGRAD=0``; ``rewritten`` counts them.
+    graph (always pre-packed, see :data:`PREPACK_MAX_BYTES`). A float32 graph is rewritten for the CPU in
+    memory (:func:`ugatit_cli.graph_rewrites.rewrite_for_cpu`; the file is not changed) unless
+    ``UGATIT_ORT_REWRITE=0`` or :data:`REWRITE_MAX_INLINE_BYTES`; ``rewritten`` counts the convolutions each
+    rewrite changed (empty when none ran).
 
     Raises UserError when the file is not a readable ONNX graph.
     """
@@ -134,8 +142,8 @@ class OnnxSession:
             return_large_buffers()
         try:
             options = session_options(threads, prepack=quantized or graph_bytes(self.path) <= PREPACK_MAX_BYTES)
-            graph = None if quantized or not winograd_enabled() else _winograd_graph(self.path)
-            self.rewritten = 0 if graph is None else graph[1]
+            graph = None if quantized or not rewrites_enabled() else _rewritten_graph(self.path)
+            self.rewritten = {} if graph is None else graph[1]
             if graph is None:
                 self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
             else:  # the rewritten graph from memory; its weights file, if any, beside the original
@@ -166,19 +174,22 @@ class OnnxSession:
         return dict(zip(self.output_names, results, strict=True))
 
 
-def _winograd_graph(path: Path) -> tuple[bytes, int] | None:
-    """The serialized graph of ``path`` with its 3x3 convolutions rewritten (weights left in their external file)
-    and how many; None when it has none to rewrite (or cannot be parsed: ONNX Runtime then says why)."""
+def _rewritten_graph(path: Path) -> tuple[bytes, dict[str, int]] | None:
+    """The serialized graph of ``path`` rewritten for the CPU (weights left in their external file, if any) and
+    the counts of :func:`~ugatit_cli.graph_rewrites.rewrite_for_cpu`; None when nothing was rewritten, the file
+    is too large to rewrite or cannot be parsed (ONNX Runtime then says why)."""
     import onnx
 
-    from .graph_rewrites import winograd_convs
+    from .graph_rewrites import rewrite_for_cpu
 
     try:
+        if path.stat().st_size > REWRITE_MAX_INLINE_BYTES:
+            return None
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # not a graph: the session built from the file gives the user's error
         return None
-    count = winograd_convs(model)
-    return (model.SerializeToString(), count) if count else None
+    counts = rewrite_for_cpu(model)
+    return (model.SerializeToString(), counts) if any(counts.values()) else None
 
 
 def _array(value: Any) -> Any:
