@@ -337,6 +337,23 @@ def test_a_family_reads_its_own_inputs_and_images_of_other_shapes_go_in_other_ba
         ugatit_cli.translate(tmp_path / "0.png", model, output=tmp_path / "x", heatmap=True, progress=False)
 
 
+def test_batches_hold_images_of_one_shape_and_failures_go_to_the_report(tmp_path):
+    """A GPU's batches (a CPU runs one image per pass): consecutive inputs of one shape, at most batch_size,
+    a new batch at each change of shape; a failed decode is reported and breaks no batch."""
+    from ugatit_cli.translation import Failed, TranslationReport, _batches, _Decoded, _Job
+
+    def decoded(i: int, h: int) -> _Decoded:
+        return _Decoded(_Job(tmp_path / f"{i}.png", ()), {"pixels": np.zeros((h, 8, 3), np.uint8)}, (8, h))
+
+    items = [decoded(0, 4), decoded(1, 4), Failed("x.png", "not an image"), decoded(2, 4), decoded(3, 4),
+             decoded(4, 8), decoded(5, 4)]
+    report, advanced = TranslationReport(tmp_path), []
+    batches = list(_batches(iter(items), 3, report, advanced.append))
+    assert [[d.job.source.name for d in batch] for batch in batches] == [
+        ["0.png", "1.png", "2.png"], ["3.png"], ["4.png"], ["5.png"]]
+    assert report.failed == [items[2]] and advanced == [False]
+
+
 def test_a_translator_that_cannot_feed_its_graph_never_gets_onnxruntime(tmp_path):
     """A cached graph (or --backend auto) never picks onnxruntime for a translator that cannot feed the graph:
     auto runs PyTorch and says so; --backend onnxruntime is one line, exit 2."""

@@ -134,6 +134,9 @@ def test_a_generator_session_runs_rewritten_and_matches_pytorch(tmp_path, monkey
     assert plain.rewritten == {}
     assert_same_forward(translator, OnnxTranslator(translator, plain), HELD_OUT[:1])
     monkeypatch.delenv("UGATIT_ORT_REWRITE")
+    monkeypatch.setenv("UGATIT_ORT_LOW_MEMORY", "1")  # the smallest footprint: no 4x Winograd weights
+    assert OnnxSession(graph).rewritten == {}
+    monkeypatch.delenv("UGATIT_ORT_LOW_MEMORY")
     assert OnnxSession(graph, quantized=True).rewritten == {}  # int8 graphs are never rewritten
     monkeypatch.setattr(backend, "REWRITE_MAX_INLINE_BYTES", graph.stat().st_size - 1)  # too large to parse
     assert OnnxSession(graph).rewritten == {}

@@ -197,8 +197,8 @@ def test_cached_graphs_keep_their_weights_in_a_mapped_file(tmp_path, light_model
 def test_two_model_streams_share_one_session_and_write_what_one_stream_writes(tmp_path, light_model, env,
                                                                               monkeypatch):
     """translate on a CPU runs one model stream per torch thread, all calling ``run`` on one ONNX Runtime
-    session (one copy of the pre-packed weights): two streams write byte for byte what one stream writes.
-    Batches of more than one image run in one stream."""
+    session (one copy of the pre-packed weights): two streams write byte for byte what one stream writes. A
+    batch size above 1 runs the same way (a CPU gains nothing from batches) and writes the same bytes."""
     import threading
 
     src = photos(tmp_path / "in", HELD_OUT + CALIBRATION)
@@ -240,20 +240,17 @@ def test_two_model_streams_share_one_session_and_write_what_one_stream_writes(tm
             # ... run from at most that many model threads (an idle pool thread takes the next batch: a fast
             # model may leave the second one unstarted)
             assert 1 <= len(callers[id(sessions[0])]) <= streams
-        # batches of more than one image: one stream with both threads (a second would hold a second batch)
-        sessions.clear()
-        callers.clear()
+        # a batch size above 1: still one image per pass, in as many streams
         batched = ugatit_cli.translate(src, light_model, output=tmp_path / "batched", backend="onnxruntime",
-                                       device="cpu", heatmap=True, progress=False, batch_size=2)
-        assert len(sessions) == 1 and len(callers[id(sessions[0])]) == 1
-        assert (plans[-1].streams, plans[-1].threads_per_stream) == (1, 2)
+                                       device="cpu", heatmap=True, progress=False, batch_size=4)
+        assert (plans[-1].batch_size, plans[-1].streams, plans[-1].threads_per_stream) == (1, 2, 1)
     finally:
         torch.set_num_threads(threads)
     assert all(len(r.done) == len(HELD_OUT + CALIBRATION) and not r.failed for r in reports.values())
     for one, two, both in zip(reports[1].done, reports[2].done, batched.done, strict=True):
         for name in ("output", "heatmap"):
             assert getattr(one, name).read_bytes() == getattr(two, name).read_bytes(), (one.source, name)
-            assert np.abs(pixels(getattr(one, name)) - pixels(getattr(both, name))).max() <= 1, (one.source, name)
+            assert getattr(one, name).read_bytes() == getattr(both, name).read_bytes(), (one.source, name)
 
 
 def test_a_run_with_nothing_to_translate_names_no_backend_precision_or_output_folder(tmp_path, light_model):

@@ -67,8 +67,7 @@ def winograd_convs(model: Any, min_channels: int = WINOGRAD_MIN_CHANNELS) -> int
     tiles = a * a
     c = _Constants(model, "winograd/")
     c.shared("BT", np.einsum("ar,bs->abrs", WINOGRAD_BT, WINOGRAD_BT).reshape(tiles, 1, a, a))
-    c.shared("G", WINOGRAD_G)
-    c.shared("GT", WINOGRAD_G.T)
+    c.shared("GG", np.einsum("ar,bs->abrs", WINOGRAD_G, WINOGRAD_G).reshape(tiles, 3, 3))
     c.shared("AT", np.einsum("ia,jb->ijab", WINOGRAD_AT, WINOGRAD_AT).reshape(m * m, tiles))
 
     def matches(spec: _Conv) -> bool:
@@ -80,13 +79,11 @@ def winograd_convs(model: Any, min_channels: int = WINOGRAD_MIN_CHANNELS) -> int
         x, w = node.input[0], node.input[1]
         pt, pl, pb, pr = spec.pads
         return [
-            # U[t, 1, o, c] = (G w[o, c] G^T)[t]: constant, folded by ONNX Runtime
-            n("MatMul", [c.shared("G"), w], [p + "Gw"]),
-            n("MatMul", [p + "Gw", c.shared("GT")], [p + "GwGt"]),
-            n("Reshape", [p + "GwGt", c.ints(p + "U_shape", [spec.out_ch, spec.in_ch, tiles])], [p + "U_oct"]),
-            n("Transpose", [p + "U_oct"], [p + "U_toc"], perm=[2, 0, 1]),
-            n("Unsqueeze", [p + "U_toc", c.ints("one", [1])], [p + "U"]),
-            # V[n, c, t, tile] = B^T d B of every 6x6 input tile (stride 4), one channel at a time; padded at
+            *_output_size(c, p, x, spec),
+            # U[t, o, c] = (G w[o, c] G^T)[t]: one constant node, folded by ONNX Runtime when the session is
+            # built (one Einsum: a chain of products would leave each intermediate's copy in memory meanwhile)
+            n("Einsum", [c.shared("GG"), w], [p + "U"], equation="trs,ocrs->toc"),
+            # V[n, t, c, tile] = B^T d B of every 6x6 input tile (stride 4), one channel at a time; padded at
             # the end so that the tiles cover the output, which is cropped to its size afterwards
             n("Reshape", [x, c.ints("channels_as_batch", [-1, 1, 0, 0])], [p + "x1"]),
             n("Conv", [p + "x1", c.shared("BT")], [p + "V"], kernel_shape=[a, a], strides=[m, m],
@@ -96,19 +93,16 @@ def winograd_convs(model: Any, min_channels: int = WINOGRAD_MIN_CHANNELS) -> int
             n("ReduceProd", [p + "th_tw"], [p + "P"], keepdims=1),
             n("Concat", [c.ints(p + "NCTP_head", [-1, spec.in_ch, tiles]), p + "P"], [p + "NCTP"], axis=0),
             n("Reshape", [p + "V", p + "NCTP"], [p + "V_nctp"]),
-            n("Transpose", [p + "V_nctp"], [p + "V_tncp"], perm=[2, 0, 1, 3]),
-            # M[t, n, o, tile] = U[t] V[t]
-            n("MatMul", [p + "U", p + "V_tncp"], [p + "M"]),
-            # Y = A^T M A for the 16 outputs of each tile, laid out for DepthToSpace
-            n("Reshape", [p + "M", c.ints("tiles_first", [tiles, -1])], [p + "M2"]),
+            n("Transpose", [p + "V_nctp"], [p + "V_ntcp"], perm=[0, 2, 1, 3]),
+            # M[n, t, o, tile] = U[t] V[n, t]
+            n("MatMul", [p + "U", p + "V_ntcp"], [p + "M"]),
+            # Y = A^T M A: the 16 outputs of each tile, channels (i, j, o) as DepthToSpace reads them
+            n("Reshape", [p + "M", c.ints("tiles_second", [0, tiles, -1])], [p + "M2"]),
             n("MatMul", [c.shared("AT"), p + "M2"], [p + "Y"]),
-            n("Concat", [c.ints(p + "M_head", [m * m, -1, spec.out_ch]), p + "th_tw"], [p + "Y_shape"], axis=0),
-            n("Reshape", [p + "Y", p + "Y_shape"], [p + "Y_knoij"]),
-            n("Transpose", [p + "Y_knoij"], [p + "Y_nkoij"], perm=[1, 0, 2, 3, 4]),
-            n("Concat", [c.ints(p + "Y_head", [-1, m * m * spec.out_ch]), p + "th_tw"], [p + "Y_shape2"], axis=0),
-            n("Reshape", [p + "Y_nkoij", p + "Y_shape2"], [p + "Y4"]),
+            n("Concat", [c.ints(p + "Y_head", [-1, m * m * spec.out_ch]), p + "th_tw"], [p + "Y_shape"], axis=0),
+            n("Reshape", [p + "Y", p + "Y_shape"], [p + "Y4"]),
             n("DepthToSpace", [p + "Y4"], [p + "Y_full"], blocksize=m, mode="DCR"),
-            *_crop_and_bias(c, p, x, p + "Y_full", spec, node.output[0]),
+            *_crop_and_bias(c, p, p + "Y_full", spec, node.output[0]),
         ]
 
     return _rewrite(model, c, matches, build)
@@ -146,6 +140,7 @@ def space_to_depth_convs(model: Any, max_out_channels: int = SPACE_TO_DEPTH_MAX_
         x, w = node.input[0], node.input[1]
         pt, pl, pb, pr = spec.pads
         return [
+            *_output_size(c, p, x, spec),
             n("Pad", [w, c.ints("kernel_pads", [0, 0, 1, 1, 0, 0, side - k - 1, side - k - 1])], [p + "w_pad"]),
             n("Reshape", [p + "w_pad", c.ints("flat_taps", [0, 0, -1])], [p + "w_flat"]),
             n("Gather", [p + "w_flat", c.ints(p + "taps", taps)], [p + "w_taps"], axis=2),  # o c a b p q u v
@@ -153,9 +148,7 @@ def space_to_depth_convs(model: Any, max_out_channels: int = SPACE_TO_DEPTH_MAX_
             n("Reshape", [p + "w_perm", c.ints(p + "w_shape", [4 * spec.out_ch, 4 * spec.in_ch, kb, kb])],
               [p + "w_blocks"]),
             # pad: the convolution's own padding, plus a row/column of zeros when a padded side is odd
-            n("Shape", [x], [p + "x_shape"]),
-            n("Slice", [p + "x_shape", c.ints("two", [2]), c.ints("four", [4])], [p + "x_hw"]),
-            n("Add", [p + "x_hw", c.ints(p + "pads_hw", [pt + pb, pl + pr])], [p + "padded_hw"]),
+            n("Add", [p + "in_hw", c.ints(p + "pads_hw", [pt + pb, pl + pr])], [p + "padded_hw"]),
             n("Mod", [p + "padded_hw", c.ints("two_two", [2, 2])], [p + "odd_hw"]),
             n("Add", [p + "odd_hw", c.ints(p + "end_pads", [pb, pr])], [p + "end_hw"]),
             n("Concat", [c.ints(p + "begin_pads", [0, 0, pt, pl, 0, 0]), p + "end_hw"], [p + "pads"], axis=0),
@@ -163,26 +156,33 @@ def space_to_depth_convs(model: Any, max_out_channels: int = SPACE_TO_DEPTH_MAX_
             n("SpaceToDepth", [p + "x_pad"], [p + "x_blocks"], blocksize=2),
             n("Conv", [p + "x_blocks", p + "w_blocks"], [p + "y_blocks"], kernel_shape=[kb, kb]),
             n("DepthToSpace", [p + "y_blocks"], [p + "y_full"], blocksize=2, mode="DCR"),
-            *_crop_and_bias(c, p, x, p + "y_full", spec, node.output[0]),
+            *_crop_and_bias(c, p, p + "y_full", spec, node.output[0]),
         ]
 
     return _rewrite(model, c, matches, build)
 
 
-def _crop_and_bias(c: _Constants, p: str, x: str, full: str, spec: _Conv, output: str) -> list[Any]:
-    """Nodes that crop ``full`` to the convolution's own output size (input sides + pads - kernel + 1) and add
-    its bias, if any, writing ``output``."""
+def _output_size(c: _Constants, p: str, x: str, spec: _Conv) -> list[Any]:
+    """Nodes computing ``p + "out_hw"``, the convolution's own output sides (input sides + pads - kernel + 1).
+    Placed first, so that the input's last reader is the rewrite's and its memory is freed early."""
     from onnx.helper import make_node as n
 
     pt, pl, pb, pr = spec.pads
     kh, kw = spec.kernel
-    cropped = output if spec.bias is None else p + "cropped"
-    nodes = [
+    return [
         n("Shape", [x], [p + "in_shape"]),
         n("Slice", [p + "in_shape", c.ints("two", [2]), c.ints("four", [4])], [p + "in_hw"]),
         n("Add", [p + "in_hw", c.ints(p + "crop", [pt + pb - kh + 1, pl + pr - kw + 1])], [p + "out_hw"]),
-        n("Slice", [full, c.ints("zeros", [0, 0]), p + "out_hw", c.ints("axes_hw", [2, 3])], [cropped]),
     ]
+
+
+def _crop_and_bias(c: _Constants, p: str, full: str, spec: _Conv, output: str) -> list[Any]:
+    """Nodes that crop ``full`` to ``p + "out_hw"`` (:func:`_output_size`) and add the convolution's bias, if
+    any, writing ``output``."""
+    from onnx.helper import make_node as n
+
+    cropped = output if spec.bias is None else p + "cropped"
+    nodes = [n("Slice", [full, c.ints("zeros", [0, 0]), p + "out_hw", c.ints("axes_hw", [2, 3])], [cropped])]
     if spec.bias is not None:
         nodes += [n("Reshape", [spec.bias, c.ints("bias_shape", [1, -1, 1, 1])], [p + "bias"]),
                   n("Add", [cropped, p + "bias"], [output])]

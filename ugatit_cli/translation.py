@@ -89,17 +89,16 @@ from .onnx_backend import (
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-#: Images per forward pass when none is given. On CPUs one image per pass is fastest (measured on a 2-core
-#: Xeon: 1.9 img/s at 1, 1.7 at 4, 1.3 at 8 for a light 256 px model: activations stay in cache); GPUs want
-#: batches.
-CPU_BATCH_SIZE = 1
+#: Images per forward pass on GPUs when none is given (GPUs want batches).
 ACCELERATOR_BATCH_SIZE = 8
-#: Model streams on a CPU: each runs whole images with its share of torch's threads. Two single-threaded
-#: streams beat one two-threaded forward by ~15-20% (no barrier per op, one core's cache per image) and
-#: degrade far less when other processes take a core. Batches of more than one image run in one stream with
-#: all the threads: each op then has work enough for every thread, and a second stream would hold a second
-#: batch's activations (full 256 px ch64 generator, onnxruntime fp32, batch 4 on a 2-core Xeon: 1.62 img/s at
-#: 1.78 GB peak RSS in one stream, 1.83 img/s at 2.35 GB in two; int8: 3.18 img/s at 0.92 GB, 3.57 at 1.42 GB).
+#: Model streams on a CPU: each runs whole images, one per forward pass, with its share of the threads. Two
+#: single-threaded streams beat one two-threaded forward by ~15-20% (no barrier per op, one core's cache per
+#: image) and degrade far less when other processes take a core. A CPU gains nothing from batches, so a
+#: ``batch_size`` above 1 does not change how the model runs there: on a 2-core Xeon a light 256 px model in
+#: PyTorch ran at 1.9 img/s at batch 1, 1.7 at 4 and 1.3 at 8 (activations fall out of the cache), and the full
+#: 256 px ch64 generator with onnxruntime (model alone, 2 threads) at 2.34 img/s and 1.58 GB peak RSS one image
+#: per stream, 2.07 img/s and 1.44 GB one image in one 2-thread stream, 1.88 img/s and 1.93 GB batch 4 in one
+#: stream, 2.32 img/s and 2.55 GB batch 4 per stream.
 MAX_CPU_STREAMS = 4
 BACKENDS = ("auto", "torch", "onnxruntime")
 #: ``--backend auto`` exports a model to ONNX on a CPU only when there are at least this many images to
@@ -212,18 +211,18 @@ class _Plan:
         memory_format = torch.contiguous_format if cpu and dtype is None else torch.channels_last
         if not cpu:
             return cls(device, dtype, memory_format, batch_size or ACCELERATOR_BATCH_SIZE, 1, 0)
-        return cls._on_cpu(device, dtype, memory_format, batch_size, torch.get_num_threads())
+        return cls._on_cpu(device, dtype, memory_format, torch.get_num_threads())
 
     @classmethod
-    def for_graph(cls, batch_size: int | None) -> _Plan:
+    def for_graph(cls) -> _Plan:
         """A stored graph with ONNX Runtime: the CPU's threads (:func:`~ugatit_cli.core.hardware.cpu_threads`)."""
-        return cls._on_cpu(None, None, None, batch_size, cpu_threads())
+        return cls._on_cpu(None, None, None, cpu_threads())
 
     @classmethod
-    def _on_cpu(cls, device: Any, dtype: Any, memory_format: Any, batch_size: int | None, threads: int) -> _Plan:
-        batch_size = batch_size or CPU_BATCH_SIZE
-        streams = max(1, min(threads, MAX_CPU_STREAMS)) if batch_size == 1 else 1
-        return cls(device, dtype, memory_format, batch_size, streams, max(1, threads // streams))
+    def _on_cpu(cls, device: Any, dtype: Any, memory_format: Any, threads: int) -> _Plan:
+        """One image per forward pass whatever the batch size asked, in parallel streams (:data:`MAX_CPU_STREAMS`)."""
+        streams = max(1, min(threads, MAX_CPU_STREAMS))
+        return cls(device, dtype, memory_format, 1, streams, max(1, threads // streams))
 
 
 @dataclass(frozen=True)
@@ -288,7 +287,8 @@ def translate(
     ``keep_size`` scales each result back to its input's size. ``options`` are the family's translate
     options (``Family.translate_options``, e.g. a flag that also writes an extra output).
     Existing outputs are kept and counted as skipped unless ``overwrite``.
-    ``batch_size`` defaults to 1 on a CPU (fastest there) and 8 on a GPU. ``workers`` is the number of
+    ``batch_size``: images per forward pass on a GPU (default 8); a CPU runs one image per pass in parallel
+    streams whatever it says (faster and smaller there, see :data:`MAX_CPU_STREAMS`). ``workers`` is the number of
     decode/encode threads; ``progress`` shows a Rich bar on stderr.
 
     Video files (and the videos in folders) become ``RELATIVE.mp4`` at the clip's size
@@ -402,7 +402,7 @@ def translate(
     if jobs or face_images or videos:
         count = len(jobs) + len(face_images) + len(videos)
         if stored is not None:
-            plan = _Plan.for_graph(batch_size)
+            plan = _Plan.for_graph()
             translator = _graph_translator(stored, graph, plan)
         else:
             plan = _Plan.for_device(target, dtype, batch_size)

@@ -38,8 +38,9 @@ def translate(
     size: Annotated[int | None, typer.Option(help=f"Square size the model runs at ({family_help('size')}).",
                                              show_default="the model's training size")] = None,
     keep_size: Annotated[bool, typer.Option("--keep-size", help="Scale each result back to its input's size.")] = False,
-    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.",
-                                                   show_default="1 on a CPU, where it is fastest; 8 on a GPU")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass on a GPU. A CPU runs one image "
+                                                   "per pass in parallel streams, whatever this says (faster and "
+                                                   "smaller there).", show_default="8")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="Autocast precision (fp16 needs a GPU); auto: bf16 on GPUs and "
                                                  "AMX CPUs, else fp32.")] = Precision.fp32,
