@@ -3,7 +3,8 @@
     python benchmarks/translate.py                      # 48 JPEGs (300-480 px), light ch64 model at 256 px
     python benchmarks/translate.py --images 16 --rounds 1 --batch-size 4
     python benchmarks/translate.py --full-images 32     # also the full 256 px ch64 model (~279 M parameters),
-                                                        # fp32 and int8, batch 1 and batched
+                                                        # fp32 and int8, batch 1 and --batch-size 4 (which a
+                                                        # CPU runs one image per pass too: the row checks it)
 
 Variants, each over the same images in a fresh process: the plain loop (fp32), translate with PyTorch fp32,
 ONNX Runtime fp32 (graph exported beforehand into the cache, as a second run finds it: without importing
@@ -326,7 +327,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: translate's own (1 on a CPU)")
+    parser.add_argument("--batch-size", type=int, default=None, help="passed to translate (a CPU runs one image per pass whatever it says)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 variant (its export takes a while)")
     parser.add_argument("--full-images", type=int, default=0,

@@ -393,8 +393,9 @@ def test_onnxruntime_and_auto_backends_translate_as_torch(data, run, torch_trans
 
 def test_an_onnx_export_folder_translates_and_clusters(data, run, torch_translations, tmp_path):
     """An ONNX export folder as MODEL: --domain (its style_codes.safetensors), --reference (file, folder,
-    round-robin: guiding_network.onnx) give torch's translations; cluster gives the model folder's domains;
-    the exporter's own warnings do not leak while its progress shows."""
+    round-robin: guiding_network.onnx) give torch's translations; cluster gives the model folder's domains, with
+    probabilities equal to float rounding (onnxruntime's Winograd convolutions may move the sixth decimal); the
+    exporter's own warnings do not leak while its progress shows."""
     pytest.importorskip("onnxruntime")
     onnx = tmp_path / "onnx"
     done = ugatit("export", run, "-o", onnx, "--format", "onnx")
@@ -405,8 +406,10 @@ def test_an_onnx_export_folder_translates_and_clusters(data, run, torch_translat
         _same(_translations(tmp_path / name), torch_translations[name], name)
     ugatit("cluster", data, "--model", run, "-o", tmp_path / "clusters_torch")
     ugatit("cluster", data, "--model", onnx, "-o", tmp_path / "clusters_onnx")
-    a, b = ((tmp_path / f"clusters_{m}" / "domains.csv").read_text() for m in ("torch", "onnx"))
-    assert a == b
+    a, b = (list(csv.DictReader((tmp_path / f"clusters_{m}" / "domains.csv").open())) for m in ("torch", "onnx"))
+    assert [(r["image"], r["domain"]) for r in a] == [(r["image"], r["domain"]) for r in b] and len(a) > 0
+    np.testing.assert_allclose([float(r["probability"]) for r in a], [float(r["probability"]) for r in b],
+                               atol=2e-6, rtol=0)
 
 
 def _write_official(path: Path, size: int = 32, k: int = 3, sty_dim: int = 8, nf: int = 16) -> dict:

@@ -127,8 +127,8 @@ def session_options(threads: int = 1, *, prepack: bool = True) -> Any:
 
 class OnnxSession:
     """An ONNX Runtime CPU session on one graph: named arrays in, named NumPy arrays out. ``quantized``: an int8
-    graph (always pre-packed, see :data:`PREPACK_MAX_BYTES`). A float32 graph is rewritten for the CPU in
-    memory (:func:`ugatit_cli.graph_rewrites.rewrite_for_cpu`; the file is not changed) unless
+    graph (always pre-packed, see :data:`PREPACK_MAX_BYTES`). The graph's float32 convolutions are rewritten for the
+    CPU in memory (:func:`ugatit_cli.graph_rewrites.rewrite_for_cpu`; the file is not changed) unless
     ``UGATIT_ORT_REWRITE=0``, ``UGATIT_ORT_LOW_MEMORY=1`` (the Winograd weights take 4x the memory of the
     convolutions' own) or :data:`REWRITE_MAX_INLINE_BYTES`; ``rewritten`` counts the convolutions each rewrite
     changed (empty when none ran).
@@ -143,7 +143,7 @@ class OnnxSession:
             return_large_buffers()
         try:
             options = session_options(threads, prepack=quantized or graph_bytes(self.path) <= PREPACK_MAX_BYTES)
-            rewrite = not quantized and rewrites_enabled() and not low_memory()
+            rewrite = rewrites_enabled() and not low_memory()
             graph = _rewritten_graph(self.path) if rewrite else None
             self.rewritten = {} if graph is None else graph[1]
             if graph is None:
