@@ -327,7 +327,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=None, help="passed to translate (a CPU runs one image per pass whatever it says)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="passed to translate (a CPU runs one image per pass whatever it says)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 variant (its export takes a while)")
     parser.add_argument("--full-images", type=int, default=0,
