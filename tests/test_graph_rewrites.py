@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ugatit_cli.graph_rewrites import WINOGRAD_MIN_CHANNELS, space_to_depth_convs, winograd_convs
+from ugatit_cli.graph_rewrites import WINOGRAD_MIN_CHANNELS, rewrite_for_cpu, space_to_depth_convs, winograd_convs
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -99,6 +99,38 @@ def test_space_to_depth_leaves_other_convolutions_alone(shape, attrs):
     model = conv_graph(np.ones(shape, np.float32), **attrs)
     assert space_to_depth_convs(model) == 0
     assert [n.op_type for n in model.graph.node] == ["Conv"]
+
+
+def test_graphs_of_old_opsets_are_left_alone():
+    model = conv_graph(np.ones((128, 128, 3, 3), np.float32))
+    model.opset_import[0].version = 12  # no Einsum
+    assert rewrite_for_cpu(model) == {"winograd": 0, "space_to_depth": 0}
+    assert [n.op_type for n in model.graph.node] == ["Conv"]
+
+
+def test_a_rewrite_that_cannot_run_leaves_the_session_on_the_graph_as_exported(tmp_path, monkeypatch):
+    """A rewrite is an optimisation: if its graph fails to build (here a rewrite that adds an operator ONNX
+    Runtime does not know), the session is built from the file and computes what the file says."""
+    import ugatit_cli.graph_rewrites as rewrites
+    from ugatit_cli.onnx_backend import OnnxSession
+
+    rng = np.random.default_rng(2)
+    model = conv_graph((rng.standard_normal((128, 128, 3, 3)) / 30).astype(np.float32), pads=[1, 1, 1, 1])
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, str(path))
+    x = rng.standard_normal((1, 128, 8, 8)).astype(np.float32)
+    good = OnnxSession(path)
+    assert good.rewritten == {"winograd": 1, "space_to_depth": 0}
+
+    def broken(model):
+        model.graph.node.append(helper.make_node("NoSuchOp", ["y"], ["z"]))
+        return {"winograd": 1, "space_to_depth": 0}
+
+    monkeypatch.setattr(rewrites, "rewrite_for_cpu", broken)
+    fallback = OnnxSession(path)
+    assert fallback.rewritten == {}
+    np.testing.assert_allclose(fallback.run({"x": x})["y"], run(model, x), atol=0, rtol=0)
+    np.testing.assert_allclose(good.run({"x": x})["y"], run(model, x), atol=1e-4, rtol=0)  # Winograd rounding
 
 
 def test_small_channel_counts_keep_the_direct_kernel():

@@ -52,9 +52,16 @@ WINOGRAD_AT = np.array([[1, 1, 1, 1, 1, 0],
 WINOGRAD_MIN_CHANNELS = 128
 
 
+#: the rewrites use operators of this ONNX opset (Einsum, Pad and Slice with tensor inputs, DCR DepthToSpace)
+MIN_OPSET = 13
+
+
 def rewrite_for_cpu(model: Any) -> dict[str, int]:
     """Both rewrites of this module, in place, on ``model`` (an ``onnx.ModelProto``); how many convolutions each
-    rewrote."""
+    rewrote (none in a graph of an opset below :data:`MIN_OPSET`)."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        return {"winograd": 0, "space_to_depth": 0}
     return {"winograd": winograd_convs(model), "space_to_depth": space_to_depth_convs(model)}
 
 

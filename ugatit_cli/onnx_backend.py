@@ -143,16 +143,12 @@ class OnnxSession:
             return_large_buffers()
         try:
             options = session_options(threads, prepack=quantized or graph_bytes(self.path) <= PREPACK_MAX_BYTES)
-            rewrite = rewrites_enabled() and not low_memory()
-            graph = _rewritten_graph(self.path) if rewrite else None
-            self.rewritten = {} if graph is None else graph[1]
-            if graph is None:
+            rewritten = _rewritten_session(self.path, options) if rewrites_enabled() and not low_memory() else None
+            if rewritten is None:
                 self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-            else:  # the rewritten graph from memory; its weights file, if any, beside the original
-                options.add_session_config_entry("session.model_external_initializers_file_folder_path",
-                                                 str(self.path.parent))
-                self.session = ort.InferenceSession(graph[0], options, providers=["CPUExecutionProvider"])
-                del graph
+                self.rewritten: dict[str, int] = {}
+            else:
+                self.session, self.rewritten = rewritten
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             first = first if len(first) <= 200 else first[:200] + "..."
@@ -176,22 +172,30 @@ class OnnxSession:
         return dict(zip(self.output_names, results, strict=True))
 
 
-def _rewritten_graph(path: Path) -> tuple[bytes, dict[str, int]] | None:
-    """The serialized graph of ``path`` rewritten for the CPU (weights left in their external file, if any) and
+def _rewritten_session(path: Path, options: Any) -> tuple[Any, dict[str, int]] | None:
+    """A session on the graph of ``path`` rewritten for the CPU (weights left in their external file, if any) and
     the counts of :func:`~ugatit_cli.graph_rewrites.rewrite_for_cpu`; None when nothing was rewritten, the file
-    is too large to rewrite or cannot be parsed (ONNX Runtime then says why)."""
+    is too large to rewrite, or the graph cannot be parsed or its rewrite cannot be run: the session is then
+    built from the file as it is (and ONNX Runtime says what is wrong with it, if anything). A rewrite is an
+    optimisation; it never makes a usable graph unusable."""
     import onnx
 
     from .graph_rewrites import rewrite_for_cpu
 
+    ort = require_onnxruntime()
     try:
         if path.stat().st_size > REWRITE_MAX_INLINE_BYTES:
             return None
         model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # not a graph: the session built from the file gives the user's error
+        counts = rewrite_for_cpu(model)
+        if not any(counts.values()):
+            return None
+        graph = model.SerializeToString()
+        del model
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
+        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"]), counts
+    except Exception:  # a file ONNX Runtime cannot read either, or a graph the rewrite does not suit
         return None
-    counts = rewrite_for_cpu(model)
-    return (model.SerializeToString(), counts) if any(counts.values()) else None
 
 
 def _array(value: Any) -> Any:
