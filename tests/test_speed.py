@@ -494,6 +494,7 @@ def test_a_stored_graph_translates_without_importing_torch(tmp_path, env, onnx_f
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and not imported and len(lines) == 1 and "cached graph is removed" in lines[0], err
     assert "Traceback" not in err and "[E:onnxruntime" not in err and not graph.exists()
+    assert lines[0].startswith(f"error: {graph}.data: truncated (100 bytes; the weights of {graph.name} need "), err
     code, imported, err = probe("translate", src, "-m", model, "-o", tmp_path / "damaged", "--device", "cpu",
                                 "--backend", "onnxruntime", env=env)
     assert code == 0 and imported and "exporting the model to ONNX" in err, err

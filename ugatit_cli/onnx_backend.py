@@ -154,6 +154,9 @@ class OnnxSession:
                 self.session = ort.InferenceSession(graph[0], options, providers=["CPUExecutionProvider"])
                 del graph
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            problem = _external_data_problem(self.path)  # its message names the graph and a C++ source line
+            if problem is not None:
+                raise UserError(problem) from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             first = first if len(first) <= 200 else first[:200] + "..."
             raise UserError(f"{self.path}: not a usable ONNX graph ({first})") from None
@@ -174,6 +177,37 @@ class OnnxSession:
                   for name, value in feeds.items()}
         results = self.session.run(self.output_names, arrays)
         return dict(zip(self.output_names, results, strict=True))
+
+
+def _external_data_problem(path: Path) -> str | None:
+    """Why the external weights file of the graph ``path`` cannot serve it (missing, or shorter than the
+    graph's tensors need: a copy or download cut short), naming that file; None when it can, or when the graph
+    keeps its weights inside or cannot be parsed (ONNX Runtime's error then stands)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None
+    needed: dict[str, int] = {}
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        facts = {entry.key: entry.value for entry in tensor.external_data}
+        try:
+            end = int(facts.get("offset", 0)) + int(facts.get("length", 0))
+        except ValueError:
+            continue
+        name = facts.get("location", "")
+        needed[name] = max(needed.get(name, 0), end)
+    for name, end in needed.items():
+        data = path.parent / name
+        if not data.is_file():
+            return f"{data}: missing (the weights file of {path.name})"
+        size = data.stat().st_size
+        if size < end:
+            return f"{data}: truncated ({size:,} bytes; the weights of {path.name} need {end:,})"
+    return None
 
 
 def _rewritten_graph(path: Path) -> tuple[bytes, dict[str, int]] | None:
