@@ -259,6 +259,14 @@ class _OnSession:
     def prepare(self, source: Path, pixels: Any) -> dict[str, Any]:
         return self.base.prepare(source, pixels)
 
+    def _outputs(self, results: Mapping[str, Any]) -> dict[str, Any]:
+        """The family's :meth:`Translator.onnx_outputs`; its UserError (a graph without the outputs the family
+        reads) names the graph file."""
+        try:
+            return self.base.onnx_outputs(results)
+        except UserError as exc:
+            raise UserError(f"{self.session.path}: {exc}") from None
+
 
 class GraphTranslator(_OnSession):
     """The family's graph translator (:meth:`Family.graph_translator`: reading, sizes, feeds and outputs that
@@ -277,7 +285,7 @@ class GraphTranslator(_OnSession):
         B x 3 x H x W in [-1, 1], maps as the graph gives them)."""
         extras = {key: value for key, value in stacked.items() if key != "pixels"}
         x = pixels_to_array(stacked["pixels"]) if "pixels" in stacked else None
-        return self.base.onnx_outputs(self.session.run(self.base.onnx_feeds(x, extras, self.session.input_names)))
+        return self._outputs(self.session.run(self.base.onnx_feeds(x, extras, self.session.input_names)))
 
 
 class OnnxTranslator(_OnSession, Translator):
@@ -293,7 +301,7 @@ class OnnxTranslator(_OnSession, Translator):
     def forward(self, x, extras):
         x = None if x is None else x.float()
         feeds = self.base.onnx_feeds(x, extras, self.session.input_names)
-        return self.base.onnx_outputs(_tensors(self.session.run(feeds)))
+        return self._outputs(_tensors(self.session.run(feeds)))
 
 
 # --- ONNX export folders as MODEL ------------------------------------------------------------------------
