@@ -418,6 +418,19 @@ def test_an_onnx_export_folder_is_a_model(tmp_path, light_model, onnx_folder, en
         shutil.copy(exported / name, tmp_path / "one" / name)
     missing = cli("translate", src, "--model", tmp_path / "one", "--output", tmp_path / "bad", env=env)
     assert missing.returncode == 2 and "has no generator_a2b.onnx" in missing.stderr
+    import onnx  # a valid graph, not the family's (no output "image"): named by its file, in one line
+    from onnx import TensorProto, helper
+
+    plain = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, None, None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, None, None])])
+    graph = tmp_path / "one" / "generator_b2a.onnx"
+    onnx.save(helper.make_model(plain, opset_imports=[helper.make_opsetid("", 20)]), graph)
+    wrong = cli("translate", src, "--model", tmp_path / "one", "--direction", "b2a", "--output", tmp_path / "bad",
+                env=env)
+    errors = [line for line in wrong.stderr.splitlines() if line.startswith("error:")]
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
+    assert errors == [f"error: {graph}: the ONNX graph has no output image (it has y)"]
     for args, message in ((["--direction", "b2a", "--backend", "torch"], "runs with --backend onnxruntime"),
                           (["--direction", "b2a", "--precision", "bf16"], "computes in float32")):
         bad = cli("translate", src, "--model", exported, "--output", tmp_path / "bad", *args, env=env)
@@ -494,6 +507,7 @@ def test_a_stored_graph_translates_without_importing_torch(tmp_path, env, onnx_f
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and not imported and len(lines) == 1 and "cached graph is removed" in lines[0], err
     assert "Traceback" not in err and "[E:onnxruntime" not in err and not graph.exists()
+    assert lines[0].startswith(f"error: {graph}.data: truncated (100 bytes; the weights of {graph.name} need "), err
     code, imported, err = probe("translate", src, "-m", model, "-o", tmp_path / "damaged", "--device", "cpu",
                                 "--backend", "onnxruntime", env=env)
     assert code == 0 and imported and "exporting the model to ONNX" in err, err

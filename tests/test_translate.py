@@ -131,6 +131,24 @@ def test_batches_of_mixed_sizes_match_single_images(tmp_path, light_model):
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
+def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, light_model, monkeypatch):
+    import errno
+    import tempfile
+
+    natural_image((20, 24), 0).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def read_only(*args, **kwargs):  # what mkstemp meets in a read-only mount (root ignores chmod)
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(UserError) as caught:
+        ugatit_cli.translate(tmp_path / "a.png", light_model, output=out, progress=False)
+    assert str(caught.value) == f"{out}: cannot write in the output folder (Read-only file system)"
+    assert list(out.iterdir()) == []
+
+
 def test_folders_recurse_keeping_relative_paths_and_globs_match(tmp_path, light_model):
     src = tmp_path / "photos"
     (src / "trip" / "day1").mkdir(parents=True)

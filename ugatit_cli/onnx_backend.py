@@ -150,6 +150,9 @@ class OnnxSession:
             else:
                 self.session, self.rewritten = rewritten
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            problem = _external_data_problem(self.path)  # its message names the graph and a C++ source line
+            if problem is not None:
+                raise UserError(problem) from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             first = first if len(first) <= 200 else first[:200] + "..."
             raise UserError(f"{self.path}: not a usable ONNX graph ({first})") from None
@@ -170,6 +173,37 @@ class OnnxSession:
                   for name, value in feeds.items()}
         results = self.session.run(self.output_names, arrays)
         return dict(zip(self.output_names, results, strict=True))
+
+
+def _external_data_problem(path: Path) -> str | None:
+    """Why the external weights file of the graph ``path`` cannot serve it (missing, or shorter than the
+    graph's tensors need: a copy or download cut short), naming that file; None when it can, or when the graph
+    keeps its weights inside or cannot be parsed (ONNX Runtime's error then stands)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None
+    needed: dict[str, int] = {}
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        facts = {entry.key: entry.value for entry in tensor.external_data}
+        try:
+            end = int(facts.get("offset", 0)) + int(facts.get("length", 0))
+        except ValueError:
+            continue
+        name = facts.get("location", "")
+        needed[name] = max(needed.get(name, 0), end)
+    for name, end in needed.items():
+        data = path.parent / name
+        if not data.is_file():
+            return f"{data}: missing (the weights file of {path.name})"
+        size = data.stat().st_size
+        if size < end:
+            return f"{data}: truncated ({size:,} bytes; the weights of {path.name} need {end:,})"
+    return None
 
 
 def _rewritten_session(path: Path, options: Any) -> tuple[Any, dict[str, int]] | None:
@@ -229,6 +263,14 @@ class _OnSession:
     def prepare(self, source: Path, pixels: Any) -> dict[str, Any]:
         return self.base.prepare(source, pixels)
 
+    def _outputs(self, results: Mapping[str, Any]) -> dict[str, Any]:
+        """The family's :meth:`Translator.onnx_outputs`; its UserError (a graph without the outputs the family
+        reads) names the graph file."""
+        try:
+            return self.base.onnx_outputs(results)
+        except UserError as exc:
+            raise UserError(f"{self.session.path}: {exc}") from None
+
 
 class GraphTranslator(_OnSession):
     """The family's graph translator (:meth:`Family.graph_translator`: reading, sizes, feeds and outputs that
@@ -247,7 +289,7 @@ class GraphTranslator(_OnSession):
         B x 3 x H x W in [-1, 1], maps as the graph gives them)."""
         extras = {key: value for key, value in stacked.items() if key != "pixels"}
         x = pixels_to_array(stacked["pixels"]) if "pixels" in stacked else None
-        return self.base.onnx_outputs(self.session.run(self.base.onnx_feeds(x, extras, self.session.input_names)))
+        return self._outputs(self.session.run(self.base.onnx_feeds(x, extras, self.session.input_names)))
 
 
 class OnnxTranslator(_OnSession, Translator):
@@ -263,7 +305,7 @@ class OnnxTranslator(_OnSession, Translator):
     def forward(self, x, extras):
         x = None if x is None else x.float()
         feeds = self.base.onnx_feeds(x, extras, self.session.input_names)
-        return self.base.onnx_outputs(_tensors(self.session.run(feeds)))
+        return self._outputs(_tensors(self.session.run(feeds)))
 
 
 # --- ONNX export folders as MODEL ------------------------------------------------------------------------

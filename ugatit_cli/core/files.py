@@ -55,9 +55,12 @@ def mark_output_folder(folder: str | os.PathLike, command: str) -> bool:
     with os.scandir(folder) as entries:
         if any(not entry.name.startswith(".") for entry in entries):
             return False
-    with atomic_file(mark) as tmp:
-        tmp.write_text(f"results of ugatit {command}: a folder read recursively leaves this one out; name it "
-                       "to read it\n", encoding="utf-8")
+    try:
+        with atomic_file(mark) as tmp:
+            tmp.write_text(f"results of ugatit {command}: a folder read recursively leaves this one out; name it "
+                           "to read it\n", encoding="utf-8")
+    except OSError as exc:  # a read-only or someone else's folder: one line, not a traceback
+        raise UserError(f"{folder}: cannot write in the output folder ({exc.strerror or exc})") from None
     return True
 
 

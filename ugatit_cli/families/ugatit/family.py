@@ -142,7 +142,7 @@ class UGATITFamily(Family):
     cli_help = {
         "model": "official *_params_*.pt or TF checkpoint",
         "direction": "a2b or b2a; for selfie2anime, a2b is selfie -> anime",
-        "size": "light models: any multiple of 4",
+        "size": "light models: any multiple of 4 from 16 to 4096",
         "init_from": "official *_params_*.pt",
         "eval_direction": "a2b: translations of testA vs testB; b2a: of testB vs testA; or both",
         "eval_data": "testA/, testB/",
