@@ -101,6 +101,23 @@ def test_space_to_depth_leaves_other_convolutions_alone(shape, attrs):
     assert [n.op_type for n in model.graph.node] == ["Conv"]
 
 
+def test_float16_weights_cast_to_float32_are_rewritten_too():
+    """``ugatit export --half`` stores float16 weights and casts them in the graph: both rewrites still apply."""
+    rng = np.random.default_rng(3)
+    for shape, rewrite, atol in (((128, 128, 3, 3), winograd_convs, 1e-4), ((3, 16, 7, 7), space_to_depth_convs, 1e-5)):
+        weight = (rng.standard_normal(shape) / 30).astype(np.float16)
+        cast = helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT)
+        conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+        graph = helper.make_graph([cast, conv], "half", [helper.make_tensor_value_info(
+            "x", TensorProto.FLOAT, ["n", shape[1], "h", "w"])], [helper.make_tensor_value_info(
+                "y", TensorProto.FLOAT, None)], [numpy_helper.from_array(weight, "w16")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        x = rng.standard_normal((1, shape[1], 12, 10)).astype(np.float32)
+        direct = run(model, x)
+        assert rewrite(model) == 1
+        np.testing.assert_allclose(run(model, x), direct, atol=atol, rtol=0)
+
+
 def test_graphs_of_old_opsets_are_left_alone():
     model = conv_graph(np.ones((128, 128, 3, 3), np.float32))
     model.opset_import[0].version = 12  # no Einsum

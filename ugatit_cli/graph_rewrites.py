@@ -67,8 +67,9 @@ def rewrite_for_cpu(model: Any) -> dict[str, int]:
 
 def winograd_convs(model: Any, min_channels: int = WINOGRAD_MIN_CHANNELS) -> int:
     """Rewrite, in place, every float32 3x3 convolution of ``model`` (an ``onnx.ModelProto``, top-level graph)
-    with stride 1, dilation 1, one group, weights held in an initializer and at least ``min_channels`` input
-    and output channels, as the Winograd F(4x4, 3x3) computation above; any padding and a bias are kept.
+    with stride 1, dilation 1, one group, constant weights (float32, or float16 cast to float32) and at least
+    ``min_channels`` input and output channels, as the Winograd F(4x4, 3x3) computation above; any padding and a
+    bias are kept.
     Shapes may be dynamic (batch and sides). Returns the number of convolutions rewritten."""
     m, a = WINOGRAD_AT.shape
     tiles = a * a
@@ -121,7 +122,7 @@ SPACE_TO_DEPTH_MAX_OUT_CHANNELS = 4
 
 def space_to_depth_convs(model: Any, max_out_channels: int = SPACE_TO_DEPTH_MAX_OUT_CHANNELS) -> int:
     """Rewrite, in place, every float32 convolution of ``model`` with a square odd kernel of 5 or more, stride 1,
-    dilation 1, one group, weights in an initializer and at most ``max_out_channels`` outputs (the 7x7 one that
+    dilation 1, one group, constant weights and at most ``max_out_channels`` outputs (the 7x7 one that
     writes U-GAT-IT's and pix2pixHD's image) on 2x2 blocks of pixels: SpaceToDepth(2), a convolution with 4x the
     input and output channels and a kernel of (k + 1) / 2, DepthToSpace(2). Its outputs fill the 16-wide blocks
     of ONNX Runtime's kernels: U-GAT-IT's 64 -> 3 channel 7x7 convolution rewritten took a light ch64 generator
@@ -208,14 +209,15 @@ class _Conv:
 
 
 def _plain_conv(node: Any, weights: dict[str, Any]) -> _Conv | None:
-    """The facts of a float32 Conv with stride 1, dilation 1, one group, explicit padding and weights (and bias)
-    in initializers; None for any other node."""
-    from onnx import TensorProto, helper
+    """The facts of a float32 Conv with stride 1, dilation 1, one group, explicit padding and constant weights
+    (and bias): float32 initializers, or float16 ones cast to float32 (``ugatit export --half``), as ``weights``
+    maps them (:func:`_constant_weights`); None for any other node."""
+    from onnx import helper
 
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
         return None
     weight = weights.get(node.input[1])
-    if weight is None or weight.data_type != TensorProto.FLOAT or len(weight.dims) != 4:
+    if weight is None or len(weight.dims) != 4:
         return None
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if bias is not None and bias not in weights:
@@ -258,11 +260,26 @@ class _Constants:
         return full
 
 
+def _constant_weights(graph: Any) -> dict[str, Any]:
+    """Float32 values a Conv can take as constant weights, by name: float32 initializers, and the outputs of
+    Casts to float32 of float16 initializers (the initializer, for its shape)."""
+    from onnx import TensorProto, helper
+
+    initializers = {init.name: init for init in graph.initializer}
+    weights = {name: init for name, init in initializers.items() if init.data_type == TensorProto.FLOAT}
+    for node in graph.node:
+        source = initializers.get(node.input[0]) if node.op_type == "Cast" and node.input else None
+        to = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "to"), None)
+        if source is not None and source.data_type == TensorProto.FLOAT16 and to == TensorProto.FLOAT:
+            weights[node.output[0]] = source
+    return weights
+
+
 def _rewrite(model: Any, constants: _Constants, matches: Any, build: Any) -> int:
     """Replace each plain Conv of ``model``'s graph for which ``matches(spec)`` by ``build(node, spec, prefix)``;
     the constants those nodes use are added. Returns the count."""
     graph = model.graph
-    weights = {init.name: init for init in graph.initializer}
+    weights = _constant_weights(graph)
     nodes: list[Any] = []
     count = 0
     for node in graph.node:
