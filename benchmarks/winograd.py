@@ -4,11 +4,11 @@
     python benchmarks/winograd.py --threads 2
 
 Each shape is one ONNX graph of four chained reflect-padded 3x3 convolutions (random weights), run by ONNX
-Runtime's CPU provider with all graph optimisations, as the plain graph (``direct_ms``: its NCHWc convolution
-kernels) and rewritten by :func:`~ugatit_cli.graph_rewrites.winograd_convs` (``winograd_ms``); times are per
-convolution, best of ``--repeats`` runs, and ``speedup`` = direct / winograd. ``max_abs_err``: the largest
-difference of each against the same convolution computed in float64 by NumPy, on inputs with unit variance.
-``WINOGRAD_MIN_CHANNELS`` is set from this table.
+Runtime's CPU provider with the session options ``translate`` uses, as the plain graph (``direct_ms``: its
+NCHWc convolution kernels) and rewritten by :func:`~ugatit_cli.graph_rewrites.winograd_convs`
+(``winograd_ms``); times are per convolution, best of ``--repeats`` runs, and ``speedup`` = direct /
+winograd. ``max_abs_err``: the largest difference of each against the same convolution computed in float64 by
+NumPy, on inputs with unit variance. ``WINOGRAD_MIN_CHANNELS`` is set from this table.
 """
 
 import argparse
@@ -65,13 +65,13 @@ def reference(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 
 def measure(model, x: np.ndarray, threads: int, repeats: int, count: int) -> tuple[float, list[np.ndarray]]:
+    """Best seconds per convolution (ms) and the outputs, in a session with translate's options."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    from ugatit_cli.onnx_backend import session_options
+
+    session = ort.InferenceSession(model.SerializeToString(), session_options(threads),
+                                   providers=["CPUExecutionProvider"])
     outputs = session.run(None, {"x": x})
     best = float("inf")
     for _ in range(repeats):

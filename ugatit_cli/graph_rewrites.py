@@ -47,8 +47,9 @@ WINOGRAD_AT = np.array([[1, 1, 1, 1, 1, 0],
                         [0, 1, 1, 4, 4, 0],
                         [0, 1, -1, 8, -8, 1]], dtype=np.float64)
 #: convolutions with fewer input or output channels than this keep the direct kernel: the tile transforms' memory
-#: traffic outweighs the saved arithmetic (benchmarks/winograd.py, one thread: 256->256 channels 1.81x, 128->128
-#: 1.29x, 128->64 1.03x, 64->64 0.69x)
+#: traffic outweighs the saved arithmetic (benchmarks/winograd.py, one thread: 256->256 channels 1.83x, 256->128
+#: 1.73x, 128->128 0.93-0.98x, 128->64 1.02-1.07x, 64->64 0.66-0.72x; 128 keeps U-GAT-IT's 256->128 up-sampling
+#: convolution, and 128->128 ones gain nothing but lose nothing either)
 WINOGRAD_MIN_CHANNELS = 128
 
 
@@ -74,7 +75,7 @@ def winograd_convs(model: Any, min_channels: int = WINOGRAD_MIN_CHANNELS) -> int
     m, a = WINOGRAD_AT.shape
     tiles = a * a
     c = _Constants("winograd/")
-    c.shared("BT", np.einsum("ar,bs->abrs", WINOGRAD_BT, WINOGRAD_BT).reshape(tiles, 1, a, a))
+    bt = np.einsum("ar,bs->abrs", WINOGRAD_BT, WINOGRAD_BT).reshape(tiles, 1, a, a)  # per channel
     c.shared("GG", np.einsum("ar,bs->abrs", WINOGRAD_G, WINOGRAD_G).reshape(tiles, 3, 3))
     c.shared("AT", np.einsum("ia,jb->ijab", WINOGRAD_AT, WINOGRAD_AT).reshape(m * m, tiles))
 
@@ -91,9 +92,9 @@ def winograd_convs(model: Any, min_channels: int = WINOGRAD_MIN_CHANNELS) -> int
             # U[t, o, c] = (G w[o, c] G^T)[t]: one constant node, folded by ONNX Runtime when the session is
             # built (one Einsum: a chain of products would leave each intermediate's copy in memory meanwhile)
             n("Einsum", [c.shared("GG"), w], [p + "U"], equation="trs,ocrs->toc"),
-            # V[n, t, c, tile] = B^T d B of every 6x6 input tile (stride 4), one channel at a time; padded at
+            # V[n, c, t, tile] = B^T d B of every 6x6 input tile (stride 4), one channel at a time; padded at
             # the end so that the tiles cover the output, which is cropped to its size afterwards
-            n("Conv", [x, c.shared(f"BT{spec.in_ch}", np.tile(c.value("BT"), (spec.in_ch, 1, 1, 1)))], [p + "V"],
+            n("Conv", [x, c.shared(f"BT{spec.in_ch}", np.tile(bt, (spec.in_ch, 1, 1, 1)))], [p + "V"],
               kernel_shape=[a, a], strides=[m, m], pads=[pt, pl, pb + m - 1, pr + m - 1], group=spec.in_ch),
             n("Shape", [p + "V"], [p + "V_shape"]),
             n("Slice", [p + "V_shape", c.ints("two", [2]), c.ints("four", [4])], [p + "th_tw"]),
@@ -242,11 +243,6 @@ class _Constants:
     def shared(self, name: str, value: np.ndarray | None = None) -> str:
         """A float32 constant (``value`` given the first time)."""
         return self._add(name, None if value is None else np.ascontiguousarray(value, dtype=np.float32))
-
-    def value(self, name: str) -> np.ndarray:
-        from onnx import numpy_helper
-
-        return numpy_helper.to_array(self.tensors[self.prefix + name])
 
     def ints(self, name: str, value: Any) -> str:
         return self._add(name, np.asarray(value, dtype=np.int64))
